@@ -1,0 +1,1 @@
+"""RTMP protocol, sans-I/O."""

@@ -1,0 +1,81 @@
+"""Agent credentials and the agent routes (`/agents/...`).
+
+An operator creates an agent with `rig agents create NAME`, which prints an API key
+once. The agent exchanges that key for a short-lived agent JWT at `POST /agents/auth`
+and asks `GET /agents/config/{streamKey}` what to do with each publish.
+"""
+
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+from aiohttp import web
+
+from rig.appkeys import POOL, SETTINGS, TOKENS
+from rig.auth import require_agent
+from rig.body import read_json
+from rig.errors import InvalidCredentials, NotFound, success
+from rig.streams import destination_payload
+
+routes = web.RouteTableDef()
+
+API_KEY_PREFIX = "rigagent_"
+
+
+def hash_api_key(api_key: str) -> bytes:
+    """SHA-256 of the key: 256 random bits need no slow hash, and this is indexable."""
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+async def create_agent(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> tuple[uuid.UUID, str]:
+    """Register an agent; return its id and API key. Only the key's hash is stored."""
+    agent_id = uuid.uuid4()
+    api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    await conn.execute(
+        "INSERT INTO agents (id, name, key_hash) VALUES ($1, $2, $3)",
+        agent_id,
+        name,
+        hash_api_key(api_key),
+    )
+    return agent_id, api_key
+
+
+def iso_time(unix_time: int) -> str:
+    """ISO 8601 in UTC with a Z, as web clients parse it."""
+    return datetime.fromtimestamp(unix_time, UTC).isoformat().replace("+00:00", "Z")
+
+
+@routes.post("/agents/auth")
+async def authenticate_agent(request: web.Request) -> web.Response:
+    """Exchange an agent API key for a short-lived agent token."""
+    body = await read_json(request, ("apiKey",))
+    row = await request.app[POOL].fetchrow(
+        "SELECT id FROM agents WHERE key_hash = $1 AND revoked_at IS NULL",
+        hash_api_key(body["apiKey"]),
+    )
+    if row is None:
+        raise InvalidCredentials("Invalid agent API key")
+    token, expires = request.app[TOKENS].issue(
+        str(row["id"]), "agent", request.app[SETTINGS].agent_token_ttl
+    )
+    return success("Agent authenticated", {"token": token, "expiresAt": iso_time(expires)})
+
+
+@routes.get("/agents/config/{streamKey}")
+async def stream_config(request: web.Request) -> web.Response:
+    """The destinations of the active stream with this ingest key (the agents' hot path)."""
+    await require_agent(request)
+    rows = await request.app[POOL].fetch(
+        """SELECT s.id AS stream_id, d.id, d.service, d.stream_key, d.is_active
+             FROM streams s LEFT JOIN destinations d ON d.stream_id = s.id
+            WHERE s.stream_key = $1 AND s.is_active
+            ORDER BY d.id""",
+        request.match_info["streamKey"],
+    )
+    if not rows:
+        raise NotFound("Stream not found")
+    service_urls = request.app[SETTINGS].service_urls
+    destinations = [destination_payload(row, service_urls) for row in rows if row["id"]]
+    return success("Stream Config", destinations)

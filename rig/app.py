@@ -1,0 +1,50 @@
+"""The rig aiohttp application, built by one factory used by `rig serve` and the tests."""
+
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from rig import accounts, agents, streams
+from rig.appkeys import POOL, SETTINGS, TOKENS
+from rig.errors import envelope_middleware, route_of
+from rig.settings import Settings
+from rig.tokens import TokenIssuer
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024  # every request body of the API is a small JSON object
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request naming the route pattern, never the path (it may hold a key)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        route = route_of(request) if isinstance(request, web.Request) else "<unknown route>"
+        self.logger.info(
+            "%s %s -> %s in %.1f ms", request.method, route, response.status, time * 1000
+        )
+
+
+async def database_pool(app: web.Application) -> AsyncIterator[None]:
+    """Create the asyncpg pool on start; close it on the way out."""
+    pool = await asyncpg.create_pool(app[SETTINGS].database_url, min_size=1, max_size=10)
+    app[POOL] = pool
+    yield
+    await pool.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the application. `settings.database_url` and `jwt_secret` must be set."""
+    if not settings.database_url or not settings.jwt_secret:
+        raise ValueError("create_app needs a database URL and a JWT secret")
+    app = web.Application(middlewares=[envelope_middleware], client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
+    app[TOKENS] = TokenIssuer(settings.jwt_secret)
+    app.cleanup_ctx.append(database_pool)
+    app.add_routes(accounts.routes)
+    app.add_routes(streams.routes)
+    app.add_routes(agents.routes)
+    return app

@@ -1,0 +1,45 @@
+"""The embedded PostgreSQL used when no RIG_DATABASE_URL is given.
+
+`pgserver` ships a real PostgreSQL server in a wheel. The server runs from
+`<data dir>/postgres` and listens only on a Unix socket; several rig commands (say
+`rig serve` and `rig agents create`) share one server, which stops when the last
+of them exits. When run as root, pgserver runs the server as a `pgserver` system user.
+"""
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "rig"
+
+
+def embedded_server(pgdata: Path) -> Any:
+    """Start (or join) the pgserver PostgreSQL whose data directory is `pgdata`."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (services, containers); harmless.
+        warnings.simplefilter("ignore", UserWarning)
+        import pgserver  # imported here: only the embedded mode needs it
+
+        logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every command
+        pgdata.mkdir(parents=True, exist_ok=True)
+        return pgserver.get_server(pgdata.resolve(), cleanup_mode="stop")
+
+
+def ensure_database(server: Any, name: str) -> str:
+    """Create database `name` if missing; return its URL."""
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}';")
+    if "1 row" not in exists:
+        # Two rig commands starting at once may both try; the loser's error is harmless.
+        server.psql(f'CREATE DATABASE "{name}";')
+    return server.get_uri(name)
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or join) the embedded server in the data dir; return rig's database URL."""
+    pgdata = (data_dir / "postgres").resolve()
+    url = ensure_database(embedded_server(pgdata), DATABASE_NAME)
+    log.info("started embedded PostgreSQL in %s (set RIG_DATABASE_URL to use another)", pgdata)
+    return url

@@ -1,0 +1,94 @@
+"""rig's settings: read once from the environment and flags, then passed explicitly."""
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rig.services import service_urls_from_env
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything rig needs to run. Built by the CLI; the tests build their own."""
+
+    database_url: str | None = None
+    data_dir: Path = Path(".rig-data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    jwt_secret: str | None = None
+    token_ttl: int = 24 * 3600
+    agent_token_ttl: int = 15 * 60
+    service_urls: Mapping[str, str] = field(default_factory=lambda: service_urls_from_env({}))
+    log_level: str = "INFO"
+
+
+# (flag or "" for environment only, environment variable, Settings field, type, help)
+OPTIONS: list[tuple[str, str, str, type, str]] = [
+    (
+        "--database-url",
+        "RIG_DATABASE_URL",
+        "database_url",
+        str,
+        "PostgreSQL URL (put a password in the env var, not here);"
+        " unset: an embedded PostgreSQL in the data dir",
+    ),
+    (
+        "--data-dir",
+        "RIG_DATA_DIR",
+        "data_dir",
+        Path,
+        "where the embedded PostgreSQL and the generated JWT secret live",
+    ),
+    ("--host", "RIG_HOST", "host", str, "address the HTTP API listens on"),
+    ("--port", "RIG_PORT", "port", int, "port the HTTP API listens on"),
+    # Secrets have no flag: process arguments are visible to every local user.
+    (
+        "",
+        "RIG_JWT_SECRET",
+        "jwt_secret",
+        str,
+        "HS256 signing key; unset: generated once and kept in the data dir (mode 0600)",
+    ),
+    ("--token-ttl", "RIG_TOKEN_TTL", "token_ttl", int, "lifetime of user tokens, seconds"),
+    (
+        "--agent-token-ttl",
+        "RIG_AGENT_TOKEN_TTL",
+        "agent_token_ttl",
+        int,
+        "lifetime of agent tokens, seconds",
+    ),
+    ("--log-level", "RIG_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; each defaults to its environment variable."""
+    defaults = Settings()
+    for flag, env, name, kind, text in OPTIONS:
+        if not flag:
+            continue
+        default = getattr(defaults, name)
+        shown = "embedded" if name == "database_url" else default
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"{text} [env {env}; default: {shown}]",
+        )
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """Flags win over environment variables, which win over defaults."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for _flag, var, name, kind, _text in OPTIONS:
+        flag_value = getattr(args, name, None)
+        if flag_value is not None:
+            values[name] = flag_value
+        elif env.get(var):
+            values[name] = kind(env[var])
+    values["service_urls"] = service_urls_from_env(env)
+    return Settings(**values)  # type: ignore[arg-type]

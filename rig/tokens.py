@@ -1,0 +1,84 @@
+"""JSON Web Tokens for users and agents (pyjwt, HS256).
+
+Every token carries subject, issue and expiry times, audience, issuer and its type.
+User tokens also carry the user's token generation, bumped on password change, so a
+password change invalidates every earlier token.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import jwt
+
+ALGORITHM = "HS256"
+ISSUER = "rig"
+AUDIENCE = "rig-api"
+TokenType = Literal["user", "agent"]
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a verified token says."""
+
+    subject: str
+    token_type: TokenType
+    issued_at: int
+    expires_at: int
+    generation: int = 0
+
+
+class TokenError(Exception):
+    """The token is missing, malformed, forged, expired or of the wrong kind."""
+
+
+class TokenIssuer:
+    """Issues and verifies tokens with one signing key."""
+
+    def __init__(self, secret: str) -> None:
+        if len(secret) < 32:
+            raise ValueError("the JWT secret must be at least 32 characters")
+        self._secret = secret
+
+    def issue(
+        self, subject: str, token_type: TokenType, ttl: int, generation: int = 0
+    ) -> tuple[str, int]:
+        """Return (token, expiry as a Unix time)."""
+        now = int(time.time())
+        claims = {
+            "sub": subject,
+            "typ": token_type,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            "aud": AUDIENCE,
+            "iss": ISSUER,
+        }
+        if token_type == "user":
+            claims["gen"] = generation
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM), now + ttl
+
+    def verify(self, token: str) -> Claims:
+        """Verify signature, algorithm, audience, issuer and times; raise TokenError."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],  # never "none", never whatever the header says
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["sub", "typ", "iat", "exp", "aud", "iss"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise TokenError(str(exc)) from exc
+        token_type = claims["typ"]
+        generation = claims.get("gen", 0)
+        if token_type not in ("user", "agent") or not isinstance(generation, int):
+            raise TokenError("unknown token type")
+        return Claims(
+            subject=str(claims["sub"]),
+            token_type=token_type,
+            issued_at=int(claims["iat"]),
+            expires_at=int(claims["exp"]),
+            generation=generation,
+        )

@@ -1,0 +1,79 @@
+"""Shared fixtures: one embedded PostgreSQL for the whole session, rig apps on it."""
+
+import asyncio
+import itertools
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from rig.app import create_app
+from rig.embedded_db import embedded_server, ensure_database
+from rig.migrations import migrate
+from rig.services import DEFAULT_SERVICE_URLS
+from rig.settings import Settings
+
+TABLES = ("destinations", "streams", "agents", "users")
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real PostgreSQL server (pgserver), started once per test session."""
+    server = embedded_server(tmp_path_factory.mktemp("pg") / "data")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def make_database(postgres_server: object) -> Callable[[], str]:
+    """Factory: a new empty database on the session server; returns its URL."""
+    counter = itertools.count()
+
+    def make() -> str:
+        return ensure_database(postgres_server, f"rig_test_{next(counter)}")
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def database_url(make_database: Callable[[], str]) -> str:
+    """The migrated database most tests share (emptied after each test)."""
+    url = make_database()
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    return url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the shared database; every table is emptied after the test."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+    await conn.close()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings for an app on the shared database, services pointing nowhere real."""
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        jwt_secret=secrets.token_urlsafe(48),
+        service_urls=dict(DEFAULT_SERVICE_URLS),
+    )
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings, db: asyncpg.Connection):
+    """A test client for a rig app on the shared, emptied-after-use database."""
+    return await aiohttp_client(create_app(settings))
