@@ -7,6 +7,7 @@ of them exits. When run as root, pgserver runs the server as a `pgserver` system
 """
 
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,10 @@ def embedded_server(pgdata: Path) -> Any:
 
 def ensure_database(server: Any, name: str) -> str:
     """Create database `name` if missing; return its URL."""
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}';")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ValueError(f"not a plain database name: {name!r}")
+    # psql takes no bind parameters; the name was checked to be a plain identifier.
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}';")  # noqa: S608
     if "1 row" not in exists:
         # Two rig commands starting at once may both try; the loser's error is harmless.
         server.psql(f'CREATE DATABASE "{name}";')
