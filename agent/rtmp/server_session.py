@@ -1,0 +1,305 @@
+"""The ingest side: an RTMP server connection accepting one publisher (OBS, FFmpeg).
+
+Command flow (RTMP spec 1.0 §7.2, as OBS and FFmpeg use it)::
+
+    connect -> releaseStream -> FCPublish -> createStream -> publish
+    ... audio/video/@setDataFrame ...
+    FCUnpublish -> deleteStream
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from typing import Any
+
+from ._connection import _Connection, decode_command, is_command
+from .chunk import DEFAULT_MAX_MESSAGE_SIZE
+from .errors import LocalProtocolError, ProtocolError
+from .events import ConnectRequested, Event, MediaReceived, PublishEnded, PublishRequested
+from .handshake import RandomSource, ServerHandshake
+from .message import (
+    AGGREGATE,
+    AUDIO,
+    DATA_AMF0,
+    DATA_AMF3,
+    PEER_BANDWIDTH_DYNAMIC,
+    VIDEO,
+    Message,
+    set_peer_bandwidth,
+    split_aggregate,
+    stream_begin,
+)
+
+__all__ = ["ServerSession"]
+
+_MEDIA_TYPES = frozenset((AUDIO, VIDEO, DATA_AMF0, DATA_AMF3))
+_MAX_STREAMS = 16  # createStream calls honoured per connection
+
+
+class _State(enum.Enum):
+    HANDSHAKE = "handshake"
+    AWAIT_CONNECT = "await-connect"
+    CONNECTED = "connected"
+    PUBLISH_PENDING = "publish-pending"
+    PUBLISHING = "publishing"
+    CLOSED = "closed"
+
+
+class ServerSession(_Connection):
+    """Server side of one RTMP connection, sans-I/O.
+
+    Feed received bytes to :meth:`receive_data`, send what :meth:`data_to_send`
+    returns, and answer each :class:`PublishRequested` with :meth:`accept_publish` or
+    :meth:`reject_publish`. Close the socket once :attr:`closed` is true.
+
+    Media received before ``publish`` is dropped (``dropped_before_publish``); media
+    received while the publish is pending is held and delivered after acceptance.
+    """
+
+    def __init__(
+        self,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        window_ack_size: int = 2_500_000,
+        chunk_size: int = 4096,
+        *,
+        random: RandomSource = os.urandom,
+    ) -> None:
+        super().__init__(max_message_size=max_message_size)
+        self._handshake = ServerHandshake(random)
+        self._window_ack_size = window_ack_size
+        self._chunk_size = chunk_size
+        self._state = _State.HANDSHAKE
+        self._streams: set[int] = set()
+        self._next_stream_id = 1
+        self._publish_stream_id = 0
+        self.app: str | None = None
+        self.tc_url: str | None = None
+        self.stream_name: str | None = None
+        self.publish_type: str | None = None
+        self.dropped_before_publish = 0
+        # Media that arrived while a publish awaited accept_publish(), and its size.
+        self._held: list[Message] = []
+        self._held_bytes = 0
+        self._max_held_bytes = max_message_size
+        self._ready: list[Event] = []
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def publishing(self) -> bool:
+        """True between :meth:`accept_publish` and the end of the publish."""
+        return self._state is _State.PUBLISHING
+
+    @property
+    def publish_pending(self) -> bool:
+        """True while a ``publish`` waits for :meth:`accept_publish`/:meth:`reject_publish`."""
+        return self._state is _State.PUBLISH_PENDING
+
+    @property
+    def stream_id(self) -> int:
+        """Message stream id of the current (or last) publish, 0 if none."""
+        return self._publish_stream_id
+
+    # ------------------------------------------------------------------ I/O entry points
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Consume bytes from the client; return the events they produced.
+
+        Media that arrived between ``publish`` and :meth:`accept_publish` is held
+        (up to ``max_message_size`` bytes) and returned by the next call, which may be
+        ``receive_data(b"")``.
+        """
+        if self._closed:
+            return []
+        events, self._ready = self._ready, []
+        if not data:
+            return events
+        self._received += len(data)
+        if self._state is _State.HANDSHAKE:
+            reply = self._handshake.feed(data)
+            if reply:
+                self._out.append(reply)
+            if not self._handshake.done:
+                return events
+            self._state = _State.AWAIT_CONNECT
+            data = self._handshake.leftover
+        for message in self._read_messages(data):
+            self._handle(message, events)
+            if self._closed:
+                break
+        self._maybe_ack()
+        return events
+
+    def accept_publish(self) -> None:
+        """Start the pending publish: Stream Begin + NetStream.Publish.Start (§7.2.2.6)."""
+        if self._state is not _State.PUBLISH_PENDING:
+            raise LocalProtocolError(f"accept_publish() in state {self._state.value}")
+        sid = self._publish_stream_id
+        self._send(stream_begin(sid))
+        self._on_status(
+            sid, "status", "NetStream.Publish.Start", f"{self.stream_name} is now published."
+        )
+        self._state = _State.PUBLISHING
+        for message in self._held:
+            self._media(message, self._ready)
+        self._held = []
+        self._held_bytes = 0
+
+    def reject_publish(
+        self,
+        code: str = "NetStream.Publish.BadName",
+        description: str = "Publish refused.",
+    ) -> None:
+        """Refuse the pending publish with an error onStatus; the session then closes."""
+        if self._state is not _State.PUBLISH_PENDING:
+            raise LocalProtocolError(f"reject_publish() in state {self._state.value}")
+        self._on_status(self._publish_stream_id, "error", code, description)
+        self._state = _State.CLOSED
+        self._closed = True
+        self._held = []
+
+    # ------------------------------------------------------------------ internals
+
+    def _on_status(self, stream_id: int, level: str, code: str, description: str) -> None:
+        info = {"level": level, "code": code, "description": description}
+        self._send_command(stream_id, "onStatus", 0, None, info)
+
+    def _media(self, message: Message, events: list[Event]) -> None:
+        if message.type_id == AGGREGATE:
+            events.extend(
+                MediaReceived(m) for m in split_aggregate(message) if m.type_id in _MEDIA_TYPES
+            )
+        else:
+            events.append(MediaReceived(message))
+
+    def _handle(self, message: Message, events: list[Event]) -> None:
+        t = message.type_id
+        if t in _MEDIA_TYPES or t == AGGREGATE:
+            state = self._state
+            if state is _State.PUBLISHING:
+                self._media(message, events)
+            elif (
+                state is _State.PUBLISH_PENDING
+                and self._held_bytes + len(message.payload) <= self._max_held_bytes
+            ):
+                self._held.append(message)
+                self._held_bytes += len(message.payload)
+            else:
+                self.dropped_before_publish += 1
+        elif is_command(message):
+            self._handle_command(message, events)
+        else:
+            self._handle_control(message)
+
+    def _handle_command(self, message: Message, events: list[Event]) -> None:
+        name, tx, args = decode_command(message)
+        state = self._state
+        if name == "connect":
+            if state is not _State.AWAIT_CONNECT:
+                raise ProtocolError("connect received twice")
+            self._connect(tx, args, events)
+            return
+        if name in ("_result", "_error", "onStatus"):
+            return  # answers to nothing we asked: ignore
+        if state is _State.AWAIT_CONNECT:
+            raise ProtocolError(f"command {name!r} before connect")
+        if name in ("releaseStream", "FCPublish"):
+            if tx:
+                self._send_command(0, "_result", tx, None)
+        elif name == "createStream":
+            if len(self._streams) >= _MAX_STREAMS:
+                raise ProtocolError(f"more than {_MAX_STREAMS} streams created")
+            sid = self._next_stream_id
+            self._next_stream_id += 1
+            self._streams.add(sid)
+            self._send_command(0, "_result", tx, None, float(sid))
+        elif name == "publish":
+            self._publish(message.stream_id, args, events)
+        elif name == "FCUnpublish":
+            if tx:
+                self._send_command(0, "_result", tx, None)
+            self._end_publish("FCUnpublish", events)
+        elif name in ("deleteStream", "closeStream"):
+            sid = message.stream_id
+            if name == "deleteStream":
+                sid = int(args[1]) if len(args) > 1 and isinstance(args[1], float) else 0
+                self._streams.discard(sid)
+            if sid == self._publish_stream_id and self._end_publish(name, events):
+                self._on_status(
+                    sid,
+                    "status",
+                    "NetStream.Unpublish.Success",
+                    f"{self.stream_name} is now unpublished.",
+                )
+        elif tx:
+            # Unknown call expecting an answer (nginx-rtmp would stay silent).
+            self._send_command(
+                0,
+                "_error",
+                tx,
+                None,
+                {
+                    "level": "error",
+                    "code": "NetConnection.Call.Failed",
+                    "description": f"Method not found ({name[:64]}).",
+                },
+            )
+
+    def _connect(self, tx: int, args: list[Any], events: list[Event]) -> None:
+        obj = args[0] if args else None
+        if not isinstance(obj, dict):
+            raise ProtocolError("connect without a command object")
+        app = obj.get("app", "")
+        tc_url = obj.get("tcUrl")
+        if not isinstance(app, str):
+            raise ProtocolError("connect: app is not a string")
+        if tc_url is not None and not isinstance(tc_url, str):
+            raise ProtocolError("connect: tcUrl is not a string")
+        encoding = obj.get("objectEncoding", 0.0)
+        if not isinstance(encoding, float):
+            encoding = 0.0
+        self.app = app
+        self.tc_url = tc_url
+        self._state = _State.CONNECTED
+        # Reply as FMS/nginx-rtmp do: §5.4.4, §5.4.5, §5.4.1, then _result (§7.2.1.1).
+        self._announce_window(self._window_ack_size)
+        self._send(set_peer_bandwidth(self._window_ack_size, PEER_BANDWIDTH_DYNAMIC))
+        self._set_send_chunk_size(self._chunk_size)
+        self._send_command(
+            0,
+            "_result",
+            tx,
+            {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0},
+            {
+                "level": "status",
+                "code": "NetConnection.Connect.Success",
+                "description": "Connection succeeded.",
+                "objectEncoding": encoding,
+            },
+        )
+        events.append(ConnectRequested(app, tc_url, dict(obj)))
+
+    def _publish(self, stream_id: int, args: list[Any], events: list[Event]) -> None:
+        if self._state is not _State.CONNECTED:
+            raise ProtocolError(f"publish in state {self._state.value}")
+        if stream_id not in self._streams:
+            raise ProtocolError(f"publish on message stream {stream_id}, which was not created")
+        name = args[1] if len(args) > 1 else None
+        if not isinstance(name, str):
+            raise ProtocolError("publish without a stream name")
+        publish_type = args[2] if len(args) > 2 and isinstance(args[2], str) else "live"
+        self.stream_name = name
+        self.publish_type = publish_type
+        self._publish_stream_id = stream_id
+        self._state = _State.PUBLISH_PENDING
+        events.append(PublishRequested(name, publish_type))
+
+    def _end_publish(self, reason: str, events: list[Event]) -> bool:
+        if self._state not in (_State.PUBLISHING, _State.PUBLISH_PENDING):
+            return False
+        self._state = _State.CONNECTED
+        self._held = []
+        self._held_bytes = 0
+        events.append(PublishEnded(reason))
+        return True
