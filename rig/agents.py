@@ -67,12 +67,15 @@ async def authenticate_agent(request: web.Request) -> web.Response:
 async def stream_config(request: web.Request) -> web.Response:
     """The destinations of the active stream with this ingest key (the agents' hot path)."""
     await require_agent(request)
+    stream_key = request.match_info["streamKey"]
+    if "\x00" in stream_key:  # PostgreSQL text cannot hold NUL: no stream has this key
+        raise NotFound("Stream not found")
     rows = await request.app[POOL].fetch(
         """SELECT s.id AS stream_id, d.id, d.service, d.stream_key, d.is_active
              FROM streams s LEFT JOIN destinations d ON d.stream_id = s.id
             WHERE s.stream_key = $1 AND s.is_active
             ORDER BY d.id""",
-        request.match_info["streamKey"],
+        stream_key,
     )
     if not rows:
         raise NotFound("Stream not found")

@@ -24,7 +24,7 @@ async def read_json(request: web.Request, required: tuple[str, ...]) -> dict[str
     raw = await request.read()
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInput("Body is not valid JSON", details={"reason": str(exc)}) from exc
     if not isinstance(body, dict):
         raise InvalidInput("Body must be a JSON object", details={"reason": "not an object"})
@@ -35,6 +35,10 @@ async def read_json(request: web.Request, required: tuple[str, ...]) -> dict[str
         if not isinstance(body[name], str):
             raise InvalidInput(
                 f"Field {name} must be a string", details={"field": name, "reason": "not a string"}
+            )
+        if "\x00" in body[name]:  # PostgreSQL text cannot hold NUL
+            raise InvalidInput(
+                f"Field {name} must not contain NUL", details={"field": name, "reason": "NUL"}
             )
     return body
 

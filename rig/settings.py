@@ -63,14 +63,18 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
 ]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per setting; each defaults to its environment variable."""
-    defaults = Settings()
-    for flag, env, name, kind, text in OPTIONS:
+Option = tuple[str, str, str, type, str]
+
+
+def add_option_arguments(
+    parser: argparse.ArgumentParser, options: list[Option], defaults: object
+) -> None:
+    """Add one flag per option; each defaults to its environment variable, then `defaults`."""
+    for flag, env, name, kind, text in options:
         if not flag:
             continue
         default = getattr(defaults, name)
-        shown = "embedded" if name == "database_url" else default
+        shown = "unset" if default is None else default
         parser.add_argument(
             flag,
             dest=name,
@@ -80,15 +84,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
-    """Flags win over environment variables, which win over defaults."""
-    env = os.environ if env is None else env
+def option_values(
+    args: argparse.Namespace, options: list[Option], env: Mapping[str, str]
+) -> dict[str, object]:
+    """Flags win over environment variables; unset ones are left out (dataclass default)."""
     values: dict[str, object] = {}
-    for _flag, var, name, kind, _text in OPTIONS:
+    for _flag, var, name, kind, _text in options:
         flag_value = getattr(args, name, None)
         if flag_value is not None:
             values[name] = flag_value
         elif env.get(var):
             values[name] = kind(env[var])
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add rig's flags to a subcommand's parser."""
+    add_option_arguments(parser, OPTIONS, Settings())
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """Flags win over environment variables, which win over defaults."""
+    env = os.environ if env is None else env
+    values = option_values(args, OPTIONS, env)
     values["service_urls"] = service_urls_from_env(env)
     return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,76 @@
+"""The `rig-agent` command: an RTMP ingest server relaying to every destination."""
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from agent.rig_client import RigClient
+from agent.server import IngestServer
+from agent.settings import AgentSettings, add_arguments, settings_from
+
+log = logging.getLogger("agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every flag has an environment variable."""
+    parser = argparse.ArgumentParser(
+        prog="rig-agent",
+        description=(
+            "rig-agent: accepts RTMP pushes (OBS, ffmpeg), checks each stream key with rig"
+            " and relays the stream, unchanged, to every active destination."
+        ),
+        epilog=(
+            "Every flag can also be set by the environment variable named in its help."
+            " The agent's API key is read from RIG_AGENT_KEY only (never a flag)."
+        ),
+    )
+    add_arguments(parser)
+    return parser
+
+
+async def serve(settings: AgentSettings) -> None:
+    """Run until SIGINT or SIGTERM, then shut down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with RigClient(settings.rig_url, settings.agent_key) as rig:
+        server = IngestServer(settings, rig, settings.egress())
+        await server.start()
+        public = (
+            settings.public_url
+            or f"rtmp://{settings.listen_host}:{server.port}/{settings.rtmp_app}"
+        )
+        log.info("agent %s ready: publish to %s with your stream key", settings.name, public)
+        await stop.wait()
+        log.info("shutting down: ending ingests, draining destinations")
+        await server.close()
+    log.info("agent stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `rig-agent` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        parser.error(f"invalid setting: {exc}")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not settings.agent_key:
+        parser.error("RIG_AGENT_KEY is not set (create one with: rig agents create NAME)")
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""One destination of one ingest: its own queue, its own thread, its own PyAV muxer.
+
+The worker connects (RtmpPublisher), muxes the ingest's packets with a PyAV FLV muxer
+into a file-like object whose bytes are cut back into FLV tags and sent as RTMP
+messages. A destination that fails is retried with capped exponential backoff and
+jitter; each (re)connection gets a fresh muxer, so codec configuration (AVC/HEVC/AAC
+sequence headers, metadata) is sent again and media restarts on a keyframe. Nothing a
+destination does can block the ingest or another destination: the fan-out only ever
+appends to this worker's bounded MediaQueue.
+"""
+
+import contextlib
+import enum
+import logging
+import random
+import ssl
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+
+from agent.egress import EgressError, RtmpPublisher, parse_target
+from agent.flv import SCRIPT, FlvTagReader, add_set_data_frame
+from agent.media_queue import END_OF_STREAM, MediaPacket, MediaQueue
+
+log = logging.getLogger(__name__)
+
+MS = Fraction(1, 1000)  # FLV and RTMP timestamps are milliseconds
+# Muxer options: no seeking back to patch duration (the output is a live socket);
+# no interleaving hold-back (av_interleaved_write_frame would otherwise keep a packet
+# until every stream has one); one write per packet so nothing waits in AVIO's buffer.
+MUXER_OPTIONS = {
+    "flvflags": "no_duration_filesize",
+    "max_interleave_delta": "1",
+    "flush_packets": "1",
+}
+
+
+class DestinationState(enum.StrEnum):
+    """What a destination is doing, as reported to operators and users."""
+
+    CONNECTING = "connecting"
+    LIVE = "live"
+    BACKOFF = "backoff"
+    FAILED = "failed"
+    OFF = "off"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A destination as rig describes it. `url` embeds the destination's stream key."""
+
+    id: int
+    service: str
+    url: str
+
+    def __repr__(self) -> str:  # keep the key out of any accidental log line
+        return f"Destination(id={self.id}, service={self.service!r})"
+
+
+@dataclass(frozen=True)
+class EgressSettings:
+    """Limits and timings shared by every destination worker."""
+
+    queue_bytes: int = 64 * 1024 * 1024
+    queue_seconds: float = 10.0
+    connect_timeout: float = 10.0
+    write_timeout: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    tls_context: ssl.SSLContext | None = None
+
+
+class InputStreams:
+    """The ingest's demuxed streams (PyAV templates), published once by the fan-out."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self.streams: list[Any] | None = None
+        self.metadata: dict[str, str] = {}
+
+    def publish(self, streams: list[Any] | None, metadata: dict[str, str]) -> None:
+        """Set the streams (None: the ingest ended before any) and wake the workers."""
+        self.streams, self.metadata = streams, metadata
+        self._ready.set()
+
+    def wait(self, stop: threading.Event) -> list[Any] | None:
+        """Block until published or `stop` is set."""
+        while not self._ready.wait(0.1):
+            if stop.is_set():
+                return None
+        return self.streams
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: initial, doubling, at most `maximum`."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial, self.maximum = initial, maximum
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        """The next wait, with ±20 % jitter so many destinations do not retry in lockstep."""
+        delay = min(self.maximum, self.initial * (2**self.attempt))
+        self.attempt += 1
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        """Back to the initial delay after a successful connection."""
+        self.attempt = 0
+
+
+class _TagSender:
+    """File-like sink for PyAV's FLV muxer: cuts its bytes into tags and sends them."""
+
+    def __init__(self, publisher: RtmpPublisher) -> None:
+        self._publisher = publisher
+        self._reader = FlvTagReader()
+        self.error: Exception | None = None
+
+    def write(self, data: bytes) -> int:
+        tags = self._reader.feed(data)
+        if tags:
+            messages = [
+                (kind, ts, add_set_data_frame(body) if kind == SCRIPT else body)
+                for kind, ts, body in tags
+            ]
+            try:
+                self._publisher.send(messages)
+            except EgressError as exc:
+                self.error = exc  # PyAV reports an I/O error; the worker re-raises this one
+                raise
+        return len(data)
+
+
+class DestinationWorker:
+    """Relays one ingest to one destination, in a thread of its own."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        label: str,
+        inputs: InputStreams,
+        settings: EgressSettings,
+    ) -> None:
+        self.destination = destination
+        self.label = label
+        self.queue = MediaQueue(settings.queue_bytes, settings.queue_seconds)
+        self.state = DestinationState.CONNECTING
+        self.last_error: str | None = None
+        self.reconnects = 0
+        self.bytes_sent = 0
+        self.packets_sent = 0
+        self._inputs = inputs
+        self._settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"dest-{label}", daemon=True)
+
+    def start(self) -> None:
+        """Start connecting at once: media queues up meanwhile and is sent from a keyframe."""
+        self._thread.start()
+
+    def finish(self) -> None:
+        """The publisher stopped: send what is queued, then close cleanly."""
+        self.queue.end()
+
+    def stop(self) -> None:
+        """Stop now, sending nothing more (agent shutdown after the drain deadline)."""
+        self._stop.set()
+        self.queue.end()
+
+    @property
+    def alive(self) -> bool:
+        """The worker thread is still running."""
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True if it ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        settings = self._settings
+        backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        try:
+            target = parse_target(self.destination.url)
+        except EgressError as exc:
+            self._fail(str(exc))
+            return
+        first = True
+        while not self._stop.is_set():
+            if not first:
+                self.queue.skip_to_latest_keyframe()  # resume live, not with stale media
+            first = False
+            self.state = DestinationState.CONNECTING
+            publisher = RtmpPublisher(
+                target,
+                connect_timeout=settings.connect_timeout,
+                write_timeout=settings.write_timeout,
+                tls_context=settings.tls_context,
+            )
+            try:
+                publisher.open()
+                self.state = DestinationState.LIVE
+                backoff.reset()
+                log.info("%s: live on %s", self.label, target.safe_name)
+                ended = self._pump(publisher)
+                publisher.close(clean=True)
+                self.bytes_sent += publisher.bytes_sent
+                if ended:
+                    log.info("%s: stream ended, destination closed", self.label)
+                    self.state = DestinationState.OFF
+                    return
+            except (EgressError, av.FFmpegError, OSError) as exc:
+                publisher.close(clean=False)
+                self.bytes_sent += publisher.bytes_sent
+                self.last_error = str(exc)
+                self.reconnects += 1
+                self.state = DestinationState.BACKOFF
+                delay = backoff.next_delay()
+                log.warning("%s: %s; retrying in %.1f s", self.label, exc, delay)
+                if self._stop.wait(delay):
+                    break
+        self.state = DestinationState.OFF
+
+    def _fail(self, error: str) -> None:
+        self.last_error = error
+        self.state = DestinationState.FAILED
+        log.error("%s: %s; giving up", self.label, error)
+
+    def _pump(self, publisher: RtmpPublisher) -> bool:
+        """Mux queued packets to the destination; True once the ingest ended."""
+        streams = self._inputs.wait(self._stop)
+        if streams is None:
+            return True
+        sink = _TagSender(publisher)
+        output = av.open(sink, "w", format="flv", options=MUXER_OPTIONS)
+        closed = False
+        try:
+            output.metadata.update(self._inputs.metadata)
+            mapping = {s.index: output.add_stream_from_template(s) for s in streams}
+            has_video = any(s.type == "video" for s in streams)
+            waiting_for_keyframe = has_video
+            last_dts: dict[int, int] = {}
+            while not self._stop.is_set():
+                try:
+                    packet = self.queue.get(timeout=0.5)
+                except TimeoutError:
+                    publisher.send([])  # answer pings and notice a closed peer while idle
+                    continue
+                if packet is END_OF_STREAM:
+                    closed = True
+                    output.close()  # writes what the muxer still holds
+                    return True
+                if waiting_for_keyframe and packet.is_video:
+                    if not packet.is_keyframe:
+                        continue
+                    waiting_for_keyframe = False
+                out_stream = mapping.get(packet.stream_index)
+                if out_stream is None or packet.dts < last_dts.get(packet.stream_index, -1):
+                    continue  # unknown stream, or timestamps going back: FLV cannot carry it
+                last_dts[packet.stream_index] = packet.dts
+                self._mux(output, out_stream, packet, sink)
+            return False
+        finally:
+            if not closed:
+                _close_quietly(output)
+
+    def _mux(self, output: Any, out_stream: Any, packet: MediaPacket, sink: _TagSender) -> None:
+        av_packet = av.Packet(packet.data)
+        av_packet.stream = out_stream
+        av_packet.time_base = MS
+        av_packet.dts = packet.dts
+        av_packet.pts = packet.pts
+        av_packet.is_keyframe = packet.is_keyframe
+        try:
+            output.mux(av_packet)
+        except Exception:
+            if sink.error is not None:
+                raise sink.error from None
+            raise
+        self.packets_sent += 1
+
+
+def _close_quietly(output: Any) -> None:
+    """Release a muxer whose connection already failed (its trailer has nowhere to go)."""
+    with contextlib.suppress(av.FFmpegError, EgressError, OSError, ValueError):
+        output.close()

@@ -1,0 +1,164 @@
+"""The fan-out of one ingest: demuxed once by PyAV, relayed to every destination.
+
+The RTMP server hands each audio/video/data message to `Relay.feed`, which wraps it
+as an FLV tag and queues it for the demux thread (cheap, never blocks the event
+loop). The demux thread runs PyAV's FLV demuxer over that byte stream and appends
+each packet to the bounded queue of every destination worker; only the workers talk
+to the network, each in its own thread.
+"""
+
+import logging
+import queue
+import threading
+
+import av
+
+from agent.destination import Destination, DestinationWorker, EgressSettings, InputStreams
+from agent.flv import AUDIO, FLV_HEADER, SCRIPT, VIDEO, flv_tag, strip_set_data_frame
+from agent.media_queue import MediaPacket
+
+log = logging.getLogger(__name__)
+
+# Open the demuxer as soon as the codec configuration is in: do not buffer to probe.
+DEMUXER_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
+
+
+class IngestTooSlow(Exception):
+    """The demuxer fell too far behind the publisher (the host is overloaded)."""
+
+
+class _TagStream:
+    """File-like reader over the queued FLV tags, for PyAV's demuxer (demux thread only)."""
+
+    def __init__(self, source: "queue.SimpleQueue[bytes | None]") -> None:
+        self._source = source
+        self._buffer = b""
+        self._ended = False
+        self.consumed = 0
+
+    def read(self, size: int) -> bytes:
+        if not self._buffer and not self._ended:
+            item = self._source.get()
+            if item is None:
+                self._ended = True
+            else:
+                self._buffer = item
+        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        self.consumed += len(out)
+        return out
+
+
+class Relay:
+    """One live ingest and its destination workers."""
+
+    def __init__(
+        self,
+        label: str,
+        destinations: list[Destination],
+        settings: EgressSettings,
+        max_pending_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.label = label
+        self.inputs = InputStreams()
+        self._settings = settings
+        self.workers: dict[int, DestinationWorker] = {}
+        for destination in destinations:
+            self._add_worker(destination)
+        self._tags: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._reader = _TagStream(self._tags)
+        self._fed = 0
+        self._max_pending = max_pending_bytes
+        self._thread = threading.Thread(target=self._demux, name=f"demux-{label}", daemon=True)
+        self.packets_in = 0
+        self._started = False
+
+    def start(self) -> None:
+        """Start every destination connecting, and the demuxer."""
+        self._started = True
+        self._put(FLV_HEADER)
+        for worker in self.workers.values():
+            worker.start()
+        self._thread.start()
+
+    def feed(self, type_id: int, timestamp: int, payload: bytes) -> None:
+        """Queue one RTMP media message (called on the event loop; does not block)."""
+        if type_id == SCRIPT:
+            payload = strip_set_data_frame(payload)
+        elif type_id not in (AUDIO, VIDEO):
+            return
+        if self._fed - self._reader.consumed > self._max_pending:
+            raise IngestTooSlow(
+                f"{self.label}: demuxer is more than {self._max_pending} bytes behind"
+            )
+        self._put(flv_tag(type_id, timestamp, payload))
+
+    def finish(self) -> None:
+        """The publisher stopped: let every destination drain and close cleanly."""
+        self._tags.put(None)
+
+    def stop(self) -> None:
+        """Stop every destination now (after the drain deadline on shutdown)."""
+        self._tags.put(None)
+        for worker in self.workers.values():
+            worker.stop()
+
+    @property
+    def done(self) -> bool:
+        """The demuxer and every destination have ended."""
+        threads_alive = self._thread.is_alive() or any(w.alive for w in self.workers.values())
+        return self._started and not threads_alive
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the demuxer and every worker; True if all ended."""
+        self._thread.join(timeout)
+        return all(worker.join(timeout) for worker in self.workers.values()) and (
+            not self._thread.is_alive()
+        )
+
+    def _add_worker(self, destination: Destination) -> None:
+        label = f"{self.label} -> {destination.service} #{destination.id}"
+        self.workers[destination.id] = DestinationWorker(
+            destination, label, self.inputs, self._settings
+        )
+
+    def _put(self, data: bytes) -> None:
+        self._fed += len(data)
+        self._tags.put(data)
+
+    def _demux(self) -> None:
+        workers = list(self.workers.values())
+        try:
+            container = av.open(self._reader, "r", format="flv", options=DEMUXER_OPTIONS)
+        except (av.FFmpegError, ValueError) as exc:
+            log.error("%s: cannot read the ingest: %s", self.label, exc)
+            self.inputs.publish(None, {})
+            self._end(workers)
+            return
+        try:
+            streams = [s for s in container.streams if s.type in ("audio", "video")]
+            self.inputs.publish(streams, dict(container.metadata))
+            wanted = {s.index for s in streams}
+            for packet in container.demux():
+                if packet.dts is None or packet.stream.index not in wanted:
+                    continue  # demuxer flush packets, script data
+                item = MediaPacket(
+                    stream_index=packet.stream.index,
+                    is_video=packet.stream.type == "video",
+                    is_keyframe=packet.is_keyframe,
+                    dts=packet.dts,
+                    pts=packet.pts if packet.pts is not None else packet.dts,
+                    data=bytes(packet),
+                )
+                self.packets_in += 1
+                for worker in workers:
+                    worker.queue.put(item)
+        except (av.FFmpegError, ValueError) as exc:
+            log.error("%s: ingest demuxing failed: %s", self.label, exc)
+        finally:
+            container.close()
+            self._end(workers)
+
+    @staticmethod
+    def _end(workers: list[DestinationWorker]) -> None:
+        for worker in workers:
+            worker.finish()

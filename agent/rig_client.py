@@ -1,0 +1,100 @@
+"""The agent's client of rig's agent API: authenticate, then ask what each key is for.
+
+The agent exchanges its API key for a short-lived agent token and refreshes it before
+it expires (or at once when rig answers 1003). Errors never carry URLs: the config
+URL contains the ingest stream key.
+"""
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from urllib.parse import quote
+
+import aiohttp
+
+from agent.destination import Destination
+
+log = logging.getLogger(__name__)
+
+REFRESH_MARGIN = 60.0  # seconds before expiry at which the token is renewed
+
+
+class StreamNotFound(Exception):
+    """rig does not know this key, or the stream is inactive (errorCode 1000)."""
+
+
+class RigUnavailable(Exception):
+    """rig could not be reached or answered with an error we cannot act on."""
+
+
+class RigClient:
+    """Talks to rig's `/agents/...` routes with an agent token."""
+
+    def __init__(self, base_url: str, api_key: str, timeout: float = 5.0) -> None:
+        self._base = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> "RigClient":
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _request(self, method: str, path: str, **kwargs: object) -> tuple[int, dict]:
+        assert self._session is not None, "use RigClient as an async context manager"
+        try:
+            async with self._session.request(method, self._base + path, **kwargs) as resp:
+                try:
+                    body = await resp.json(content_type=None)
+                except ValueError:
+                    body = {}
+                return resp.status, body if isinstance(body, dict) else {}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # str(exc) may contain the URL (and so a key): name the kind of failure only.
+            raise RigUnavailable(f"rig unreachable ({type(exc).__name__})") from None
+
+    async def token(self, *, force: bool = False) -> str:
+        """A valid agent token, renewed shortly before it expires."""
+        async with self._lock:
+            if force or self._token is None or time.time() > self._token_expires - REFRESH_MARGIN:
+                status, body = await self._request(
+                    "POST", "/agents/auth", json={"apiKey": self._api_key}
+                )
+                if status != 200:
+                    raise RigUnavailable(
+                        f"agent authentication failed: errorCode {body.get('errorCode')}"
+                    )
+                payload = body["payload"]
+                self._token = payload["token"]
+                expires = datetime.fromisoformat(payload["expiresAt"].replace("Z", "+00:00"))
+                self._token_expires = expires.timestamp()
+            return self._token
+
+    async def stream_config(self, stream_key: str) -> list[Destination]:
+        """The active destinations of the stream with this ingest key."""
+        path = "/agents/config/" + quote(stream_key, safe="")
+        for attempt in range(2):
+            token = await self.token(force=attempt > 0)
+            status, body = await self._request(
+                "GET", path, headers={"Authorization": f"Bearer {token}"}
+            )
+            if status == 200:
+                return [
+                    Destination(id=d["id"], service=d["service"], url=d["rtmpUrl"])
+                    for d in body.get("payload") or []
+                    if d.get("isActive") and d.get("rtmpUrl")
+                ]
+            code = body.get("errorCode")
+            if code == 1000:
+                raise StreamNotFound()
+            if code != 1003:
+                break
+        raise RigUnavailable(f"rig answered HTTP {status}, errorCode {body.get('errorCode')}")

@@ -1,0 +1,262 @@
+"""The agent's RTMP ingest server: the asyncio layer around the sans-I/O ServerSession.
+
+This module only moves bytes and enforces deadlines; the protocol lives in
+`agent.rtmp`. Each connection has a deadline to get from TCP accept to `publish`, an
+idle deadline afterwards, and a write deadline; a malformed or oversized input closes
+that connection only. A publish is authorised by rig before any media is accepted.
+"""
+
+import asyncio
+import hashlib
+import logging
+import socket
+from dataclasses import dataclass, field
+
+from agent.destination import EgressSettings
+from agent.fanout import IngestTooSlow, Relay
+from agent.rig_client import RigClient, RigUnavailable, StreamNotFound
+from agent.rtmp import ProtocolError, ServerSession
+from agent.rtmp.events import MediaReceived, PublishEnded, PublishRequested
+from agent.rtmp.message import AGGREGATE, split_aggregate
+from agent.settings import AgentSettings
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 256 * 1024
+MAX_STREAM_KEY = 256
+
+
+def key_id(stream_key: str) -> str:
+    """A short, stable, non-reversible name for a stream key, for logs."""
+    return hashlib.sha256(stream_key.encode()).hexdigest()[:8]
+
+
+def stream_key_of(stream_name: str) -> str:
+    """The key a publisher sent, without the query string some add (`key?foo=bar`)."""
+    return stream_name.partition("?")[0]
+
+
+@dataclass
+class LiveIngest:
+    """A publish in progress on this agent."""
+
+    key_id: str
+    relay: Relay | None = None
+    peer: str = ""
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class IngestServer:
+    """Accepts RTMP publishers and relays each one through a Relay."""
+
+    def __init__(self, settings: AgentSettings, rig: RigClient, egress: EgressSettings) -> None:
+        self.settings = settings
+        self.rig = rig
+        self.egress = egress
+        self.live: dict[str, LiveIngest] = {}  # by stream key
+        self.relays: set[Relay] = set()
+        self._connections: set[asyncio.Task] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        """Listen for publishers."""
+        self._server = await asyncio.start_server(
+            self._accept, self.settings.listen_host, self.settings.listen_port, limit=READ_SIZE
+        )
+        log.info("RTMP ingest listening on %s:%s", self.settings.listen_host, self.port)
+
+    async def close(self) -> None:
+        """Stop accepting, end every ingest, let destinations drain, then stop them."""
+        if self._server is not None:
+            self._server.close()
+        for ingest in list(self.live.values()):
+            ingest.closing.set()
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=2.0)
+        for task in self._connections:
+            task.cancel()
+        relays = list(self.relays)
+        deadline = self.settings.shutdown_timeout
+        drained = await asyncio.gather(*(asyncio.to_thread(r.join, deadline) for r in relays))
+        for relay, done in zip(relays, drained, strict=True):
+            if not done:
+                relay.stop()
+                await asyncio.to_thread(relay.join, 2.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
+        if len(self._connections) >= self.settings.max_connections:
+            log.warning("refusing %s: %d connections already", peer, len(self._connections))
+            writer.close()
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await IngestConnection(self, reader, writer, peer).run()
+        finally:
+            self._connections.discard(task)
+
+
+class IngestConnection:
+    """One RTMP connection from a publisher."""
+
+    def __init__(
+        self,
+        server: IngestServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.session = ServerSession(max_message_size=server.settings.max_message_bytes)
+        self.ingest: LiveIngest | None = None
+        self.stream_key: str | None = None
+
+    async def run(self) -> None:
+        """Serve the connection until it ends; never raises."""
+        settings = self.server.settings
+        loop = asyncio.get_running_loop()
+        publish_deadline = loop.time() + settings.handshake_timeout
+        try:
+            while not self.session.closed:
+                if self.ingest is not None and self.ingest.closing.is_set():
+                    break
+                if self.session.publishing:
+                    timeout = settings.idle_timeout
+                else:
+                    timeout = publish_deadline - loop.time()
+                    if timeout <= 0:
+                        raise TimeoutError("did not publish in time")
+                data = await self._read(timeout)
+                if not data:
+                    break
+                await self._handle(self.session.receive_data(data))
+                await self._flush()
+        except ProtocolError as exc:
+            log.warning("closing RTMP connection from %s: %s", self.peer, exc)
+        except TimeoutError as exc:
+            log.warning("closing RTMP connection from %s: %s", self.peer, exc or "timed out")
+        except IngestTooSlow as exc:
+            log.error("closing RTMP connection from %s: %s", self.peer, exc)
+        except (ConnectionError, OSError) as exc:
+            log.info("RTMP connection from %s lost: %s", self.peer, exc)
+        finally:
+            self._end_publish("connection closed")
+            self.writer.close()
+
+    async def _read(self, timeout: float) -> bytes:  # noqa: ASYNC109 (also waits on closing)
+        read = asyncio.ensure_future(self.reader.read(READ_SIZE))
+        waits = {read}
+        closing = None
+        if self.ingest is not None:
+            closing = asyncio.ensure_future(self.ingest.closing.wait())
+            waits.add(closing)
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if closing is not None:
+            closing.cancel()
+        if read in done:
+            return read.result()
+        read.cancel()
+        if closing is not None and closing in done:
+            return b""  # shutting down or kicked: end like a publisher that left
+        raise TimeoutError("no data in time")
+
+    async def _flush(self) -> None:
+        data = self.session.data_to_send()
+        if data:
+            self.writer.write(data)
+            await asyncio.wait_for(self.writer.drain(), self.server.settings.write_timeout)
+
+    async def _handle(self, events: list) -> None:
+        for event in events:
+            if isinstance(event, MediaReceived):
+                message = event.message
+                relay = self.ingest.relay if self.ingest else None
+                if relay is None:
+                    continue
+                if message.type_id == AGGREGATE:
+                    for sub in split_aggregate(message):
+                        relay.feed(sub.type_id, sub.timestamp, bytes(sub.payload))
+                else:
+                    relay.feed(message.type_id, message.timestamp, bytes(message.payload))
+            elif isinstance(event, PublishRequested):
+                await self._authorise(event)
+            elif isinstance(event, PublishEnded):
+                self._end_publish(event.reason or "unpublished")
+
+    async def _authorise(self, event: PublishRequested) -> None:
+        """Ask rig what this key is for; accept or refuse before any media flows."""
+        server = self.server
+        session = self.session
+        key = stream_key_of(event.stream_name)
+        kid = key_id(key)
+        app = (session.app or "").partition("?")[0].strip("/")
+        if app != server.settings.rtmp_app:
+            log.warning("refused publish from %s: unknown application", self.peer)
+            session.reject_publish("NetStream.Publish.BadName", "Unknown application.")
+            return
+        if not key or len(key) > MAX_STREAM_KEY:
+            log.warning("refused publish from %s: malformed stream key", self.peer)
+            session.reject_publish("NetStream.Publish.BadName", "Invalid stream key.")
+            return
+        if key in server.live:
+            log.warning("refused publish of stream %s from %s: already live here", kid, self.peer)
+            session.reject_publish("NetStream.Publish.Denied", "Stream already publishing.")
+            return
+        ingest = LiveIngest(key_id=kid, peer=self.peer)
+        server.live[key] = ingest  # reserve the key while rig answers
+        self.ingest, self.stream_key = ingest, key
+        try:
+            destinations = await server.rig.stream_config(key)
+        except StreamNotFound:
+            log.warning("refused publish of stream %s from %s: unknown key", kid, self.peer)
+            self._release()
+            session.reject_publish("NetStream.Publish.BadName", "Unknown or inactive stream key.")
+            return
+        except RigUnavailable as exc:
+            log.error("refused publish of stream %s from %s: %s", kid, self.peer, exc)
+            self._release()
+            session.reject_publish("NetStream.Publish.Denied", "Service unavailable, try again.")
+            return
+        relay = Relay(f"stream {kid}", destinations, server.egress)
+        ingest.relay = relay
+        server.relays = {r for r in server.relays if not r.done}
+        server.relays.add(relay)
+        relay.start()
+        session.accept_publish()
+        log.info(
+            "publish of stream %s from %s accepted: %d destination(s)",
+            kid,
+            self.peer,
+            len(destinations),
+        )
+        await self._handle(session.receive_data(b""))  # media held while rig answered
+
+    def _release(self) -> None:
+        if self.stream_key is not None and self.server.live.get(self.stream_key) is self.ingest:
+            del self.server.live[self.stream_key]
+        self.ingest, self.stream_key = None, None
+
+    def _end_publish(self, reason: str) -> None:
+        ingest = self.ingest
+        if ingest is None:
+            return
+        if ingest.relay is not None:
+            ingest.relay.finish()
+            log.info("stream %s from %s ended: %s", ingest.key_id, self.peer, reason)
+        self._release()

@@ -1,0 +1,168 @@
+"""rig-agent's settings: environment variables with matching flags, read once."""
+
+import argparse
+import os
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agent.destination import EgressSettings
+from rig.settings import Option, add_option_arguments, option_values
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Everything one rig-agent needs."""
+
+    rig_url: str = "http://127.0.0.1:8080"
+    agent_key: str = ""
+    name: str = socket.gethostname()
+    rtmp_listen: str = "127.0.0.1:1935"
+    rtmp_app: str = "live"
+    public_url: str = ""
+    max_connections: int = 200
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    max_message_bytes: int = 8 * 1024 * 1024
+    queue_seconds: float = 10.0
+    queue_bytes: int = 64 * 1024 * 1024
+    connect_timeout: float = 10.0
+    write_timeout: float = 10.0
+    retry_initial: float = 1.0
+    retry_max: float = 30.0
+    tls_ca_file: str = ""
+    shutdown_timeout: float = 5.0
+    log_level: str = "INFO"
+
+    @property
+    def listen_host(self) -> str:
+        """Host part of rtmp_listen (brackets of an IPv6 address removed)."""
+        return self.rtmp_listen.rpartition(":")[0].strip("[]") or "0.0.0.0"  # noqa: S104
+
+    @property
+    def listen_port(self) -> int:
+        """Port part of rtmp_listen."""
+        return int(self.rtmp_listen.rpartition(":")[2])
+
+    def egress(self) -> EgressSettings:
+        """The destination workers' limits and timings."""
+        context = None
+        if self.tls_ca_file:
+            context = ssl.create_default_context(cafile=self.tls_ca_file)
+        return EgressSettings(
+            queue_bytes=self.queue_bytes,
+            queue_seconds=self.queue_seconds,
+            connect_timeout=self.connect_timeout,
+            write_timeout=self.write_timeout,
+            backoff_initial=self.retry_initial,
+            backoff_max=self.retry_max,
+            tls_context=context,
+        )
+
+
+OPTIONS: list[Option] = [
+    ("--rig-url", "RIG_URL", "rig_url", str, "rig's base URL"),
+    # The API key has no flag: process arguments are visible to every local user.
+    ("", "RIG_AGENT_KEY", "agent_key", str, "this agent's API key (rig agents create NAME)"),
+    ("--name", "RIG_AGENT_NAME", "name", str, "this agent's name in logs and live state"),
+    ("--rtmp-listen", "RIG_AGENT_RTMP_LISTEN", "rtmp_listen", str, "host:port for RTMP ingest"),
+    ("--rtmp-app", "RIG_AGENT_RTMP_APP", "rtmp_app", str, "RTMP application publishers use"),
+    (
+        "--public-url",
+        "RIG_AGENT_PUBLIC_URL",
+        "public_url",
+        str,
+        "the ingest URL streamers use (default: rtmp://<listen address>/<app>)",
+    ),
+    (
+        "--max-connections",
+        "RIG_AGENT_MAX_CONNECTIONS",
+        "max_connections",
+        int,
+        "RTMP connections at once; more are closed at accept",
+    ),
+    (
+        "--handshake-timeout",
+        "RIG_AGENT_HANDSHAKE_TIMEOUT",
+        "handshake_timeout",
+        float,
+        "seconds a client has from connecting to publishing",
+    ),
+    (
+        "--idle-timeout",
+        "RIG_AGENT_IDLE_TIMEOUT",
+        "idle_timeout",
+        float,
+        "seconds without data before a publisher is dropped",
+    ),
+    (
+        "--max-message-bytes",
+        "RIG_AGENT_MAX_MESSAGE_BYTES",
+        "max_message_bytes",
+        int,
+        "largest RTMP message accepted",
+    ),
+    (
+        "--queue-seconds",
+        "RIG_AGENT_QUEUE_SECONDS",
+        "queue_seconds",
+        float,
+        "media a slow destination may fall behind before whole GOPs are dropped",
+    ),
+    (
+        "--queue-bytes",
+        "RIG_AGENT_QUEUE_BYTES",
+        "queue_bytes",
+        int,
+        "bytes a slow destination may fall behind before whole GOPs are dropped",
+    ),
+    (
+        "--connect-timeout",
+        "RIG_AGENT_CONNECT_TIMEOUT",
+        "connect_timeout",
+        float,
+        "seconds to connect and start publishing to a destination",
+    ),
+    (
+        "--write-timeout",
+        "RIG_AGENT_WRITE_TIMEOUT",
+        "write_timeout",
+        float,
+        "seconds a write to a destination may block before it counts as failed",
+    ),
+    (
+        "--retry-initial",
+        "RIG_AGENT_RETRY_INITIAL",
+        "retry_initial",
+        float,
+        "first reconnect delay of a failed destination (doubles each time)",
+    ),
+    ("--retry-max", "RIG_AGENT_RETRY_MAX", "retry_max", float, "longest reconnect delay"),
+    (
+        "--tls-ca-file",
+        "RIG_AGENT_TLS_CA_FILE",
+        "tls_ca_file",
+        str,
+        "extra CA bundle to trust for rtmps:// destinations",
+    ),
+    (
+        "--shutdown-timeout",
+        "RIG_AGENT_SHUTDOWN_TIMEOUT",
+        "shutdown_timeout",
+        float,
+        "seconds destinations get to drain on SIGTERM",
+    ),
+    ("--log-level", "RIG_AGENT_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the agent's flags."""
+    add_option_arguments(parser, OPTIONS, AgentSettings())
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> AgentSettings:
+    """Flags win over environment variables, which win over defaults."""
+    env = os.environ if env is None else env
+    return AgentSettings(**option_values(args, OPTIONS, env))  # type: ignore[arg-type]
