@@ -21,11 +21,12 @@ from rig.settings import Settings, add_arguments, settings_from
 log = logging.getLogger("rig")
 
 
-def resolve(settings: Settings) -> Settings:
-    """Fill in what the first run generates: the embedded database and the JWT secret."""
+def resolve(settings: Settings, *, signing: bool = False) -> Settings:
+    """Fill in what the first run generates: the embedded database and (when `signing`,
+    for `serve`) the JWT secret."""
     if not settings.database_url:
         settings = replace(settings, database_url=start_embedded_postgres(settings.data_dir))
-    if not settings.jwt_secret:
+    if signing and not settings.jwt_secret:
         settings = replace(settings, jwt_secret=load_or_create_secret(settings.data_dir))
     return settings
 
@@ -42,7 +43,7 @@ async def _with_connection(
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Apply pending migrations, then serve the API until SIGINT/SIGTERM."""
-    settings = resolve(settings)
+    settings = resolve(settings, signing=True)
     asyncio.run(_with_connection(settings, migrate))
     app = create_app(settings)
     log.info("rig %s listening on http://%s:%s", __version__, settings.host, settings.port)
