@@ -1,0 +1,96 @@
+"""A destination's bounded queue: GOP-aware dropping, end of stream, keyframe resume."""
+
+import threading
+
+import pytest
+
+from agent.media_queue import END_OF_STREAM, MediaPacket, MediaQueue
+
+
+def video(dts: int, key: bool = False, size: int = 100) -> MediaPacket:
+    return MediaPacket(0, True, key, dts, dts, bytes(size))
+
+
+def audio(dts: int, size: int = 10) -> MediaPacket:
+    return MediaPacket(1, False, False, dts, dts, bytes(size))
+
+
+def drain(queue: MediaQueue) -> list[MediaPacket]:
+    out = []
+    while (packet := queue.get(timeout=0)) is not END_OF_STREAM:
+        out.append(packet)
+    return out
+
+
+def test_fifo_then_end_of_stream():
+    queue = MediaQueue(max_bytes=10_000, max_seconds=10)
+    packets = [video(0, key=True), audio(10), video(33)]
+    for packet in packets:
+        queue.put(packet)
+    queue.end()
+    assert drain(queue) == packets
+    assert queue.get(timeout=0) is END_OF_STREAM
+
+
+def test_get_times_out_when_idle():
+    with pytest.raises(TimeoutError):
+        MediaQueue(1000, 1).get(timeout=0.01)
+
+
+def test_seconds_bound_drops_whole_gops_from_the_head():
+    queue = MediaQueue(max_bytes=10**9, max_seconds=2)
+    for dts in range(0, 5000, 500):  # keyframe every second
+        queue.put(video(dts, key=dts % 1000 == 0))
+        queue.put(audio(dts))
+    queue.end()
+    remaining = drain(queue)
+    assert remaining[0].starts_gop
+    assert remaining[-1].dts - remaining[0].dts <= 2000
+    assert queue.dropped_packets == 20 - len(remaining)
+
+
+def test_bytes_bound_drops_whole_gops_from_the_head():
+    queue = MediaQueue(max_bytes=1000, max_seconds=100)
+    for i in range(20):
+        queue.put(video(i * 33, key=i % 5 == 0, size=100))
+    assert queue.queued_bytes <= 1000
+    queue.end()
+    remaining = drain(queue)
+    assert remaining[0].starts_gop
+    assert queue.dropped_bytes == (20 - len(remaining)) * 100
+
+
+def test_a_gop_larger_than_the_bound_empties_the_queue():
+    queue = MediaQueue(max_bytes=250, max_seconds=100)
+    queue.put(video(0, key=True))
+    queue.put(video(33))
+    queue.put(video(66))  # 300 bytes, no later keyframe to resume at
+    assert len(queue) == 0
+
+
+def test_skip_to_latest_keyframe():
+    queue = MediaQueue(10**6, 100)
+    for i in range(10):
+        queue.put(video(i * 100, key=i in (0, 4, 7)))
+    queue.skip_to_latest_keyframe()
+    queue.end()
+    assert [p.dts for p in drain(queue)] == [700, 800, 900]
+
+
+def test_skip_without_a_keyframe_drops_everything():
+    queue = MediaQueue(10**6, 100)
+    queue.put(video(0))
+    queue.put(audio(5))
+    queue.skip_to_latest_keyframe()
+    assert len(queue) == 0
+
+
+def test_a_waiting_consumer_is_woken_by_put_and_by_end():
+    queue = MediaQueue(10**6, 100)
+    got = []
+    consumer = threading.Thread(target=lambda: got.extend([queue.get(5), queue.get(5)]))
+    consumer.start()
+    queue.put(video(0, key=True))
+    queue.end()
+    consumer.join(5)
+    assert got == [video(0, key=True), END_OF_STREAM]
