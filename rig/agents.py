@@ -17,7 +17,7 @@ from rig.appkeys import POOL, SETTINGS, TOKENS
 from rig.auth import require_agent
 from rig.body import read_json
 from rig.errors import InvalidCredentials, NotFound, success
-from rig.streams import destination_payload
+from rig.payloads import destination_payload
 
 routes = web.RouteTableDef()
 
@@ -71,7 +71,7 @@ async def stream_config(request: web.Request) -> web.Response:
     if "\x00" in stream_key:  # PostgreSQL text cannot hold NUL: no stream has this key
         raise NotFound("Stream not found")
     rows = await request.app[POOL].fetch(
-        """SELECT s.id AS stream_id, d.id, d.service, d.stream_key, d.is_active
+        """SELECT s.id AS stream_id, d.id, d.service, d.stream_key, d.is_active, d.server_url
              FROM streams s LEFT JOIN destinations d ON d.stream_id = s.id
             WHERE s.stream_key = $1 AND s.is_active
             ORDER BY d.id""",

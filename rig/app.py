@@ -7,7 +7,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from rig import accounts, agents, streams
+from rig import accounts, agents, live, streams, webhooks
 from rig.appkeys import POOL, SETTINGS, TOKENS
 from rig.errors import envelope_middleware, route_of
 from rig.settings import Settings
@@ -44,7 +44,11 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[TOKENS] = TokenIssuer(settings.jwt_secret)
     app.cleanup_ctx.append(database_pool)
+    if settings.background_tasks:
+        app.cleanup_ctx.append(live.claim_sweeper)
+        app.cleanup_ctx.append(webhooks.webhook_sender)
     app.add_routes(accounts.routes)
     app.add_routes(streams.routes)
     app.add_routes(agents.routes)
+    app.add_routes(live.routes)
     return app

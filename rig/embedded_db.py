@@ -34,7 +34,7 @@ def ensure_database(server: Any, name: str) -> str:
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
         raise ValueError(f"not a plain database name: {name!r}")
     # psql takes no bind parameters; the name was checked to be a plain identifier.
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}';")  # noqa: S608
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}';")
     if "1 row" not in exists:
         # Two rig commands starting at once may both try; the loser's error is harmless.
         server.psql(f'CREATE DATABASE "{name}";')

@@ -20,8 +20,11 @@ class Settings:
     jwt_secret: str | None = None
     token_ttl: int = 24 * 3600
     agent_token_ttl: int = 15 * 60
+    claim_ttl: int = 15
     service_urls: Mapping[str, str] = field(default_factory=lambda: service_urls_from_env({}))
     log_level: str = "INFO"
+    # The claim sweeper and webhook sender; API tests that drive them by hand turn them off.
+    background_tasks: bool = True
 
 
 # (flag or "" for environment only, environment variable, Settings field, type, help)
@@ -58,6 +61,13 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "agent_token_ttl",
         int,
         "lifetime of agent tokens, seconds",
+    ),
+    (
+        "--claim-ttl",
+        "RIG_CLAIM_TTL",
+        "claim_ttl",
+        int,
+        "seconds a live claim lasts without a heartbeat (a crashed agent frees keys after it)",
     ),
     ("--log-level", "RIG_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
 ]

@@ -15,7 +15,7 @@ from rig.migrations import migrate
 from rig.services import DEFAULT_SERVICE_URLS
 from rig.settings import Settings
 
-TABLES = ("destinations", "streams", "agents", "users")
+TABLES = ("webhook_deliveries", "stream_claims", "destinations", "streams", "agents", "users")
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +70,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         jwt_secret=secrets.token_urlsafe(48),
         service_urls=dict(DEFAULT_SERVICE_URLS),
+        background_tasks=False,  # tests run the claim sweeper and webhook sender by hand
     )
 
 

@@ -1,0 +1,77 @@
+"""The JSON shapes of streams and destinations, and the queries that feed them."""
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from rig.services import CUSTOM, ingest_url
+
+# A stream joined with its live claim (if any): everything a stream payload needs.
+STREAM_COLUMNS = """s.id, s.stream_key, s.is_active,
+       c.claim_id, c.ingest_url, c.since, c.health, a.name AS agent_name"""
+STREAM_FROM = """streams s
+       LEFT JOIN stream_claims c ON c.stream_id = s.id AND c.expires_at > now()
+       LEFT JOIN agents a ON a.id = c.agent_id"""
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, as web clients parse it."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def provision_status(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Where the stream is live (agent, ingest URL, since), or None when offline."""
+    if row["claim_id"] is None:
+        return None
+    return {"agent": row["agent_name"], "ingestUrl": row["ingest_url"], "since": iso(row["since"])}
+
+
+def health_of(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The live stream's last reported health, or None when offline."""
+    if row["claim_id"] is None:
+        return None
+    return json.loads(row["health"]) if row["health"] else {}
+
+
+def stream_payload(row: Mapping[str, Any], destinations: list[dict] | None) -> dict[str, Any]:
+    """The spec's stream object; isStreaming and provisionStatus come from live claims."""
+    return {
+        "id": str(row["id"]),
+        "streamKey": row["stream_key"],
+        "destinations": destinations or None,
+        "provisionStatus": provision_status(row),
+        "isStreaming": row["claim_id"] is not None,
+        "isActive": row["is_active"],
+    }
+
+
+def destination_payload(row: Mapping[str, Any], service_urls: Mapping[str, str]) -> dict:
+    """The spec's destination object, with the full ingest URL."""
+    base = row["server_url"] if row["service"] == CUSTOM else service_urls.get(row["service"])
+    return {
+        "id": row["id"],
+        "service": row["service"],
+        "streamKey": row["stream_key"],
+        "rtmpUrl": ingest_url(base, row["stream_key"]) if base else None,
+        "isActive": row["is_active"],
+    }
+
+
+DESTINATION_COLUMNS = "id, service, stream_key, is_active, server_url"
+
+
+async def fetch_destinations(
+    conn: asyncpg.Pool | asyncpg.Connection, stream_id: uuid.UUID, service_urls: Mapping[str, str]
+) -> list[dict]:
+    """Every destination of a stream, active or not, oldest first."""
+    rows = await conn.fetch(
+        f"SELECT {DESTINATION_COLUMNS} FROM destinations WHERE stream_id = $1 ORDER BY id",
+        stream_id,
+    )
+    return [destination_payload(row, service_urls) for row in rows]
