@@ -151,7 +151,8 @@ class DestinationWorker:
         self.state = DestinationState.CONNECTING
         self.last_error: str | None = None
         self.reconnects = 0
-        self.bytes_sent = 0
+        self._bytes_sent_before = 0  # by earlier connections
+        self._publisher: RtmpPublisher | None = None
         self.packets_sent = 0
         self._inputs = inputs
         self._settings = settings
@@ -170,6 +171,24 @@ class DestinationWorker:
         """Stop now, sending nothing more (agent shutdown after the drain deadline)."""
         self._stop.set()
         self.queue.end()
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes sent to the destination over every connection so far."""
+        current = self._publisher.bytes_sent if self._publisher is not None else 0
+        return self._bytes_sent_before + current
+
+    def health(self) -> dict[str, object]:
+        """The destination's state for heartbeats (no URL: it holds the key)."""
+        return {
+            "id": self.destination.id,
+            "service": self.destination.service,
+            "state": self.state.value,
+            "lastError": self.last_error,
+            "bytesSent": self.bytes_sent,
+            "reconnects": self.reconnects,
+            "droppedPackets": self.queue.dropped_packets,
+        }
 
     @property
     def alive(self) -> bool:
@@ -192,6 +211,11 @@ class DestinationWorker:
         first = True
         while not self._stop.is_set():
             if not first:
+                if self.queue.ended:
+                    # The stream ended while this destination was down: nothing live is
+                    # left to deliver, so stop instead of retrying forever.
+                    log.info("%s: stream ended while the destination was down", self.label)
+                    break
                 self.queue.skip_to_latest_keyframe()  # resume live, not with stale media
             first = False
             self.state = DestinationState.CONNECTING
@@ -201,6 +225,7 @@ class DestinationWorker:
                 write_timeout=settings.write_timeout,
                 tls_context=settings.tls_context,
             )
+            self._publisher = publisher
             try:
                 publisher.open()
                 self.state = DestinationState.LIVE
@@ -208,14 +233,14 @@ class DestinationWorker:
                 log.info("%s: live on %s", self.label, target.safe_name)
                 ended = self._pump(publisher)
                 publisher.close(clean=True)
-                self.bytes_sent += publisher.bytes_sent
+                self._retire(publisher)
                 if ended:
                     log.info("%s: stream ended, destination closed", self.label)
                     self.state = DestinationState.OFF
                     return
             except (EgressError, av.FFmpegError, OSError) as exc:
                 publisher.close(clean=False)
-                self.bytes_sent += publisher.bytes_sent
+                self._retire(publisher)
                 self.last_error = str(exc)
                 self.reconnects += 1
                 self.state = DestinationState.BACKOFF
@@ -224,6 +249,10 @@ class DestinationWorker:
                 if self._stop.wait(delay):
                     break
         self.state = DestinationState.OFF
+
+    def _retire(self, publisher: RtmpPublisher) -> None:
+        self._bytes_sent_before += publisher.bytes_sent
+        self._publisher = None
 
     def _fail(self, error: str) -> None:
         self.last_error = error
@@ -254,8 +283,9 @@ class DestinationWorker:
                     closed = True
                     output.close()  # writes what the muxer still holds
                     return True
-                if waiting_for_keyframe and packet.is_video:
-                    if not packet.is_keyframe:
+                if waiting_for_keyframe:
+                    # Start (or restart) on a video keyframe; what precedes it is useless.
+                    if not packet.starts_gop:
                         continue
                     waiting_for_keyframe = False
                 out_stream = mapping.get(packet.stream_index)

@@ -62,8 +62,15 @@ class Relay:
         self.inputs = InputStreams()
         self._settings = settings
         self.workers: dict[int, DestinationWorker] = {}
+        self.retired: list[DestinationWorker] = []  # removed while live, still draining
         for destination in destinations:
             self._add_worker(destination)
+        # What the demux thread appends to: replaced whole, never mutated, so the demux
+        # thread can iterate it while the event loop adds or removes destinations.
+        self._targets: tuple[DestinationWorker, ...] = tuple(self.workers.values())
+        self.ingest_info: dict[str, object] = {}
+        self.video_packets = 0
+        self.audio_packets = 0
         self._tags: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._reader = _TagStream(self._tags)
         self._fed = 0
@@ -99,43 +106,74 @@ class Relay:
     def stop(self) -> None:
         """Stop every destination now (after the drain deadline on shutdown)."""
         self._tags.put(None)
-        for worker in self.workers.values():
+        for worker in [*self.workers.values(), *self.retired]:
             worker.stop()
 
     @property
     def done(self) -> bool:
         """The demuxer and every destination have ended."""
-        threads_alive = self._thread.is_alive() or any(w.alive for w in self.workers.values())
+        workers = [*self.workers.values(), *self.retired]
+        threads_alive = self._thread.is_alive() or any(w.alive for w in workers)
         return self._started and not threads_alive
 
     def join(self, timeout: float) -> bool:
         """Wait up to `timeout` s for the demuxer and every worker; True if all ended."""
         self._thread.join(timeout)
-        return all(worker.join(timeout) for worker in self.workers.values()) and (
-            not self._thread.is_alive()
-        )
+        workers = [*self.workers.values(), *self.retired]
+        return all(worker.join(timeout) for worker in workers) and not self._thread.is_alive()
 
-    def _add_worker(self, destination: Destination) -> None:
+    def apply_destinations(self, destinations: list[Destination]) -> None:
+        """Bring the live destinations in line with rig's list, touching only what changed:
+        removed ones drain and close, new ones start at the next keyframe, changed ones
+        (new key or URL) are restarted. The ingest and the others are not interrupted."""
+        wanted = {d.id: d for d in destinations}
+        for dest_id, worker in list(self.workers.items()):
+            if wanted.get(dest_id) != worker.destination:
+                log.info("%s: destination removed or changed", worker.label)
+                worker.finish()
+                self.retired.append(worker)
+                del self.workers[dest_id]
+        for dest_id, destination in wanted.items():
+            if dest_id not in self.workers:
+                worker = self._add_worker(destination)
+                if self._started:
+                    worker.start()
+        self._targets = tuple(self.workers.values())
+
+    def _add_worker(self, destination: Destination) -> DestinationWorker:
         label = f"{self.label} -> {destination.service} #{destination.id}"
-        self.workers[destination.id] = DestinationWorker(
-            destination, label, self.inputs, self._settings
-        )
+        worker = DestinationWorker(destination, label, self.inputs, self._settings)
+        self.workers[destination.id] = worker
+        return worker
+
+    def _describe(self, streams: list) -> None:
+        """Codec and picture facts of the ingest, for health reports."""
+        info: dict[str, object] = {}
+        for stream in streams:
+            if stream.type == "video":
+                info["videoCodec"] = stream.codec_context.name
+                info["width"] = stream.codec_context.width
+                info["height"] = stream.codec_context.height
+            elif stream.type == "audio":
+                info["audioCodec"] = stream.codec_context.name
+                info["audioSampleRate"] = stream.codec_context.sample_rate
+        self.ingest_info = info
 
     def _put(self, data: bytes) -> None:
         self._fed += len(data)
         self._tags.put(data)
 
     def _demux(self) -> None:
-        workers = list(self.workers.values())
         try:
             container = av.open(self._reader, "r", format="flv", options=DEMUXER_OPTIONS)
         except (av.FFmpegError, ValueError) as exc:
             log.error("%s: cannot read the ingest: %s", self.label, exc)
             self.inputs.publish(None, {})
-            self._end(workers)
+            self._end()
             return
         try:
             streams = [s for s in container.streams if s.type in ("audio", "video")]
+            self._describe(streams)
             self.inputs.publish(streams, dict(container.metadata))
             wanted = {s.index for s in streams}
             for packet in container.demux():
@@ -150,15 +188,18 @@ class Relay:
                     data=bytes(packet),
                 )
                 self.packets_in += 1
-                for worker in workers:
+                if item.is_video:
+                    self.video_packets += 1
+                else:
+                    self.audio_packets += 1
+                for worker in self._targets:
                     worker.queue.put(item)
         except (av.FFmpegError, ValueError) as exc:
             log.error("%s: ingest demuxing failed: %s", self.label, exc)
         finally:
             container.close()
-            self._end(workers)
+            self._end()
 
-    @staticmethod
-    def _end(workers: list[DestinationWorker]) -> None:
-        for worker in workers:
+    def _end(self) -> None:
+        for worker in self._targets:
             worker.finish()

@@ -61,6 +61,11 @@ class MediaQueue:
                 self._drop_gop()
             self._cond.notify()
 
+    @property
+    def ended(self) -> bool:
+        """end() was called: the publisher stopped (packets may still be queued)."""
+        return self._ended
+
     def end(self) -> None:
         """No more packets will come: get() returns END_OF_STREAM once drained."""
         with self._cond:

@@ -6,9 +6,12 @@ URL contains the ingest stream key.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -24,8 +27,29 @@ class StreamNotFound(Exception):
     """rig does not know this key, or the stream is inactive (errorCode 1000)."""
 
 
+class StreamInUse(Exception):
+    """Another agent holds a live claim on this key (errorCode 1009)."""
+
+
 class RigUnavailable(Exception):
     """rig could not be reached or answered with an error we cannot act on."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A granted claim: this agent is where the stream is live."""
+
+    claim_id: str
+    destinations: list[Destination]
+
+
+def destinations_from(payload: list[dict[str, Any]] | None) -> list[Destination]:
+    """The active destinations among rig's destination objects."""
+    return [
+        Destination(id=d["id"], service=d["service"], url=d["rtmpUrl"])
+        for d in payload or []
+        if d.get("isActive") and d.get("rtmpUrl")
+    ]
 
 
 class RigClient:
@@ -78,23 +102,43 @@ class RigClient:
                 self._token_expires = expires.timestamp()
             return self._token
 
-    async def stream_config(self, stream_key: str) -> list[Destination]:
-        """The active destinations of the stream with this ingest key."""
-        path = "/agents/config/" + quote(stream_key, safe="")
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """An agent-token request; returns the payload, raises on errors.
+
+        A 1003 answer (token expired or rig's key rotated) gets one retry with a new token.
+        """
         for attempt in range(2):
             token = await self.token(force=attempt > 0)
-            status, body = await self._request(
-                "GET", path, headers={"Authorization": f"Bearer {token}"}
-            )
+            headers = {"Authorization": f"Bearer {token}"}
+            status, body = await self._request(method, path, headers=headers, **kwargs)
             if status == 200:
-                return [
-                    Destination(id=d["id"], service=d["service"], url=d["rtmpUrl"])
-                    for d in body.get("payload") or []
-                    if d.get("isActive") and d.get("rtmpUrl")
-                ]
+                return body.get("payload")
             code = body.get("errorCode")
             if code == 1000:
                 raise StreamNotFound()
+            if code == 1009:
+                raise StreamInUse()
             if code != 1003:
                 break
         raise RigUnavailable(f"rig answered HTTP {status}, errorCode {body.get('errorCode')}")
+
+    async def stream_config(self, stream_key: str) -> list[Destination]:
+        """The active destinations of the stream with this ingest key."""
+        payload = await self._call("GET", "/agents/config/" + quote(stream_key, safe=""))
+        return destinations_from(payload)
+
+    async def claim(self, stream_key: str, ingest_url: str) -> Claim:
+        """Claim the key for a publish starting here; raises StreamInUse if live elsewhere."""
+        path = f"/agents/streams/{quote(stream_key, safe='')}/claim"
+        payload = await self._call("POST", path, json={"ingestUrl": ingest_url})
+        return Claim(payload["claimId"], destinations_from(payload["destinations"]))
+
+    async def heartbeat(self, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Renew every claim; returns rig's answer per claim (status, destinations)."""
+        payload = await self._call("POST", "/agents/heartbeat", json={"claims": claims})
+        return payload["claims"]
+
+    async def release(self, claim_id: str) -> None:
+        """The publish ended: release the claim (an unknown claim is already gone)."""
+        with contextlib.suppress(StreamNotFound):
+            await self._call("DELETE", f"/agents/claims/{quote(claim_id, safe='')}")

@@ -10,11 +10,18 @@ import asyncio
 import hashlib
 import logging
 import socket
+import time
 from dataclasses import dataclass, field
 
 from agent.destination import EgressSettings
 from agent.fanout import IngestTooSlow, Relay
-from agent.rig_client import RigClient, RigUnavailable, StreamNotFound
+from agent.rig_client import (
+    RigClient,
+    RigUnavailable,
+    StreamInUse,
+    StreamNotFound,
+    destinations_from,
+)
 from agent.rtmp import ProtocolError, ServerSession
 from agent.rtmp.events import MediaReceived, PublishEnded, PublishRequested
 from agent.rtmp.message import AGGREGATE, split_aggregate
@@ -41,9 +48,34 @@ class LiveIngest:
     """A publish in progress on this agent."""
 
     key_id: str
+    session: ServerSession
     relay: Relay | None = None
+    claim_id: str | None = None
     peer: str = ""
+    started: float = field(default_factory=time.monotonic)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    # Counters at the previous heartbeat, for rates.
+    last_sample: tuple[float, int, int] = (0.0, 0, 0)
+
+    def health(self, ingest_url: str) -> dict[str, object]:
+        """Ingest statistics and per-destination state, for the heartbeat."""
+        now = time.monotonic()
+        relay = self.relay
+        bytes_in = self.session.bytes_received
+        frames = relay.video_packets if relay else 0
+        then, bytes_then, frames_then = self.last_sample
+        elapsed = now - then if then else now - self.started
+        self.last_sample = (now, bytes_in, frames)
+        ingest: dict[str, object] = {
+            "bitrate": round((bytes_in - bytes_then) * 8 / elapsed) if elapsed > 0 else 0,
+            "frameRate": round((frames - frames_then) / elapsed, 2) if elapsed > 0 else 0,
+            "uptime": round(now - self.started, 1),
+            "bytesIn": bytes_in,
+        }
+        if relay is not None:
+            ingest.update(relay.ingest_info)
+        destinations = [w.health() for w in relay.workers.values()] if relay else []
+        return {"ingestUrl": ingest_url, "ingest": ingest, "destinations": destinations}
 
 
 class IngestServer:
@@ -57,6 +89,64 @@ class IngestServer:
         self.relays: set[Relay] = set()
         self._connections: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None
+        self._heartbeats: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
+
+    @property
+    def ingest_url(self) -> str:
+        """The URL streamers publish to (announced to rig with each claim)."""
+        if self.settings.public_url:
+            return self.settings.public_url
+        host = self.settings.listen_host
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104
+            host = socket.gethostname()
+        return f"rtmp://{host}:{self.port}/{self.settings.rtmp_app}"
+
+    def spawn(self, coroutine: object, name: str) -> None:
+        """Run a background task we keep a reference to until it ends."""
+        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew our claims; kick revoked publishes; apply destination changes."""
+        failing = False
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            live = [i for i in self.live.values() if i.claim_id and i.relay]
+            if not live:
+                continue
+            claims = [
+                {"claimId": i.claim_id, "streamKey": key, "health": i.health(self.ingest_url)}
+                for key, i in self.live.items()
+                if i in live
+            ]
+            try:
+                answers = await self.rig.heartbeat(claims)
+            except (RigUnavailable, StreamNotFound, StreamInUse) as exc:
+                if not failing:
+                    log.warning("heartbeat failed, streaming on from cached config: %s", exc)
+                failing = True
+                continue
+            if failing:
+                log.info("heartbeat to rig works again")
+            failing = False
+            self.apply_heartbeat(answers)
+
+    def apply_heartbeat(self, answers: list[dict]) -> None:
+        """Act on rig's answer to a heartbeat."""
+        by_claim = {i.claim_id: i for i in self.live.values() if i.claim_id}
+        for answer in answers:
+            ingest = by_claim.get(answer.get("claimId"))
+            if ingest is None:
+                continue
+            if answer.get("status") == "revoked":
+                log.warning("stream %s: rig revoked the claim, ending the publish", ingest.key_id)
+                ingest.claim_id = None  # nothing to release: rig already ended it
+                ingest.closing.set()
+            elif ingest.relay is not None:
+                ingest.relay.apply_destinations(destinations_from(answer.get("destinations")))
 
     @property
     def port(self) -> int:
@@ -70,11 +160,14 @@ class IngestServer:
             self._accept, self.settings.listen_host, self.settings.listen_port, limit=READ_SIZE
         )
         log.info("RTMP ingest listening on %s:%s", self.settings.listen_host, self.port)
+        self._heartbeats = asyncio.create_task(self._heartbeat_loop(), name="heartbeats")
 
     async def close(self) -> None:
         """Stop accepting, end every ingest, let destinations drain, then stop them."""
         if self._server is not None:
             self._server.close()
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
         for ingest in list(self.live.values()):
             ingest.closing.set()
         if self._connections:
@@ -88,6 +181,8 @@ class IngestServer:
             if not done:
                 relay.stop()
                 await asyncio.to_thread(relay.join, 2.0)
+        if self._background:  # claim releases
+            await asyncio.wait(self._background, timeout=2.0)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -218,11 +313,18 @@ class IngestConnection:
             log.warning("refused publish of stream %s from %s: already live here", kid, self.peer)
             session.reject_publish("NetStream.Publish.Denied", "Stream already publishing.")
             return
-        ingest = LiveIngest(key_id=kid, peer=self.peer)
+        ingest = LiveIngest(key_id=kid, session=session, peer=self.peer)
         server.live[key] = ingest  # reserve the key while rig answers
         self.ingest, self.stream_key = ingest, key
         try:
-            destinations = await server.rig.stream_config(key)
+            claim = await server.rig.claim(key, server.ingest_url)
+        except StreamInUse:
+            log.warning(
+                "refused publish of stream %s from %s: live on another agent", kid, self.peer
+            )
+            self._release()
+            session.reject_publish("NetStream.Publish.Denied", "Stream already publishing.")
+            return
         except StreamNotFound:
             log.warning("refused publish of stream %s from %s: unknown key", kid, self.peer)
             self._release()
@@ -233,6 +335,8 @@ class IngestConnection:
             self._release()
             session.reject_publish("NetStream.Publish.Denied", "Service unavailable, try again.")
             return
+        destinations = claim.destinations
+        ingest.claim_id = claim.claim_id
         relay = Relay(f"stream {kid}", destinations, server.egress)
         ingest.relay = relay
         server.relays = {r for r in server.relays if not r.done}
@@ -259,4 +363,15 @@ class IngestConnection:
         if ingest.relay is not None:
             ingest.relay.finish()
             log.info("stream %s from %s ended: %s", ingest.key_id, self.peer, reason)
+        if ingest.claim_id is not None:
+            release = self._release_claim(ingest.key_id, ingest.claim_id)
+            self.server.spawn(release, f"release-{ingest.key_id}")
+            ingest.claim_id = None
         self._release()
+
+    async def _release_claim(self, kid: str, claim_id: str) -> None:
+        try:
+            await self.server.rig.release(claim_id)
+        except (RigUnavailable, StreamInUse) as exc:
+            # The claim expires on its own once heartbeats stop mentioning it.
+            log.warning("stream %s: could not release the claim: %s", kid, exc)

@@ -33,6 +33,7 @@ class AgentSettings:
     retry_max: float = 30.0
     tls_ca_file: str = ""
     shutdown_timeout: float = 5.0
+    heartbeat_interval: float = 5.0
     log_level: str = "INFO"
 
     @property
@@ -152,6 +153,13 @@ OPTIONS: list[Option] = [
         "shutdown_timeout",
         float,
         "seconds destinations get to drain on SIGTERM",
+    ),
+    (
+        "--heartbeat-interval",
+        "RIG_AGENT_HEARTBEAT_INTERVAL",
+        "heartbeat_interval",
+        float,
+        "seconds between heartbeats to rig (keep well under rig's RIG_CLAIM_TTL)",
     ),
     ("--log-level", "RIG_AGENT_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
 ]
