@@ -33,17 +33,24 @@ class _TagStream:
     def __init__(self, source: "queue.SimpleQueue[bytes | None]") -> None:
         self._source = source
         self._buffer = b""
+        self._offset = 0  # into _buffer: a large tag is read in pieces without re-copying
         self._ended = False
         self.consumed = 0
 
     def read(self, size: int) -> bytes:
-        if not self._buffer and not self._ended:
+        if self._offset >= len(self._buffer) and not self._ended:
             item = self._source.get()
             if item is None:
                 self._ended = True
+                self._buffer, self._offset = b"", 0
             else:
-                self._buffer = item
-        out, self._buffer = self._buffer[:size], self._buffer[size:]
+                self._buffer, self._offset = item, 0
+        start = self._offset
+        if start == 0 and size >= len(self._buffer):
+            out = self._buffer  # the common case: a whole tag, no copy
+        else:
+            out = self._buffer[start : start + size]
+        self._offset = start + len(out)
         self.consumed += len(out)
         return out
 
