@@ -25,7 +25,7 @@ from rig import webhooks
 from rig.appkeys import POOL, SETTINGS
 from rig.auth import require_agent
 from rig.body import invalid, read_json
-from rig.errors import InUse, NotFound, success
+from rig.errors import InUse, MissingInput, NotFound, success
 from rig.payloads import fetch_destinations, iso
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ FAILING_STATES = ("backoff", "failed")
 
 
 async def _active_stream(conn: asyncpg.Connection, stream_key: str) -> asyncpg.Record | None:
+    if "\x00" in stream_key:  # PostgreSQL text cannot hold NUL: no stream has this key
+        return None
     return await conn.fetchrow(
         "SELECT id FROM streams WHERE stream_key = $1 AND is_active", stream_key
     )
@@ -72,9 +74,13 @@ async def grant_claim(
     )
 
 
+def _is_ingest_url(url: Any) -> bool:
+    return isinstance(url, str) and url.startswith(("rtmp://", "rtmps://")) and len(url) <= 512
+
+
 def _ingest_url(body: Mapping[str, Any]) -> str:
     url = body.get("ingestUrl")
-    if not isinstance(url, str) or not url.startswith(("rtmp://", "rtmps://")) or len(url) > 512:
+    if not _is_ingest_url(url):
         raise invalid("ingestUrl", "an rtmp:// or rtmps:// URL of at most 512 characters")
     return url
 
@@ -130,22 +136,72 @@ async def release(request: web.Request) -> web.Response:
     return success("Claim released", None)
 
 
+def _missing(field: str) -> MissingInput:
+    return MissingInput(f"Missing required field: {field}", details={"field": field})
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether any string (or key) in a JSON value holds NUL, which jsonb refuses."""
+    stack = [value]
+    while stack:  # iterative: the JSON may nest as deep as the parser allowed
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _health_problem(health: Any) -> str | None:
+    """Why a claim's health report cannot be stored and read back (None if it can)."""
+    if not isinstance(health, dict):
+        return "an object"
+    if _has_nul(health):
+        return "no NUL characters"
+    if health.get("ingestUrl") is not None and not _is_ingest_url(health["ingestUrl"]):
+        return "ingestUrl: an rtmp:// or rtmps:// URL of at most 512 characters"
+    if health.get("ingest") is not None and not isinstance(health["ingest"], dict):
+        return "ingest: an object"
+    destinations = health.get("destinations")
+    if destinations is not None and (
+        not isinstance(destinations, list)
+        or not all(
+            isinstance(d, dict) and (d.get("id") is None or isinstance(d["id"], int | str))
+            for d in destinations
+        )
+    ):
+        return "destinations: an array of objects, each with a numeric or string id"
+    return None
+
+
 def _claims_of(body: Mapping[str, Any]) -> list[tuple[uuid.UUID, str, dict]]:
     claims = body.get("claims")
+    if claims is None:
+        raise _missing("claims")
     if not isinstance(claims, list) or len(claims) > 1000:
         raise invalid("claims", "an array of at most 1000 claims")
     parsed = []
     for item in claims:
         if not isinstance(item, dict):
             raise invalid("claims", "each claim is an object")
+        for field in ("claimId", "streamKey"):
+            if item.get(field) is None:
+                raise _missing(field)
         try:
-            claim_id = uuid.UUID(str(item.get("claimId")))
-        except ValueError as exc:
+            claim_id = uuid.UUID(item["claimId"])
+        except (ValueError, TypeError, AttributeError) as exc:
             raise invalid("claimId", "a claim id from the claim answer") from exc
-        key = item.get("streamKey")
-        health = item.get("health") or {}
-        if not isinstance(key, str) or not isinstance(health, dict):
-            raise invalid("claims", "streamKey must be a string and health an object")
+        key = item["streamKey"]
+        if not isinstance(key, str) or "\x00" in key:
+            raise invalid("streamKey", "a string without NUL")
+        health = item.get("health")
+        health = {} if health is None else health  # absent or null: nothing reported
+        if problem := _health_problem(health):
+            raise invalid("health", problem)
         parsed.append((claim_id, key, health))
     return parsed
 
@@ -190,7 +246,12 @@ async def _renew(
         # Expired (e.g. rig or the database was unreachable for a while): take it back
         # unless another agent has it now.
         ingest_url = str(health.get("ingestUrl") or "rtmp://unknown/")
-        if await grant_claim(conn, stream["id"], claim_id, agent.id, ingest_url, ttl) is None:
+        try:
+            async with conn.transaction():  # savepoint: the id may be live on another stream
+                granted = await grant_claim(conn, stream["id"], claim_id, agent.id, ingest_url, ttl)
+        except asyncpg.UniqueViolationError:
+            granted = None
+        if granted is None:
             return {"claimId": str(claim_id), "status": "revoked"}
         await webhooks.enqueue(conn, stream["id"], "stream.live", {"agent": agent.name})
         old_health = None

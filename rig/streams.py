@@ -9,6 +9,7 @@ live statistics, and the stream's webhook.
 import secrets
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from aiohttp import web
@@ -208,10 +209,10 @@ async def add_destination(request: web.Request) -> web.Response:
 async def owned_destination(request: web.Request) -> tuple[asyncpg.Record, asyncpg.Record]:
     """(stream, destination) named in the path, if the caller owns the stream."""
     stream = await owned_stream(request)
-    try:
-        destination_id = int(request.match_info["destinationID"])
-    except ValueError as exc:
-        raise NotFound("Destination not found") from exc
+    raw_id = request.match_info["destinationID"]
+    if not raw_id.isascii() or not raw_id.isdigit() or len(raw_id) > 18:  # bigint ids
+        raise NotFound("Destination not found")
+    destination_id = int(raw_id)
     dest = await request.app[POOL].fetchrow(
         f"SELECT {DESTINATION_COLUMNS} FROM destinations WHERE id = $1 AND stream_id = $2",
         destination_id,
@@ -332,10 +333,18 @@ def check_callback_url(url: Any) -> str | None:
         not isinstance(url, str)
         or not url.startswith(("http://", "https://"))
         or len(url) > CALLBACK_URL_MAX
-        or any(c.isspace() for c in url)
+        or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url)  # NUL: 500 in text
+        or not _has_host(url)
     ):
         raise invalid("callbackUrl", "an http:// or https:// URL of at most 2048 characters")
     return url
+
+
+def _has_host(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).hostname)
+    except ValueError:
+        return False
 
 
 async def _webhook_payload(conn: Any, stream_id: uuid.UUID) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Helpers for the API tests: envelope checks, accounts, streams, agents, rig processes."""
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -290,3 +291,113 @@ def spawn_rig(tmp_path: Path) -> Iterator[Any]:
         if rig.proc.poll() is None:
             rig.proc.kill()
             rig.proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- live state: agents, webhooks
+
+
+@dataclass
+class LiveAgent:
+    """An agent with a token, bound to one test client: claim, heartbeat, release."""
+
+    client: Any
+    id: uuid.UUID
+    name: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
+
+    async def claim(self, stream_key: str, ingest_url: str = "rtmp://edge.example/live") -> Any:
+        """POST the claim; returns the response."""
+        return await self.client.post(
+            f"/agents/streams/{stream_key}/claim",
+            json={"ingestUrl": ingest_url},
+            headers=self.headers,
+        )
+
+    async def claimed(self, stream_key: str, ingest_url: str = "rtmp://edge.example/live") -> Any:
+        """Claim and expect success; returns the payload."""
+        return await expect_ok(await self.claim(stream_key, ingest_url), "Stream claimed")
+
+    async def heartbeat(self, claims: list[dict[str, Any]]) -> Any:
+        """POST a heartbeat; returns the response."""
+        return await self.client.post(
+            "/agents/heartbeat", json={"claims": claims}, headers=self.headers
+        )
+
+    async def beat(self, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Heartbeat and expect success; returns the per-claim answers."""
+        payload = await expect_ok(await self.heartbeat(claims), "Heartbeat accepted")
+        assert set(payload) == {"claims"}, payload
+        return payload["claims"]
+
+    async def release(self, claim_id: str) -> Any:
+        return await self.client.delete(f"/agents/claims/{claim_id}", headers=self.headers)
+
+
+@pytest.fixture
+def make_agent(client: Any, db: asyncpg.Connection) -> Any:
+    """`await make_agent(name=None, client=None)`: a registered agent with a fresh token
+    minted by the client's app (default: the `client` fixture's app)."""
+    default_client = client
+
+    async def make(name: str | None = None, client: Any = None) -> LiveAgent:
+        bound = client or default_client
+        name = name or f"agent{next(_names)}"
+        agent_id, _key = await create_agent(db, name)
+        app = bound.server.app
+        token, _ = app[TOKENS].issue(str(agent_id), "agent", app[SETTINGS].agent_token_ttl)
+        return LiveAgent(bound, agent_id, name, token)
+
+    return make
+
+
+@dataclass
+class ReceivedHook:
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class WebhookReceiver:
+    """A local HTTP endpoint recording every POST; answers `statuses` in turn, then 200."""
+
+    url: str
+    received: list[ReceivedHook] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+
+
+@pytest.fixture
+async def webhook_receiver(aiohttp_server: Any) -> WebhookReceiver:
+    """A real aiohttp server on 127.0.0.1 (free port) standing in for a callbackUrl."""
+    from aiohttp import web
+
+    receiver = WebhookReceiver(url="")
+
+    async def hook(request: web.Request) -> web.Response:
+        receiver.received.append(ReceivedHook(dict(request.headers), await request.read()))
+        status = receiver.statuses.pop(0) if receiver.statuses else 200
+        return web.Response(status=status, text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    receiver.url = str(server.make_url("/hook"))
+    return receiver
+
+
+@pytest.fixture(name="case")
+def case_fixture() -> Any:
+    """`with case(value):` names the table case an assertion failed for (many cases, one app:
+    one test per case would pay for an app and a database cleanup each)."""
+
+    @contextlib.contextmanager
+    def case(value: Any) -> Iterator[None]:
+        try:
+            yield
+        except AssertionError as exc:
+            raise AssertionError(f"case {value!r}: {exc}") from exc
+
+    return case
