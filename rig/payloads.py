@@ -39,13 +39,19 @@ def health_of(row: Mapping[str, Any]) -> dict[str, Any] | None:
     return json.loads(row["health"]) if row["health"] else {}
 
 
-def stream_payload(row: Mapping[str, Any], destinations: list[dict] | None) -> dict[str, Any]:
-    """The spec's stream object; isStreaming and provisionStatus come from live claims."""
+def stream_payload(
+    row: Mapping[str, Any], destinations: list[dict] | None, *, listing: bool = False
+) -> dict[str, Any]:
+    """The spec's stream object; isStreaming and provisionStatus come from live claims.
+
+    In a listing the spec has provisionStatus null (as destinations); isStreaming still
+    tells what is live, and the detail says where.
+    """
     return {
         "id": str(row["id"]),
         "streamKey": row["stream_key"],
         "destinations": destinations or None,
-        "provisionStatus": provision_status(row),
+        "provisionStatus": None if listing else provision_status(row),
         "isStreaming": row["claim_id"] is not None,
         "isActive": row["is_active"],
     }

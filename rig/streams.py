@@ -130,7 +130,8 @@ async def list_streams(request: web.Request) -> web.Response:
         " ORDER BY s.created_at, s.id",
         user.id,
     )
-    return success("Stream list for user", [stream_payload(row, None) for row in rows])
+    payload = [stream_payload(row, None, listing=True) for row in rows]
+    return success("Stream list for user", payload)
 
 
 @routes.get("/streams/{streamID}")

@@ -419,3 +419,20 @@ async def test_foreign_stream_cannot_be_updated_or_deleted(api, expect_error):
         await expect_error(resp, 1000, 404)
     detail = await api.detail(alice, stream["id"])
     assert detail["isActive"] is True
+
+
+async def test_custom_destinations_may_share_a_key_on_different_servers(api, expect_ok):
+    account = await api.account()
+    stream = await api.stream(account)
+    urls = []
+    for server in ("rtmp://primary.example.net/live", "rtmp://backup.example.net/live"):
+        resp = await api.client.post(
+            f"/streams/{stream['id']}/destination",
+            json={"service": "Custom", "rtmpUrl": server, "streamKey": "same-key"},
+            headers=account.headers,
+        )
+        urls.append((await expect_ok(resp, "Stream destination added"))["rtmpUrl"])
+    assert urls == [
+        "rtmp://primary.example.net/live/same-key",
+        "rtmp://backup.example.net/live/same-key",
+    ]

@@ -1,0 +1,1 @@
+"""End-to-end tests: rig, rig-agent, ffmpeg and nginx-rtmp as real processes."""
