@@ -6,9 +6,11 @@ import logging
 import signal
 import sys
 
+from agent.health import HealthServer
 from agent.rig_client import RigClient
 from agent.server import IngestServer
 from agent.settings import AgentSettings, add_arguments, settings_from
+from rig.logs import setup_logging
 
 log = logging.getLogger("agent")
 
@@ -39,6 +41,19 @@ async def serve(settings: AgentSettings) -> None:
     async with RigClient(settings.rig_url, settings.agent_key) as rig:
         server = IngestServer(settings, rig, settings.egress())
         await server.start()
+        health = None
+        if settings.http_listen.lower() != "off":
+            health = HealthServer(settings.http_listen, server, rig)
+            try:
+                await health.start()
+            except OSError as exc:  # relaying matters more than metrics: carry on
+                log.warning(
+                    "no metrics/health listener on %s (%s); set RIG_AGENT_HTTP_LISTEN",
+                    settings.http_listen,
+                    exc.strerror or exc,
+                )
+                await health.close()
+                health = None
         public = (
             settings.public_url
             or f"rtmp://{settings.listen_host}:{server.port}/{settings.rtmp_app}"
@@ -46,7 +61,11 @@ async def serve(settings: AgentSettings) -> None:
         log.info("agent %s ready: publish to %s with your stream key", settings.name, public)
         await stop.wait()
         log.info("shutting down: ending ingests, draining destinations")
+        if health is not None:
+            health.draining = True
         await server.close()
+        if health is not None:
+            await health.close()
     log.info("agent stopped")
 
 
@@ -58,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
     except ValueError as exc:
         parser.error(f"invalid setting: {exc}")
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(settings.log_level, settings.log_format)
     if not settings.agent_key:
         parser.error("RIG_AGENT_KEY is not set (create one with: rig agents create NAME)")
     try:

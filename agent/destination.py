@@ -80,6 +80,8 @@ class InputStreams:
         self._ready = threading.Event()
         self.streams: list[Any] | None = None
         self.metadata: dict[str, str] = {}
+        # The publisher's latest onMetaData as an FLV script body (set by the fan-out).
+        self.script: bytes | None = None
 
     def publish(self, streams: list[Any] | None, metadata: dict[str, str]) -> None:
         """Set the streams (None: the ingest ended before any) and wake the workers."""
@@ -113,7 +115,11 @@ class Backoff:
 
 
 class _TagSender:
-    """File-like sink for PyAV's FLV muxer: cuts its bytes into tags and sends them."""
+    """File-like sink for one PyAV FLV muxer: cuts its bytes into tags and sends them.
+
+    The muxer's own script tag (its regenerated onMetaData) is dropped: the worker sends
+    the publisher's original metadata instead, once per connection.
+    """
 
     def __init__(self, publisher: RtmpPublisher) -> None:
         self._publisher = publisher
@@ -121,18 +127,58 @@ class _TagSender:
         self.error: Exception | None = None
 
     def write(self, data: bytes) -> int:
-        tags = self._reader.feed(data)
-        if tags:
-            messages = [
-                (kind, ts, add_set_data_frame(body) if kind == SCRIPT else body)
-                for kind, ts, body in tags
-            ]
+        messages = [tag for tag in self._reader.feed(data) if tag[0] != SCRIPT]
+        if messages:
             try:
                 self._publisher.send(messages)
             except EgressError as exc:
                 self.error = exc  # PyAV reports an I/O error; the worker re-raises this one
                 raise
         return len(data)
+
+
+class _TrackMuxer:
+    """A PyAV FLV muxer for one track (audio or video) of one destination connection.
+
+    One muxer per track, not one for both: with two streams, FFmpeg's interleaver
+    (av_interleaved_write_frame) holds every packet until the other track has a later
+    one, which delays each packet by one packet interval (~15 ms measured) whatever
+    `max_interleave_delta` says. With one stream per muxer every packet is written at
+    once; packets reach the connection in the order the publisher sent them.
+    """
+
+    def __init__(self, template: Any, publisher: RtmpPublisher) -> None:
+        self.sink = _TagSender(publisher)
+        self.container = av.open(self.sink, "w", format="flv", options=MUXER_OPTIONS)
+        self.stream = self.container.add_stream_from_template(template)
+        self.container.start_encoding()  # the header now: the sequence header goes first
+        self.closed = False
+
+    def mux(self, packet: MediaPacket) -> None:
+        av_packet = av.Packet(packet.data)
+        av_packet.stream = self.stream
+        av_packet.time_base = MS
+        av_packet.dts = packet.dts
+        av_packet.pts = packet.pts
+        av_packet.is_keyframe = packet.is_keyframe
+        try:
+            self.container.mux(av_packet)
+        except Exception:
+            if self.sink.error is not None:
+                raise self.sink.error from None
+            raise
+
+    def close(self) -> None:
+        """Write what the muxer still holds (its trailer: the end-of-sequence tag)."""
+        self.closed = True
+        self.container.close()
+
+    def discard(self) -> None:
+        """Release a muxer whose connection already failed (its trailer has nowhere to go)."""
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(av.FFmpegError, EgressError, OSError, ValueError):
+                self.container.close()
 
 
 class DestinationWorker:
@@ -261,18 +307,14 @@ class DestinationWorker:
 
     def _pump(self, publisher: RtmpPublisher) -> bool:
         """Mux queued packets to the destination; True once the ingest ended."""
-        streams = self._inputs.wait(self._stop)
-        if streams is None:
+        templates = self._inputs.wait(self._stop)
+        if templates is None:
             return True
-        sink = _TagSender(publisher)
-        output = av.open(sink, "w", format="flv", options=MUXER_OPTIONS)
-        closed = False
+        by_index = {s.index: s for s in templates}
+        muxers: dict[int, _TrackMuxer] = {}
+        waiting_for_keyframe = any(s.type == "video" for s in templates)
+        last_dts: dict[int, int] = {}
         try:
-            output.metadata.update(self._inputs.metadata)
-            mapping = {s.index: output.add_stream_from_template(s) for s in streams}
-            has_video = any(s.type == "video" for s in streams)
-            waiting_for_keyframe = has_video
-            last_dts: dict[int, int] = {}
             while not self._stop.is_set():
                 try:
                     packet = self.queue.get(timeout=0.5)
@@ -280,41 +322,29 @@ class DestinationWorker:
                     publisher.send([])  # answer pings and notice a closed peer while idle
                     continue
                 if packet is END_OF_STREAM:
-                    closed = True
-                    output.close()  # writes what the muxer still holds
+                    for muxer in muxers.values():
+                        muxer.close()
                     return True
                 if waiting_for_keyframe:
                     # Start (or restart) on a video keyframe; what precedes it is useless.
                     if not packet.starts_gop:
                         continue
                     waiting_for_keyframe = False
-                out_stream = mapping.get(packet.stream_index)
-                if out_stream is None or packet.dts < last_dts.get(packet.stream_index, -1):
+                index = packet.stream_index
+                if index not in by_index or packet.dts < last_dts.get(index, -1):
                     continue  # unknown stream, or timestamps going back: FLV cannot carry it
-                last_dts[packet.stream_index] = packet.dts
-                self._mux(output, out_stream, packet, sink)
+                last_dts[index] = packet.dts
+                if not muxers:
+                    # What a (re)connection starts with: the publisher's own onMetaData,
+                    # then each track's muxer header with its sequence header (AVC/HEVC/
+                    # AAC configuration), then media from a keyframe.
+                    if self._inputs.script is not None:
+                        script = add_set_data_frame(self._inputs.script)
+                        publisher.send([(SCRIPT, packet.dts, script)])
+                    muxers = {i: _TrackMuxer(t, publisher) for i, t in by_index.items()}
+                muxers[index].mux(packet)
+                self.packets_sent += 1
             return False
         finally:
-            if not closed:
-                _close_quietly(output)
-
-    def _mux(self, output: Any, out_stream: Any, packet: MediaPacket, sink: _TagSender) -> None:
-        av_packet = av.Packet(packet.data)
-        av_packet.stream = out_stream
-        av_packet.time_base = MS
-        av_packet.dts = packet.dts
-        av_packet.pts = packet.pts
-        av_packet.is_keyframe = packet.is_keyframe
-        try:
-            output.mux(av_packet)
-        except Exception:
-            if sink.error is not None:
-                raise sink.error from None
-            raise
-        self.packets_sent += 1
-
-
-def _close_quietly(output: Any) -> None:
-    """Release a muxer whose connection already failed (its trailer has nowhere to go)."""
-    with contextlib.suppress(av.FFmpegError, EgressError, OSError, ValueError):
-        output.close()
+            for muxer in muxers.values():
+                muxer.discard()

@@ -16,8 +16,11 @@ import av
 from agent.destination import Destination, DestinationWorker, EgressSettings, InputStreams
 from agent.flv import AUDIO, FLV_HEADER, SCRIPT, VIDEO, flv_tag, strip_set_data_frame
 from agent.media_queue import MediaPacket
+from agent.rtmp import amf0
 
 log = logging.getLogger(__name__)
+
+ON_METADATA = amf0.encode("onMetaData")
 
 # Open the demuxer as soon as the codec configuration is in: do not buffer to probe.
 DEMUXER_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
@@ -81,6 +84,7 @@ class Relay:
         self._tags: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._reader = _TagStream(self._tags)
         self._fed = 0
+        self._pending: list[bytes] = []
         self._max_pending = max_pending_bytes
         self._thread = threading.Thread(target=self._demux, name=f"demux-{label}", daemon=True)
         self.packets_in = 0
@@ -98,16 +102,26 @@ class Relay:
         """Queue one RTMP media message (called on the event loop; does not block)."""
         if type_id == SCRIPT:
             payload = strip_set_data_frame(payload)
+            if payload.startswith(ON_METADATA):
+                self.inputs.script = payload  # replayed to every destination connection
         elif type_id not in (AUDIO, VIDEO):
             return
         if self._fed - self._reader.consumed > self._max_pending:
             raise IngestTooSlow(
                 f"{self.label}: demuxer is more than {self._max_pending} bytes behind"
             )
-        self._put(flv_tag(type_id, timestamp, payload))
+        self._pending.append(flv_tag(type_id, timestamp, payload))
+
+    def flush(self) -> None:
+        """Hand what `feed` gathered to the demuxer in one piece: one wake-up of the demux
+        thread per socket read instead of one per message."""
+        if self._pending:
+            self._put(b"".join(self._pending))
+            self._pending.clear()
 
     def finish(self) -> None:
         """The publisher stopped: let every destination drain and close cleanly."""
+        self.flush()
         self._tags.put(None)
 
     def stop(self) -> None:
@@ -201,7 +215,9 @@ class Relay:
                     self.audio_packets += 1
                 for worker in self._targets:
                     worker.queue.put(item)
-        except (av.FFmpegError, ValueError) as exc:
+        except (av.FFmpegError, ValueError, IndexError) as exc:
+            # IndexError: PyAV on a stream the FLV demuxer adds mid-publish (a second
+            # onMetaData can do it); the destinations still end cleanly below.
             log.error("%s: ingest demuxing failed: %s", self.label, exc)
         finally:
             container.close()

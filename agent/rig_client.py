@@ -102,6 +102,14 @@ class RigClient:
                 self._token_expires = expires.timestamp()
             return self._token
 
+    async def check(self) -> None:
+        """Raise RigUnavailable unless rig is ready and accepts this agent's key (the
+        agent's readiness probe). The token is the cached one while it is valid."""
+        await self.token()
+        status, body = await self._request("GET", "/readyz")
+        if status != 200:
+            raise RigUnavailable(f"rig not ready: HTTP {status}, errorCode {body.get('errorCode')}")
+
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         """An agent-token request; returns the payload, raises on errors.
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from agent.destination import EgressSettings
 from agent.fanout import IngestTooSlow, Relay
+from agent.metrics import AgentStats
 from agent.rig_client import (
     RigClient,
     RigUnavailable,
@@ -91,6 +92,7 @@ class IngestServer:
         self._server: asyncio.Server | None = None
         self._heartbeats: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+        self.stats = AgentStats()  # publishes accepted and refused, for agent/metrics.py
 
     @property
     def ingest_url(self) -> str:
@@ -241,6 +243,8 @@ class IngestConnection:
                 if not data:
                     break
                 await self._handle(self.session.receive_data(data))
+                if self.ingest is not None and self.ingest.relay is not None:
+                    self.ingest.relay.flush()
                 await self._flush()
         except ProtocolError as exc:
             log.warning("closing RTMP connection from %s: %s", self.peer, exc)
@@ -303,14 +307,17 @@ class IngestConnection:
         app = (session.app or "").partition("?")[0].strip("/")
         if app != server.settings.rtmp_app:
             log.warning("refused publish from %s: unknown application", self.peer)
+            server.stats.refuse("unknown_application")
             session.reject_publish("NetStream.Publish.BadName", "Unknown application.")
             return
         if not key or len(key) > MAX_STREAM_KEY:
             log.warning("refused publish from %s: malformed stream key", self.peer)
+            server.stats.refuse("malformed_key")
             session.reject_publish("NetStream.Publish.BadName", "Invalid stream key.")
             return
         if key in server.live:
             log.warning("refused publish of stream %s from %s: already live here", kid, self.peer)
+            server.stats.refuse("already_live_here")
             session.reject_publish("NetStream.Publish.Denied", "Stream already publishing.")
             return
         ingest = LiveIngest(key_id=kid, session=session, peer=self.peer)
@@ -323,16 +330,19 @@ class IngestConnection:
                 "refused publish of stream %s from %s: live on another agent", kid, self.peer
             )
             self._release()
+            server.stats.refuse("live_elsewhere")
             session.reject_publish("NetStream.Publish.Denied", "Stream already publishing.")
             return
         except StreamNotFound:
             log.warning("refused publish of stream %s from %s: unknown key", kid, self.peer)
             self._release()
+            server.stats.refuse("unknown_key")
             session.reject_publish("NetStream.Publish.BadName", "Unknown or inactive stream key.")
             return
         except RigUnavailable as exc:
             log.error("refused publish of stream %s from %s: %s", kid, self.peer, exc)
             self._release()
+            server.stats.refuse("rig_unavailable")
             session.reject_publish("NetStream.Publish.Denied", "Service unavailable, try again.")
             return
         destinations = claim.destinations
@@ -342,6 +352,7 @@ class IngestConnection:
         server.relays = {r for r in server.relays if not r.done}
         server.relays.add(relay)
         relay.start()
+        server.stats.accept(ingest)
         session.accept_publish()
         log.info(
             "publish of stream %s from %s accepted: %d destination(s)",

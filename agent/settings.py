@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.destination import EgressSettings
+from rig.logs import log_format
 from rig.settings import Option, add_option_arguments, option_values
 
 
@@ -35,6 +36,9 @@ class AgentSettings:
     shutdown_timeout: float = 5.0
     heartbeat_interval: float = 5.0
     log_level: str = "INFO"
+    # Operations: the HTTP listener for /metrics, /healthz, /readyz ("off": none), logs.
+    http_listen: str = "127.0.0.1:9935"
+    log_format: str = "text"
 
     @property
     def listen_host(self) -> str:
@@ -162,6 +166,14 @@ OPTIONS: list[Option] = [
         "seconds between heartbeats to rig (keep well under rig's RIG_CLAIM_TTL)",
     ),
     ("--log-level", "RIG_AGENT_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+    (
+        "--http-listen",
+        "RIG_AGENT_HTTP_LISTEN",
+        "http_listen",
+        str,
+        "host:port of the HTTP listener for /metrics, /healthz and /readyz (off: none)",
+    ),
+    ("--log-format", "RIG_AGENT_LOG_FORMAT", "log_format", log_format, "text (one line) or json"),
 ]
 
 

@@ -7,7 +7,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from rig import accounts, agents, live, streams, webhooks
+from rig import accounts, agents, live, operations, streams, webhooks
 from rig.appkeys import POOL, SETTINGS, TOKENS
 from rig.errors import envelope_middleware, route_of
 from rig.settings import Settings
@@ -23,8 +23,21 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         route = route_of(request) if isinstance(request, web.Request) else "<unknown route>"
+        request_id = operations.request_id_of(request)
         self.logger.info(
-            "%s %s -> %s in %.1f ms", request.method, route, response.status, time * 1000
+            "%s %s -> %s in %.1f ms [%s]",
+            request.method,
+            route,
+            response.status,
+            time * 1000,
+            request_id,
+            extra={
+                "request_id": request_id,
+                "method": request.method,
+                "route": route,
+                "status": response.status,
+                "duration_ms": round(time * 1000, 1),
+            },
         )
 
 
@@ -51,4 +64,5 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(streams.routes)
     app.add_routes(agents.routes)
     app.add_routes(live.routes)
+    operations.install(app, settings)  # health, metrics, docs, limits, CORS: after the routes
     return app

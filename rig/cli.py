@@ -10,11 +10,12 @@ from dataclasses import replace
 import asyncpg
 from aiohttp import web
 
-from rig import __version__
+from rig import __version__, operators
 from rig.agents import create_agent
 from rig.app import AccessLogger, create_app
 from rig.embedded_db import start_embedded_postgres
 from rig.keyfile import load_or_create_secret
+from rig.logs import setup_logging
 from rig.migrations import applied_migrations, available_migrations, migrate
 from rig.settings import Settings, add_arguments, settings_from
 
@@ -54,6 +55,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         access_log_class=AccessLogger,
         print=None,
         shutdown_timeout=10,
+        keepalive_timeout=settings.keepalive_timeout,
     )
     return 0
 
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name", help="a name for the agent, e.g. the ingest host's name")
     add_arguments(create)
     create.set_defaults(func=cmd_agents_create)
+    operators.add_commands(sub, agents_sub)  # agents list|revoke, users list, streams list
     return parser
 
 
@@ -130,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
     except ValueError as exc:
         parser.error(f"invalid setting: {exc}")
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(settings.log_level, settings.log_format)
     try:
         return args.func(settings, args)
     except (OSError, asyncpg.PostgresError) as exc:

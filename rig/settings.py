@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rig.cors import origins_setting
+from rig.logs import log_format
+from rig.ratelimit import networks_setting
 from rig.services import service_urls_from_env
 
 
@@ -25,6 +28,15 @@ class Settings:
     log_level: str = "INFO"
     # The claim sweeper and webhook sender; API tests that drive them by hand turn them off.
     background_tasks: bool = True
+    # Operations (rig/operations.py): logs, CORS, abuse limits, timeouts.
+    log_format: str = "text"
+    cors_origins: str = ""
+    rate_limit_address: int = 30
+    rate_limit_username: int = 10
+    rate_limit_window: float = 60.0
+    trusted_proxies: str = ""
+    request_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
 
 
 # (flag or "" for environment only, environment variable, Settings field, type, help)
@@ -70,6 +82,59 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "seconds a live claim lasts without a heartbeat (a crashed agent frees keys after it)",
     ),
     ("--log-level", "RIG_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+    ("--log-format", "RIG_LOG_FORMAT", "log_format", log_format, "text (one line) or json"),
+    (
+        "--cors-origins",
+        "RIG_CORS_ORIGINS",
+        "cors_origins",
+        origins_setting,
+        "comma-separated web origins allowed to call the API from a browser (* for any);"
+        " empty: none",
+    ),
+    (
+        "--rate-limit-address",
+        "RIG_RATE_LIMIT_ADDRESS",
+        "rate_limit_address",
+        int,
+        "login, sign-up and agent-auth requests per client address per window, per route"
+        " (0: no limit)",
+    ),
+    (
+        "--rate-limit-username",
+        "RIG_RATE_LIMIT_USERNAME",
+        "rate_limit_username",
+        int,
+        "login and sign-up attempts per username per window (0: no limit)",
+    ),
+    (
+        "--rate-limit-window",
+        "RIG_RATE_LIMIT_WINDOW",
+        "rate_limit_window",
+        float,
+        "seconds in which a rate limit's allowance refills",
+    ),
+    (
+        "--trusted-proxies",
+        "RIG_TRUSTED_PROXIES",
+        "trusted_proxies",
+        networks_setting,
+        "comma-separated addresses or networks of load balancers whose X-Forwarded-For"
+        " names the client",
+    ),
+    (
+        "--request-timeout",
+        "RIG_REQUEST_TIMEOUT",
+        "request_timeout",
+        float,
+        "seconds a request may take before it is answered 503",
+    ),
+    (
+        "--keepalive-timeout",
+        "RIG_KEEPALIVE_TIMEOUT",
+        "keepalive_timeout",
+        float,
+        "seconds an idle keep-alive connection stays open (above your load balancer's)",
+    ),
 ]
 
 

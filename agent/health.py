@@ -1,0 +1,92 @@
+"""The agent's small HTTP listener (RIG_AGENT_HTTP_LISTEN, default 127.0.0.1:9935).
+
+- `GET /metrics`: Prometheus metrics (agent/metrics.py);
+- `GET /healthz`: liveness: 200 while the RTMP listener is up and the loop answers;
+- `GET /readyz`: readiness: 200 when rig answers and accepts this agent's key (new
+  publishes can be authorised), 503 otherwise and while shutting down.
+
+Answers are JSON (`{"status": ...}`) except /metrics. No secret is ever in them.
+"""
+
+import asyncio
+import logging
+import socket
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import generate_latest
+
+from agent.metrics import registry_for
+from agent.rig_client import RigClient, RigUnavailable
+from agent.server import IngestServer
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 3.0
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """`host:port` (IPv6 in brackets) -> (host, port)."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
+
+
+class HealthServer:
+    """Serves /metrics, /healthz and /readyz for one agent."""
+
+    def __init__(self, listen: str, server: IngestServer, rig: RigClient) -> None:
+        self.host, self._port = split_listen(listen)
+        self.server = server
+        self.rig = rig
+        self.draining = False
+        self.registry = registry_for(server)
+        self._runner: web.AppRunner | None = None
+        self._socket: socket.socket | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._socket = socket.create_server((self.host, self._port), family=family)
+        await web.SockSite(self._runner, self._socket).start()
+        log.info("metrics and health on http://%s:%s", self.host, self.port)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        assert self._socket is not None, "start() first"
+        return self._socket.getsockname()[1]
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(self.registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        rtmp = getattr(self.server, "_server", None)  # the RTMP listener (asyncio.Server)
+        listening = rtmp is not None and rtmp.is_serving()
+        if not listening and not self.draining:
+            return web.json_response({"status": "down", "rtmp": "not listening"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await self.rig.check()
+        except (RigUnavailable, TimeoutError) as exc:
+            reason = str(exc) or "timed out"
+            return web.json_response({"status": "not ready", "rig": reason}, status=503)
+        return web.json_response({"status": "ok", "rig": "ok"})

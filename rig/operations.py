@@ -1,0 +1,147 @@
+"""What operators and integrators need around the API, installed by `install(app)`:
+
+- request ids: `X-Request-Id` taken from the client (when valid) or generated, echoed on
+  every response and attached to every log line of the request;
+- `/metrics` (Prometheus), `/healthz` (liveness), `/readyz` (readiness: the database);
+- `/openapi.json` and `/docs`;
+- abuse limits (rig/ratelimit.py) and a deadline per request (`RIG_REQUEST_TIMEOUT`);
+- CORS for the configured origins (rig/cors.py).
+
+Middleware order, outermost first: request id, metrics, the envelope (rig/errors.py),
+deadline, rate limits, then the handler.
+"""
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from rig.apidocs import render_html
+from rig.appkeys import POOL
+from rig.cors import parse_origins, setup_cors
+from rig.errors import FetchFailed, Handler, success
+from rig.logs import request_id_var
+from rig.metrics import RigMetrics, metrics_handler, metrics_middleware
+from rig.openapi import build_document
+from rig.ratelimit import RateLimits, rate_limit_middleware
+from rig.settings import Settings
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# The request id's key on the aiohttp request (typed keys since aiohttp 3.12).
+REQUEST_ID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+READY_TIMEOUT = 2.0
+
+METRICS = web.AppKey("metrics", RigMetrics)
+RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
+DOCUMENT = web.AppKey("openapi_document", bytes)
+DOCS_PAGE = web.AppKey("docs_page", str)
+
+
+def request_id_of(request: web.BaseRequest) -> str:
+    """The request's id (set by the request id middleware), or `-`."""
+    return request.get(REQUEST_ID, "-")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Take or make the request id; echo it; log with it."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    token = request_id_var.set(request_id)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # redirects and the like, which pass the envelope
+        exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    finally:
+        request_id_var.reset(token)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+def deadline_middleware(seconds: float) -> Callable:
+    """Answer 503 (1008) when a request takes longer than `seconds`."""
+
+    @web.middleware
+    async def deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if seconds <= 0:
+            return await handler(request)
+        try:
+            async with asyncio.timeout(seconds) as scope:
+                return await handler(request)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise FetchFailed("Request timed out", status=503) from None
+
+    return deadline
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process and its event loop answer."""
+    return success("OK", {"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the database answers within READY_TIMEOUT seconds."""
+    pool = request.app.get(POOL)
+    try:
+        if pool is None:
+            raise ConnectionError("no database pool yet")
+        async with asyncio.timeout(READY_TIMEOUT):
+            await pool.fetchval("SELECT 1")
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise FetchFailed(
+            "Not ready: database unreachable",
+            details={"database": "unreachable", "reason": type(exc).__name__},
+            status=503,
+        ) from None
+    return success("Ready", {"status": "ok", "database": "ok"})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[DOCUMENT], content_type="application/json")
+
+
+async def docs(request: web.Request) -> web.Response:
+    response = web.Response(text=request.app[DOCS_PAGE], content_type="text/html")
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return response
+
+
+def install(app: web.Application, settings: Settings) -> None:
+    """Add the operational routes, middlewares and CORS to rig's app (after its routes)."""
+    metrics = RigMetrics()
+    app[METRICS] = metrics
+    limits = RateLimits.create(
+        settings.rate_limit_address,
+        settings.rate_limit_username,
+        settings.rate_limit_window,
+        settings.trusted_proxies,
+    )
+    app[RATE_LIMITS] = limits
+    document = build_document()
+    app[DOCUMENT] = json.dumps(document).encode()
+    app[DOCS_PAGE] = render_html(document)
+
+    app.middlewares.insert(0, request_id_middleware)
+    app.middlewares.insert(1, metrics_middleware(metrics))
+    app.middlewares.append(deadline_middleware(settings.request_timeout))
+    app.middlewares.append(rate_limit_middleware(limits))
+
+    async def serve_metrics(request: web.Request) -> web.Response:
+        return await metrics_handler(request, metrics)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", serve_metrics)
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs)
+    setup_cors(app, parse_origins(settings.cors_origins))
