@@ -11,6 +11,7 @@ import hashlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.destination import EgressSettings
@@ -55,8 +56,16 @@ class LiveIngest:
     peer: str = ""
     started: float = field(default_factory=time.monotonic)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    # Wakes the connection's pending read (set by its IngestConnection).
+    wake_reader: Callable[[], None] | None = None
     # Counters at the previous heartbeat, for rates.
     last_sample: tuple[float, int, int] = (0.0, 0, 0)
+
+    def kick(self) -> None:
+        """End this publish: rig revoked it, or the agent is shutting down."""
+        self.closing.set()
+        if self.wake_reader is not None:
+            self.wake_reader()
 
     def health(self, ingest_url: str) -> dict[str, object]:
         """Ingest statistics and per-destination state, for the heartbeat."""
@@ -146,7 +155,7 @@ class IngestServer:
             if answer.get("status") == "revoked":
                 log.warning("stream %s: rig revoked the claim, ending the publish", ingest.key_id)
                 ingest.claim_id = None  # nothing to release: rig already ended it
-                ingest.closing.set()
+                ingest.kick()
             elif ingest.relay is not None:
                 ingest.relay.apply_destinations(destinations_from(answer.get("destinations")))
 
@@ -171,7 +180,7 @@ class IngestServer:
         if self._heartbeats is not None:
             self._heartbeats.cancel()
         for ingest in list(self.live.values()):
-            ingest.closing.set()
+            ingest.kick()
         if self._connections:
             await asyncio.wait(self._connections, timeout=2.0)
         for task in self._connections:
@@ -258,22 +267,24 @@ class IngestConnection:
             self._end_publish("connection closed")
             self.writer.close()
 
-    async def _read(self, timeout: float) -> bytes:  # noqa: ASYNC109 (also waits on closing)
-        read = asyncio.ensure_future(self.reader.read(READ_SIZE))
-        waits = {read}
-        closing = None
-        if self.ingest is not None:
-            closing = asyncio.ensure_future(self.ingest.closing.wait())
-            waits.add(closing)
-        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if closing is not None:
-            closing.cancel()
-        if read in done:
-            return read.result()
-        read.cancel()
-        if closing is not None and closing in done:
-            return b""  # shutting down or kicked: end like a publisher that left
-        raise TimeoutError("no data in time")
+    async def _read(self, timeout: float) -> bytes:  # noqa: ASYNC109 (per-read deadline)
+        """The next bytes from the publisher; b"" at its end or when the publish is kicked.
+
+        One plain read under a deadline: no extra futures per read (this runs for every
+        few kilobytes of every ingest). A kick wakes it through `_wake_reader`.
+        """
+        if self.ingest is not None and self.ingest.closing.is_set():
+            return b""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.reader.read(READ_SIZE)
+        except TimeoutError:
+            raise TimeoutError("no data in time") from None
+
+    def _wake_reader(self) -> None:
+        """Make the pending read return b"": stop taking data, then signal end of input."""
+        self.writer.transport.pause_reading()
+        self.reader.feed_eof()
 
     async def _flush(self) -> None:
         data = self.session.data_to_send()
@@ -321,6 +332,7 @@ class IngestConnection:
             session.reject_publish("NetStream.Publish.Denied", "Stream already publishing.")
             return
         ingest = LiveIngest(key_id=kid, session=session, peer=self.peer)
+        ingest.wake_reader = self._wake_reader
         server.live[key] = ingest  # reserve the key while rig answers
         self.ingest, self.stream_key = ingest, key
         try:
