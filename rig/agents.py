@@ -17,7 +17,7 @@ from rig.appkeys import POOL, SETTINGS, TOKENS
 from rig.auth import require_agent
 from rig.body import read_json
 from rig.errors import InvalidCredentials, NotFound, success
-from rig.payloads import destination_payload
+from rig.payloads import destination_payload, iso
 
 routes = web.RouteTableDef()
 
@@ -42,11 +42,6 @@ async def create_agent(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> tu
     return agent_id, api_key
 
 
-def iso_time(unix_time: int) -> str:
-    """ISO 8601 in UTC with a Z, as web clients parse it."""
-    return datetime.fromtimestamp(unix_time, UTC).isoformat().replace("+00:00", "Z")
-
-
 @routes.post("/agents/auth")
 async def authenticate_agent(request: web.Request) -> web.Response:
     """Exchange an agent API key for a short-lived agent token."""
@@ -60,7 +55,8 @@ async def authenticate_agent(request: web.Request) -> web.Response:
     token, expires = request.app[TOKENS].issue(
         str(row["id"]), "agent", request.app[SETTINGS].agent_token_ttl
     )
-    return success("Agent authenticated", {"token": token, "expiresAt": iso_time(expires)})
+    expires_at = iso(datetime.fromtimestamp(expires, UTC))
+    return success("Agent authenticated", {"token": token, "expiresAt": expires_at})
 
 
 @routes.get("/agents/config/{streamKey}")
