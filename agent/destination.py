@@ -1,41 +1,35 @@
-"""One destination of one ingest: its own queue, its own thread, its own PyAV muxer.
+"""One destination of one ingest: its own queue, its own thread, its own connection.
 
-The worker connects (RtmpPublisher), muxes the ingest's packets with a PyAV FLV muxer
-into a file-like object whose bytes are cut back into FLV tags and sent as RTMP
-messages. A destination that fails is retried with capped exponential backoff and
-jitter; each (re)connection gets a fresh muxer, so codec configuration (AVC/HEVC/AAC
-sequence headers, metadata) is sent again and media restarts on a keyframe. Nothing a
-destination does can block the ingest or another destination: the fan-out only ever
-appends to this worker's bounded MediaQueue.
+The worker connects (RtmpPublisher) and sends the ingest's media messages, muxed once
+for every destination by the fan-out (`agent.remux`), taking everything queued in one
+write. A destination that fails is retried with capped exponential backoff and
+jitter; each (re)connection starts with the publisher's metadata and the current
+codec configuration (AVC/HEVC/AAC sequence headers), then media from a keyframe.
+Nothing a destination does can block the ingest or another destination: the fan-out
+only ever appends to this worker's bounded MediaQueue.
 """
 
-import contextlib
 import enum
 import logging
 import random
 import ssl
 import threading
+import time
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Any
-
-import av
+from typing import TYPE_CHECKING
 
 from agent.egress import EgressError, RtmpPublisher, parse_target
-from agent.flv import SCRIPT, FlvTagReader, add_set_data_frame
-from agent.media_queue import END_OF_STREAM, MediaPacket, MediaQueue
+from agent.flv import SCRIPT, add_set_data_frame
+from agent.media_queue import MediaMessage, MediaQueue
+
+if TYPE_CHECKING:
+    from agent.remux import Remuxer
 
 log = logging.getLogger(__name__)
 
-MS = Fraction(1, 1000)  # FLV and RTMP timestamps are milliseconds
-# Muxer options: no seeking back to patch duration (the output is a live socket);
-# no interleaving hold-back (av_interleaved_write_frame would otherwise keep a packet
-# until every stream has one); one write per packet so nothing waits in AVIO's buffer.
-MUXER_OPTIONS = {
-    "flvflags": "no_duration_filesize",
-    "max_interleave_delta": "1",
-    "flush_packets": "1",
-}
+# How often an idle or busy connection reads what the destination sent (acks, pings,
+# a close): not after every write, which would cost a syscall per message.
+POLL_INTERVAL = 0.25
 
 
 class DestinationState(enum.StrEnum):
@@ -74,26 +68,33 @@ class EgressSettings:
 
 
 class InputStreams:
-    """The ingest's demuxed streams (PyAV templates), published once by the fan-out."""
+    """What every connection of an ingest starts with, published once by the fan-out."""
 
     def __init__(self) -> None:
         self._ready = threading.Event()
-        self.streams: list[Any] | None = None
-        self.metadata: dict[str, str] = {}
+        self.has_video = False
+        # The current codec configuration (sequence headers), replaced whole by the
+        # demux thread when the publisher sends a new one.
+        self.headers: list[MediaMessage] = []
         # The publisher's latest onMetaData as an FLV script body (set by the fan-out).
         self.script: bytes | None = None
+        self.ended_early = False
 
-    def publish(self, streams: list[Any] | None, metadata: dict[str, str]) -> None:
-        """Set the streams (None: the ingest ended before any) and wake the workers."""
-        self.streams, self.metadata = streams, metadata
+    def publish(self, remuxer: "Remuxer | None") -> None:
+        """The ingest's tracks are known (None: it ended before any); wake the workers."""
+        if remuxer is None:
+            self.ended_early = True
+        else:
+            self.has_video = remuxer.has_video
+            self.headers = remuxer.headers()
         self._ready.set()
 
-    def wait(self, stop: threading.Event) -> list[Any] | None:
-        """Block until published or `stop` is set."""
+    def wait(self, stop: threading.Event) -> bool:
+        """Block until published or `stop` is set; False if there is nothing to relay."""
         while not self._ready.wait(0.1):
             if stop.is_set():
-                return None
-        return self.streams
+                return False
+        return not self.ended_early
 
 
 class Backoff:
@@ -112,73 +113,6 @@ class Backoff:
     def reset(self) -> None:
         """Back to the initial delay after a successful connection."""
         self.attempt = 0
-
-
-class _TagSender:
-    """File-like sink for one PyAV FLV muxer: cuts its bytes into tags and sends them.
-
-    The muxer's own script tag (its regenerated onMetaData) is dropped: the worker sends
-    the publisher's original metadata instead, once per connection.
-    """
-
-    def __init__(self, publisher: RtmpPublisher) -> None:
-        self._publisher = publisher
-        self._reader = FlvTagReader()
-        self.error: Exception | None = None
-
-    def write(self, data: bytes) -> int:
-        messages = [tag for tag in self._reader.feed(data) if tag[0] != SCRIPT]
-        if messages:
-            try:
-                self._publisher.send(messages)
-            except EgressError as exc:
-                self.error = exc  # PyAV reports an I/O error; the worker re-raises this one
-                raise
-        return len(data)
-
-
-class _TrackMuxer:
-    """A PyAV FLV muxer for one track (audio or video) of one destination connection.
-
-    One muxer per track, not one for both: with two streams, FFmpeg's interleaver
-    (av_interleaved_write_frame) holds every packet until the other track has a later
-    one, which delays each packet by one packet interval (~15 ms measured) whatever
-    `max_interleave_delta` says. With one stream per muxer every packet is written at
-    once; packets reach the connection in the order the publisher sent them.
-    """
-
-    def __init__(self, template: Any, publisher: RtmpPublisher) -> None:
-        self.sink = _TagSender(publisher)
-        self.container = av.open(self.sink, "w", format="flv", options=MUXER_OPTIONS)
-        self.stream = self.container.add_stream_from_template(template)
-        self.container.start_encoding()  # the header now: the sequence header goes first
-        self.closed = False
-
-    def mux(self, packet: MediaPacket) -> None:
-        av_packet = av.Packet(packet.data)
-        av_packet.stream = self.stream
-        av_packet.time_base = MS
-        av_packet.dts = packet.dts
-        av_packet.pts = packet.pts
-        av_packet.is_keyframe = packet.is_keyframe
-        try:
-            self.container.mux(av_packet)
-        except Exception:
-            if self.sink.error is not None:
-                raise self.sink.error from None
-            raise
-
-    def close(self) -> None:
-        """Write what the muxer still holds (its trailer: the end-of-sequence tag)."""
-        self.closed = True
-        self.container.close()
-
-    def discard(self) -> None:
-        """Release a muxer whose connection already failed (its trailer has nowhere to go)."""
-        if not self.closed:
-            self.closed = True
-            with contextlib.suppress(av.FFmpegError, EgressError, OSError, ValueError):
-                self.container.close()
 
 
 class DestinationWorker:
@@ -284,7 +218,7 @@ class DestinationWorker:
                     log.info("%s: stream ended, destination closed", self.label)
                     self.state = DestinationState.OFF
                     return
-            except (EgressError, av.FFmpegError, OSError) as exc:
+            except (EgressError, OSError) as exc:
                 publisher.close(clean=False)
                 self._retire(publisher)
                 self.last_error = str(exc)
@@ -306,45 +240,49 @@ class DestinationWorker:
         log.error("%s: %s; giving up", self.label, error)
 
     def _pump(self, publisher: RtmpPublisher) -> bool:
-        """Mux queued packets to the destination; True once the ingest ended."""
-        templates = self._inputs.wait(self._stop)
-        if templates is None:
+        """Send queued messages to the destination; True once the ingest ended."""
+        inputs = self._inputs
+        if not inputs.wait(self._stop):
             return True
-        by_index = {s.index: s for s in templates}
-        muxers: dict[int, _TrackMuxer] = {}
-        waiting_for_keyframe = any(s.type == "video" for s in templates)
-        last_dts: dict[int, int] = {}
-        try:
-            while not self._stop.is_set():
-                try:
-                    packet = self.queue.get(timeout=0.5)
-                except TimeoutError:
-                    publisher.send([])  # answer pings and notice a closed peer while idle
+        waiting_for_keyframe = inputs.has_video
+        started = False
+        next_poll = time.monotonic() + POLL_INTERVAL
+        while not self._stop.is_set():
+            try:
+                batch = self.queue.get_batch(timeout=POLL_INTERVAL)
+            except TimeoutError:
+                publisher.poll()  # answer pings and notice a closed peer while idle
+                next_poll = time.monotonic() + POLL_INTERVAL
+                continue
+            if not batch:  # END_OF_STREAM
+                return True
+            if waiting_for_keyframe:
+                # Start (or restart) on a video keyframe; what precedes it is useless.
+                for i, message in enumerate(batch):
+                    if message.starts_gop:
+                        batch = batch[i:]
+                        waiting_for_keyframe = False
+                        break
+                else:
                     continue
-                if packet is END_OF_STREAM:
-                    for muxer in muxers.values():
-                        muxer.close()
-                    return True
-                if waiting_for_keyframe:
-                    # Start (or restart) on a video keyframe; what precedes it is useless.
-                    if not packet.starts_gop:
-                        continue
-                    waiting_for_keyframe = False
-                index = packet.stream_index
-                if index not in by_index or packet.dts < last_dts.get(index, -1):
-                    continue  # unknown stream, or timestamps going back: FLV cannot carry it
-                last_dts[index] = packet.dts
-                if not muxers:
-                    # What a (re)connection starts with: the publisher's own onMetaData,
-                    # then each track's muxer header with its sequence header (AVC/HEVC/
-                    # AAC configuration), then media from a keyframe.
-                    if self._inputs.script is not None:
-                        script = add_set_data_frame(self._inputs.script)
-                        publisher.send([(SCRIPT, packet.dts, script)])
-                    muxers = {i: _TrackMuxer(t, publisher) for i, t in by_index.items()}
-                muxers[index].mux(packet)
-                self.packets_sent += 1
-            return False
-        finally:
-            for muxer in muxers.values():
-                muxer.discard()
+            out = [(m.type_id, m.timestamp, m.body) for m in batch]
+            if not started:
+                # What a (re)connection starts with: the publisher's own onMetaData, then
+                # each track's sequence header (with the muxer's timestamp, 0 unless the
+                # publisher changed it mid-stream, as a fresh FFmpeg muxer would send it:
+                # receivers such as nginx-rtmp's recorder then keep absolute timestamps);
+                # then media.
+                started = True
+                head = []
+                if inputs.script is not None:
+                    script = add_set_data_frame(inputs.script)
+                    head.append((SCRIPT, batch[0].timestamp, script))
+                head += [(h.type_id, h.timestamp, h.body) for h in inputs.headers]
+                out = head + out
+            publisher.send(out)
+            self.packets_sent += len(batch)
+            now = time.monotonic()
+            if now >= next_poll:
+                publisher.poll()
+                next_poll = now + POLL_INTERVAL
+        return False

@@ -124,12 +124,15 @@ class RtmpPublisher:
                     raise EgressError(f"{target.safe_name} closed the connection")
 
     def send(self, messages: list[tuple[int, int, bytes]]) -> None:
-        """Send (type, timestamp, body) messages in one write; fail on the write deadline."""
+        """Send (type, timestamp, body) messages in one write; fail on the write deadline.
+
+        What the destination sends back is read by `poll`, which the caller runs every
+        so often rather than after each write (a select() per message costs more than
+        the write itself)."""
         session = self._session
         for type_id, timestamp, payload in messages:
             session.send_media(type_id, timestamp, payload)
         self._flush()
-        self._poll_incoming()
 
     def close(self, *, clean: bool = True) -> None:
         """Unpublish (when `clean`) and close; never raises."""
@@ -177,7 +180,7 @@ class RtmpPublisher:
         except ProtocolError as exc:
             raise EgressError(f"{self.target.safe_name} broke the protocol: {exc}") from exc
 
-    def _poll_incoming(self) -> None:
+    def poll(self) -> None:
         """Answer what the destination sent (acks, pings) without blocking; notice closes."""
         sock = self._sock
         if sock is None or not select.select([sock], [], [], 0)[0]:

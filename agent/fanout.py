@@ -2,9 +2,10 @@
 
 The RTMP server hands each audio/video/data message to `Relay.feed`, which wraps it
 as an FLV tag and queues it for the demux thread (cheap, never blocks the event
-loop). The demux thread runs PyAV's FLV demuxer over that byte stream and appends
-each packet to the bounded queue of every destination worker; only the workers talk
-to the network, each in its own thread.
+loop). The demux thread runs PyAV's FLV demuxer over that byte stream, muxes each
+packet once (`agent.remux`: the resulting bytes are the same for every destination)
+and appends the messages to the bounded queue of every destination worker; only the
+workers talk to the network, each in its own thread.
 """
 
 import logging
@@ -15,7 +16,7 @@ import av
 
 from agent.destination import Destination, DestinationWorker, EgressSettings, InputStreams
 from agent.flv import AUDIO, FLV_HEADER, SCRIPT, VIDEO, flv_tag, strip_set_data_frame
-from agent.media_queue import MediaPacket
+from agent.remux import Remuxer
 from agent.rtmp import amf0
 
 log = logging.getLogger(__name__)
@@ -189,40 +190,39 @@ class Relay:
             container = av.open(self._reader, "r", format="flv", options=DEMUXER_OPTIONS)
         except (av.FFmpegError, ValueError) as exc:
             log.error("%s: cannot read the ingest: %s", self.label, exc)
-            self.inputs.publish(None, {})
-            self._end()
+            self.inputs.publish(None)
+            self._end(None)
             return
+        remuxer = None
         try:
             streams = [s for s in container.streams if s.type in ("audio", "video")]
             self._describe(streams)
-            self.inputs.publish(streams, dict(container.metadata))
-            wanted = {s.index for s in streams}
+            remuxer = Remuxer(streams)
+            self.inputs.publish(remuxer)
             for packet in container.demux():
-                if packet.dts is None or packet.stream.index not in wanted:
-                    continue  # demuxer flush packets, script data
-                item = MediaPacket(
-                    stream_index=packet.stream.index,
-                    is_video=packet.stream.type == "video",
-                    is_keyframe=packet.is_keyframe,
-                    dts=packet.dts,
-                    pts=packet.pts if packet.pts is not None else packet.dts,
-                    data=bytes(packet),
-                )
+                messages = remuxer.mux(packet)
+                if not messages:
+                    continue  # demuxer flush packets, script data, other tracks
+                if len(messages) > 1:
+                    self.inputs.headers = remuxer.headers()  # new codec configuration
                 self.packets_in += 1
-                if item.is_video:
+                if messages[-1].type_id == VIDEO:
                     self.video_packets += 1
                 else:
                     self.audio_packets += 1
                 for worker in self._targets:
-                    worker.queue.put(item)
+                    worker.queue.put_many(messages)
         except (av.FFmpegError, ValueError, IndexError) as exc:
             # IndexError: PyAV on a stream the FLV demuxer adds mid-publish (a second
             # onMetaData can do it); the destinations still end cleanly below.
             log.error("%s: ingest demuxing failed: %s", self.label, exc)
         finally:
             container.close()
-            self._end()
+            self._end(remuxer)
 
-    def _end(self) -> None:
+    def _end(self, remuxer: Remuxer | None) -> None:
+        trailer = remuxer.close() if remuxer is not None else []
         for worker in self._targets:
+            if trailer:
+                worker.queue.put_many(trailer)
             worker.finish()

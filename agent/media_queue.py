@@ -1,4 +1,4 @@
-"""A destination's own bounded queue of media packets.
+"""A destination's own bounded queue of RTMP media messages.
 
 One queue per destination, so a slow or dead destination only ever loses its own
 media. Bounded by bytes and by seconds of media: when full, whole GOPs are dropped
@@ -10,37 +10,37 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from agent.flv import VIDEO
+
 
 @dataclass(frozen=True, slots=True)
-class MediaPacket:
-    """One demuxed packet, shared read-only by every destination of an ingest."""
+class MediaMessage:
+    """One muxed audio/video/data message, shared read-only by every destination."""
 
-    stream_index: int
-    is_video: bool
-    is_keyframe: bool
-    dts: int  # milliseconds, as in FLV
-    pts: int
-    data: bytes
+    type_id: int  # 8 audio, 9 video, 18 data (FLV tag types = RTMP message types)
+    timestamp: int  # milliseconds (the packet's dts), as in FLV and RTMP
+    body: bytes
+    keyframe: bool = False
 
     @property
     def starts_gop(self) -> bool:
         """A video keyframe: a destination can start (or restart) here."""
-        return self.is_video and self.is_keyframe
+        return self.keyframe and self.type_id == VIDEO
 
 
 END_OF_STREAM = None  # put() by the fan-out when the publisher stops
 
 
 class MediaQueue:
-    """Thread-safe FIFO of MediaPacket, bounded by `max_bytes` and `max_seconds`."""
+    """Thread-safe FIFO of MediaMessage, bounded by `max_bytes` and `max_seconds`."""
 
     def __init__(self, max_bytes: int, max_seconds: float) -> None:
-        self._items: deque[MediaPacket] = deque()
+        self._items: deque[MediaMessage] = deque()
         self._bytes = 0
         self._max_bytes = max_bytes
         self._max_ms = int(max_seconds * 1000)
         self._ended = False
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self.dropped_packets = 0
         self.dropped_bytes = 0
 
@@ -52,37 +52,54 @@ class MediaQueue:
         """Bytes of media waiting to be sent."""
         return self._bytes
 
-    def put(self, packet: MediaPacket) -> None:
-        """Append a packet, dropping the oldest GOPs if the queue is over its bounds."""
+    def put(self, message: MediaMessage) -> None:
+        """Append a message, dropping the oldest GOPs if the queue is over its bounds."""
+        self.put_many((message,))
+
+    def put_many(self, messages: "tuple[MediaMessage, ...] | list[MediaMessage]") -> None:
+        """Append messages in order with one wake-up of the consumer."""
         with self._cond:
-            self._items.append(packet)
-            self._bytes += len(packet.data)
-            while self._items and self._over_bounds():
+            items = self._items
+            for message in messages:
+                items.append(message)
+                self._bytes += len(message.body)
+            while items and self._over_bounds():
                 self._drop_gop()
             self._cond.notify()
 
     @property
     def ended(self) -> bool:
-        """end() was called: the publisher stopped (packets may still be queued)."""
+        """end() was called: the publisher stopped (messages may still be queued)."""
         return self._ended
 
     def end(self) -> None:
-        """No more packets will come: get() returns END_OF_STREAM once drained."""
+        """No more messages will come: get() returns END_OF_STREAM once drained."""
         with self._cond:
             self._ended = True
             self._cond.notify_all()
 
-    def get(self, timeout: float | None = None) -> MediaPacket | None:
-        """The next packet; END_OF_STREAM at the end; raises TimeoutError when idle."""
+    def get(self, timeout: float | None = None) -> MediaMessage | None:
+        """The next message; END_OF_STREAM at the end; raises TimeoutError when idle."""
+        batch = self.get_batch(timeout, limit=1)
+        return batch[0] if batch else END_OF_STREAM
+
+    def get_batch(self, timeout: float | None = None, limit: int = 1 << 30) -> list:
+        """Every queued message (at most `limit`), waiting up to `timeout` s for one.
+
+        Returns [] once ended and drained (END_OF_STREAM); raises TimeoutError when idle.
+        One call per wake-up: a consumer that fell behind catches up in one write.
+        """
         with self._cond:
             if not self._items and not self._ended:
-                self._cond.wait_for(lambda: self._items or self._ended, timeout)
-            if self._items:
-                packet = self._items.popleft()
-                self._bytes -= len(packet.data)
-                return packet
+                self._cond.wait(timeout)
+            items = self._items
+            if items:
+                count = min(limit, len(items))
+                batch = [items.popleft() for _ in range(count)]
+                self._bytes -= sum(len(m.body) for m in batch)
+                return batch
             if self._ended:
-                return END_OF_STREAM
+                return []
             raise TimeoutError("no media")
 
     def skip_to_latest_keyframe(self) -> None:
@@ -90,8 +107,8 @@ class MediaQueue:
         live instead of replaying stale media. Without a keyframe, drop everything."""
         with self._cond:
             last_key = None
-            for index, packet in enumerate(self._items):
-                if packet.starts_gop:
+            for index, message in enumerate(self._items):
+                if message.starts_gop:
                     last_key = index
             count = last_key if last_key is not None else len(self._items)
             for _ in range(count):
@@ -100,16 +117,16 @@ class MediaQueue:
     def _over_bounds(self) -> bool:
         if self._bytes > self._max_bytes:
             return True
-        return self._items[-1].dts - self._items[0].dts > self._max_ms
+        return self._items[-1].timestamp - self._items[0].timestamp > self._max_ms
 
     def _discard_head(self) -> None:
-        packet = self._items.popleft()
-        self._bytes -= len(packet.data)
+        message = self._items.popleft()
+        self._bytes -= len(message.body)
         self.dropped_packets += 1
-        self.dropped_bytes += len(packet.data)
+        self.dropped_bytes += len(message.body)
 
     def _drop_gop(self) -> None:
-        """Drop the head packet and everything up to the next keyframe."""
+        """Drop the head message and everything up to the next keyframe."""
         self._discard_head()
         while self._items and not self._items[0].starts_gop:
             self._discard_head()

@@ -273,6 +273,7 @@ async def test_agent_metrics_health_and_logs_over_a_real_publish(
                     return samples(text, "rig_agent_ingest_bytes_total")[""] >= payload
 
                 await wait_for(received)
+
                 async def sent_media() -> bool:
                     text = await scrape(http, health)
                     sent = samples(text, "rig_agent_destination_bytes_sent_total")

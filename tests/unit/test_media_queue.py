@@ -4,18 +4,18 @@ import threading
 
 import pytest
 
-from agent.media_queue import END_OF_STREAM, MediaPacket, MediaQueue
+from agent.media_queue import END_OF_STREAM, MediaMessage, MediaQueue
 
 
-def video(dts: int, key: bool = False, size: int = 100) -> MediaPacket:
-    return MediaPacket(0, True, key, dts, dts, bytes(size))
+def video(dts: int, key: bool = False, size: int = 100) -> MediaMessage:
+    return MediaMessage(9, dts, bytes(size), key)
 
 
-def audio(dts: int, size: int = 10) -> MediaPacket:
-    return MediaPacket(1, False, False, dts, dts, bytes(size))
+def audio(dts: int, size: int = 10) -> MediaMessage:
+    return MediaMessage(8, dts, bytes(size))
 
 
-def drain(queue: MediaQueue) -> list[MediaPacket]:
+def drain(queue: MediaQueue) -> list[MediaMessage]:
     out = []
     while (packet := queue.get(timeout=0)) is not END_OF_STREAM:
         out.append(packet)
@@ -45,7 +45,7 @@ def test_seconds_bound_drops_whole_gops_from_the_head():
     queue.end()
     remaining = drain(queue)
     assert remaining[0].starts_gop
-    assert remaining[-1].dts - remaining[0].dts <= 2000
+    assert remaining[-1].timestamp - remaining[0].timestamp <= 2000
     assert queue.dropped_packets == 20 - len(remaining)
 
 
@@ -74,7 +74,7 @@ def test_skip_to_latest_keyframe():
         queue.put(video(i * 100, key=i in (0, 4, 7)))
     queue.skip_to_latest_keyframe()
     queue.end()
-    assert [p.dts for p in drain(queue)] == [700, 800, 900]
+    assert [p.timestamp for p in drain(queue)] == [700, 800, 900]
 
 
 def test_skip_without_a_keyframe_drops_everything():
