@@ -14,11 +14,11 @@ import logging
 import random
 import ssl
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent.egress import EgressError, RtmpPublisher, parse_target
+from agent.egress import EgressError, RtmpPublisher, RtmpTarget, parse_target
 from agent.flv import SCRIPT, add_set_data_frame
 from agent.media_queue import MediaMessage, MediaQueue
 
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
     from agent.remux import Remuxer
 
 log = logging.getLogger(__name__)
-
-# How often an idle or busy connection reads what the destination sent (acks, pings,
-# a close): not after every write, which would cost a syscall per message.
-POLL_INTERVAL = 0.25
 
 
 class DestinationState(enum.StrEnum):
@@ -89,12 +85,10 @@ class InputStreams:
             self.headers = remuxer.headers()
         self._ready.set()
 
-    def wait(self, stop: threading.Event) -> bool:
-        """Block until published or `stop` is set; False if there is nothing to relay."""
-        while not self._ready.wait(0.1):
-            if stop.is_set():
-                return False
-        return not self.ended_early
+    @property
+    def ready(self) -> bool:
+        """The tracks are known (or the ingest ended before any)."""
+        return self._ready.is_set()
 
 
 class Backoff:
@@ -116,7 +110,15 @@ class Backoff:
 
 
 class DestinationWorker:
-    """Relays one ingest to one destination, in a thread of its own."""
+    """Relays one ingest to one destination.
+
+    Connecting (TCP, TLS, RTMP handshake, publish: blocking, with deadlines) runs in a
+    connector thread of its own, so a slow destination never holds up anything else.
+    Once connected, the socket is handed to the ingest's relay thread, which calls
+    `service` after every packet and whenever the socket is ready: it moves queued
+    messages to the socket without blocking. Media queued meanwhile is kept (bounded)
+    and sent from a keyframe.
+    """
 
     def __init__(
         self,
@@ -124,6 +126,7 @@ class DestinationWorker:
         label: str,
         inputs: InputStreams,
         settings: EgressSettings,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.destination = destination
         self.label = label
@@ -131,26 +134,46 @@ class DestinationWorker:
         self.state = DestinationState.CONNECTING
         self.last_error: str | None = None
         self.reconnects = 0
-        self._bytes_sent_before = 0  # by earlier connections
-        self._publisher: RtmpPublisher | None = None
         self.packets_sent = 0
+        self.done = False  # nothing more to do: ended, stopped or failed for good
+        self._bytes_sent_before = 0  # by earlier connections
         self._inputs = inputs
         self._settings = settings
+        self._wake = wake  # wakes the relay thread
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"dest-{label}", daemon=True)
+        self._interrupt = threading.Event()  # ends a connector's backoff wait early
+        self._connector: threading.Thread | None = None
+        self._connected: RtmpPublisher | None = None  # handed over by the connector
+        self._publisher: RtmpPublisher | None = None  # driven by the relay thread
+        self._attached_before = False
+        self._waiting_for_keyframe = False
+        self._started = False
+
+    # ------------------------------------------------------- called from any thread
 
     def start(self) -> None:
         """Start connecting at once: media queues up meanwhile and is sent from a keyframe."""
-        self._thread.start()
+        try:
+            target = parse_target(self.destination.url)
+        except EgressError as exc:
+            self.last_error = str(exc)
+            self.state = DestinationState.FAILED
+            self.done = True
+            log.error("%s: %s; giving up", self.label, exc)
+            return
+        self._connect(target, delay=0.0)
 
     def finish(self) -> None:
         """The publisher stopped: send what is queued, then close cleanly."""
         self.queue.end()
+        self._interrupt.set()
+        self._wake()
 
     def stop(self) -> None:
         """Stop now, sending nothing more (agent shutdown after the drain deadline)."""
         self._stop.set()
-        self.queue.end()
+        self.finish()
 
     @property
     def bytes_sent(self) -> int:
@@ -172,32 +195,169 @@ class DestinationWorker:
 
     @property
     def alive(self) -> bool:
-        """The worker thread is still running."""
-        return self._thread.is_alive()
+        """The destination still has work: connecting, sending or draining."""
+        return not self.done or self._connector_alive()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread; True if it ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Wait for the connector thread; True if the worker has nothing left to do."""
+        connector = self._connector
+        if connector is not None:
+            connector.join(timeout)
+        return not self.alive
 
-    def _run(self) -> None:
-        settings = self._settings
-        backoff = Backoff(settings.backoff_initial, settings.backoff_max)
-        try:
-            target = parse_target(self.destination.url)
-        except EgressError as exc:
-            self._fail(str(exc))
+    # ------------------------------------------------------- called by the relay thread
+
+    def fileno(self) -> int | None:
+        """The connected socket, for the relay thread's poll(); None when not connected."""
+        return self._publisher.fileno() if self._publisher is not None else None
+
+    @property
+    def wants_write(self) -> bool:
+        """Bytes are waiting for the socket to become writable."""
+        return self._publisher is not None and self._publisher.pending > 0
+
+    def on_readable(self) -> None:
+        """The destination sent something (acks, pings, a close)."""
+        if self._publisher is not None:
+            try:
+                self._publisher.read_some()
+            except EgressError as exc:
+                self._lost(exc)
+
+    def service(self, now: float) -> None:
+        """Move queued media to the connection without blocking; notice the end."""
+        if self.done:
             return
-        first = True
-        while not self._stop.is_set():
-            if not first:
-                if self.queue.ended:
-                    # The stream ended while this destination was down: nothing live is
-                    # left to deliver, so stop instead of retrying forever.
-                    log.info("%s: stream ended while the destination was down", self.label)
-                    break
-                self.queue.skip_to_latest_keyframe()  # resume live, not with stale media
-            first = False
+        if self._stop.is_set():
+            self._close(clean=False)
+            return
+        if self._publisher is None and not self._attach():
+            return
+        try:
+            self._pump(now)
+        except EgressError as exc:
+            self._lost(exc)
+
+    def _attach(self) -> bool:
+        """Take over a connection the connector made, once the ingest's tracks are known."""
+        if self._connected is None or not self._inputs.ready:
+            return False
+        publisher, self._connected = self._connected, None
+        if self._inputs.ended_early:
+            publisher.close(clean=True)
+            self._end("the ingest ended before any media")
+            return False
+        if self._attached_before:
+            self.queue.skip_to_latest_keyframe()  # resume live, not with stale media
+        self._attached_before = True
+        self._publisher = publisher
+        self._waiting_for_keyframe = self._inputs.has_video
+        self._started = False
+        self.state = DestinationState.LIVE
+        self._backoff.reset()
+        log.info("%s: live on %s", self.label, publisher.target.safe_name)
+        return True
+
+    def _pump(self, now: float) -> None:
+        publisher = self._publisher
+        assert publisher is not None
+        if publisher.pending:
+            publisher.write_some(now)
+            if publisher.pending:
+                return  # the socket is full: media waits in the bounded queue
+        batch = self.queue.take()
+        if not batch:
+            if self.queue.ended:
+                self._close(clean=True)
+            return
+        if self._waiting_for_keyframe:
+            # Start (or restart) on a video keyframe; what precedes it is useless.
+            start = next((i for i, m in enumerate(batch) if m.starts_gop), None)
+            if start is None:
+                return
+            batch = batch[start:]
+            self._waiting_for_keyframe = False
+        out = [(m.type_id, m.timestamp, m.body) for m in batch]
+        if not self._started:
+            # What a (re)connection starts with: the publisher's own onMetaData, then each
+            # track's sequence header (with the muxer's timestamp, 0 unless the publisher
+            # changed it mid-stream, as a fresh FFmpeg muxer would send it: receivers such
+            # as nginx-rtmp's recorder then keep absolute timestamps); then media.
+            self._started = True
+            inputs = self._inputs
+            head = []
+            if inputs.script is not None:
+                head.append((SCRIPT, batch[0].timestamp, add_set_data_frame(inputs.script)))
+            head += [(h.type_id, h.timestamp, h.body) for h in inputs.headers]
+            out = head + out
+        publisher.queue(out)
+        self.packets_sent += len(batch)
+        publisher.write_some(now)
+
+    def _lost(self, exc: Exception) -> None:
+        """The connection failed: close it and reconnect after a backoff delay."""
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.close(clean=False)
+            self._bytes_sent_before += publisher.bytes_sent
+        self.last_error = str(exc)
+        self.reconnects += 1
+        if self.queue.ended:
+            log.warning("%s: %s; the stream has ended, not reconnecting", self.label, exc)
+            self._end(None)
+            return
+        self.state = DestinationState.BACKOFF
+        delay = self._backoff.next_delay()
+        log.warning("%s: %s; retrying in %.1f s", self.label, exc, delay)
+        self._connect(publisher.target if publisher else None, delay)
+
+    def _close(self, *, clean: bool) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.close(clean=clean)
+            self._bytes_sent_before += publisher.bytes_sent
+        connected, self._connected = self._connected, None
+        if connected is not None:
+            connected.close(clean=False)
+        self._end("stream ended, destination closed" if clean else None)
+
+    def _end(self, message: str | None) -> None:
+        if message:
+            log.info("%s: %s", self.label, message)
+        self.state = DestinationState.OFF
+        self.done = True
+
+    # ------------------------------------------------------------ connector thread
+
+    def _connector_alive(self) -> bool:
+        return self._connector is not None and self._connector.is_alive()
+
+    def _connect(self, target: RtmpTarget | None, delay: float) -> None:
+        if target is None:
+            target = parse_target(self.destination.url)
+        self._connector = threading.Thread(
+            target=self._connect_loop,
+            args=(target, delay),
+            name=f"connect-{self.label}",
+            daemon=True,
+        )
+        self._connector.start()
+
+    def _connect_loop(self, target: RtmpTarget, delay: float) -> None:
+        """Connect and publish, retrying with backoff; hand the connection over."""
+        settings = self._settings
+        while True:
+            if delay:
+                self._interrupt.wait(delay)
+            if self._stop.is_set():
+                self._end(None)
+                return
+            if self.queue.ended and (self._attached_before or delay):
+                # The stream ended while this destination was down: nothing live is left
+                # to deliver, so stop instead of retrying forever.
+                self._end("stream ended while the destination was down")
+                self._wake()
+                return
             self.state = DestinationState.CONNECTING
             publisher = RtmpPublisher(
                 target,
@@ -205,84 +365,17 @@ class DestinationWorker:
                 write_timeout=settings.write_timeout,
                 tls_context=settings.tls_context,
             )
-            self._publisher = publisher
             try:
                 publisher.open()
-                self.state = DestinationState.LIVE
-                backoff.reset()
-                log.info("%s: live on %s", self.label, target.safe_name)
-                ended = self._pump(publisher)
-                publisher.close(clean=True)
-                self._retire(publisher)
-                if ended:
-                    log.info("%s: stream ended, destination closed", self.label)
-                    self.state = DestinationState.OFF
-                    return
+                publisher.start_streaming()
             except (EgressError, OSError) as exc:
                 publisher.close(clean=False)
-                self._retire(publisher)
                 self.last_error = str(exc)
                 self.reconnects += 1
                 self.state = DestinationState.BACKOFF
-                delay = backoff.next_delay()
+                delay = self._backoff.next_delay()
                 log.warning("%s: %s; retrying in %.1f s", self.label, exc, delay)
-                if self._stop.wait(delay):
-                    break
-        self.state = DestinationState.OFF
-
-    def _retire(self, publisher: RtmpPublisher) -> None:
-        self._bytes_sent_before += publisher.bytes_sent
-        self._publisher = None
-
-    def _fail(self, error: str) -> None:
-        self.last_error = error
-        self.state = DestinationState.FAILED
-        log.error("%s: %s; giving up", self.label, error)
-
-    def _pump(self, publisher: RtmpPublisher) -> bool:
-        """Send queued messages to the destination; True once the ingest ended."""
-        inputs = self._inputs
-        if not inputs.wait(self._stop):
-            return True
-        waiting_for_keyframe = inputs.has_video
-        started = False
-        next_poll = time.monotonic() + POLL_INTERVAL
-        while not self._stop.is_set():
-            try:
-                batch = self.queue.get_batch(timeout=POLL_INTERVAL)
-            except TimeoutError:
-                publisher.poll()  # answer pings and notice a closed peer while idle
-                next_poll = time.monotonic() + POLL_INTERVAL
                 continue
-            if not batch:  # END_OF_STREAM
-                return True
-            if waiting_for_keyframe:
-                # Start (or restart) on a video keyframe; what precedes it is useless.
-                for i, message in enumerate(batch):
-                    if message.starts_gop:
-                        batch = batch[i:]
-                        waiting_for_keyframe = False
-                        break
-                else:
-                    continue
-            out = [(m.type_id, m.timestamp, m.body) for m in batch]
-            if not started:
-                # What a (re)connection starts with: the publisher's own onMetaData, then
-                # each track's sequence header (with the muxer's timestamp, 0 unless the
-                # publisher changed it mid-stream, as a fresh FFmpeg muxer would send it:
-                # receivers such as nginx-rtmp's recorder then keep absolute timestamps);
-                # then media.
-                started = True
-                head = []
-                if inputs.script is not None:
-                    script = add_set_data_frame(inputs.script)
-                    head.append((SCRIPT, batch[0].timestamp, script))
-                head += [(h.type_id, h.timestamp, h.body) for h in inputs.headers]
-                out = head + out
-            publisher.send(out)
-            self.packets_sent += len(batch)
-            now = time.monotonic()
-            if now >= next_poll:
-                publisher.poll()
-                next_poll = now + POLL_INTERVAL
-        return False
+            self._connected = publisher
+            self._wake()
+            return

@@ -1,13 +1,15 @@
-"""Our outgoing RTMP/RTMPS publish to one destination, over a blocking socket.
+"""Our outgoing RTMP/RTMPS publish to one destination.
 
-It runs in the destination's own thread. PyAV cannot pass socket options to an
-`rtmp://` output, so the socket is ours: TCP_NODELAY (no Nagle stalls), a connect
-deadline, a write deadline (a destination that stops reading fails the write instead
-of blocking the thread forever) and TLS for `rtmps://`. The protocol itself is the
-sans-I/O `ClientSession`.
+PyAV cannot pass socket options to an `rtmp://` output, so the socket is ours:
+TCP_NODELAY (no Nagle stalls), a connect deadline, a write deadline (a destination
+that stops reading is failed instead of holding media forever) and TLS for
+`rtmps://`. The protocol itself is the sans-I/O `ClientSession`.
+
+`open` connects and publishes over a blocking socket (in a connector thread); after
+that the socket is non-blocking and the ingest's relay thread drives it: `queue`
+media, `write_some` when the socket is writable, `read_some` when it is readable.
 """
 
-import select
 import socket
 import ssl
 import time
@@ -87,6 +89,10 @@ class RtmpPublisher:
         self._session = ClientSession(target.app, target.tc_url, target.stream_name)
         self._sock: socket.socket | None = None
         self.bytes_sent = 0
+        # Non-blocking phase: bytes accepted by `queue` and not yet taken by the socket.
+        self._out = bytearray()
+        self._retry_len = 0  # TLS: a write that wanted to be retried, with this length
+        self._last_progress = 0.0
 
     def open(self) -> None:
         """Connect and publish; returns once the destination said NetStream.Publish.Start."""
@@ -123,16 +129,84 @@ class RtmpPublisher:
                 if isinstance(event, ServerClosed):
                     raise EgressError(f"{target.safe_name} closed the connection")
 
-    def send(self, messages: list[tuple[int, int, bytes]]) -> None:
-        """Send (type, timestamp, body) messages in one write; fail on the write deadline.
+    # ------------------------------------------------------------ non-blocking phase
 
-        What the destination sends back is read by `poll`, which the caller runs every
-        so often rather than after each write (a select() per message costs more than
-        the write itself)."""
+    def start_streaming(self) -> None:
+        """From now on the socket is non-blocking, driven by the relay thread."""
+        assert self._sock is not None
+        self._sock.setblocking(False)
+        self._last_progress = time.monotonic()
+
+    def fileno(self) -> int:
+        """The socket's descriptor, for poll()."""
+        return self._sock.fileno() if self._sock is not None else -1
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued and not yet taken by the socket."""
+        return len(self._out)
+
+    def queue(self, messages: list[tuple[int, int, bytes]]) -> None:
+        """Chunk (type, timestamp, body) messages for sending; `write_some` sends them."""
         session = self._session
         for type_id, timestamp, payload in messages:
             session.send_media(type_id, timestamp, payload)
-        self._flush()
+        if not self._out:
+            self._last_progress = time.monotonic()  # the write deadline starts now
+        self._out += session.data_to_send()
+
+    def write_some(self, now: float) -> None:
+        """Send what the socket takes without blocking; fail once nothing could be sent
+        for the write deadline (the destination stopped reading)."""
+        out, sock = self._out, self._sock
+        if not out or sock is None:
+            return
+        try:
+            while out:
+                if self._tls:
+                    # OpenSSL wants a retried write repeated with the same length.
+                    size = self._retry_len or min(len(out), 16384)
+                    self._retry_len = size
+                    sent = sock.send(out[:size])
+                    self._retry_len = 0
+                else:
+                    sent = sock.send(out)
+                if not sent:
+                    break
+                del out[:sent]
+                self.bytes_sent += sent
+                self._last_progress = now
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            pass
+        except OSError as exc:
+            raise EgressError(f"sending to {self.target.safe_name} failed: {exc}") from exc
+        if out and now - self._last_progress > self._write_timeout:
+            raise EgressError(f"{self.target.safe_name} stopped reading (write timed out)")
+
+    def read_some(self) -> None:
+        """Take what the destination sent (acks, pings, a close) without blocking."""
+        sock = self._sock
+        if sock is None:
+            return
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except OSError as exc:
+                raise EgressError(f"receiving from {self.target.safe_name} failed: {exc}") from exc
+            if not data:
+                raise EgressError(f"{self.target.safe_name} closed the connection")
+            for event in self._receive(data):
+                if isinstance(event, ServerClosed | PublishRefused):
+                    raise EgressError(f"{self.target.safe_name} ended the publish")
+            if not self._out:
+                self._last_progress = time.monotonic()
+            self._out += self._session.data_to_send()  # acks, pong
+
+    @property
+    def _tls(self) -> bool:
+        return isinstance(self._sock, ssl.SSLSocket)
 
     def close(self, *, clean: bool = True) -> None:
         """Unpublish (when `clean`) and close; never raises."""
@@ -140,9 +214,10 @@ class RtmpPublisher:
         if sock is None:
             return
         try:
-            if clean and self._session.publishing:
+            if clean and self._session.publishing and not self._out:
                 self._session.unpublish()
                 data = self._session.data_to_send()
+                sock.settimeout(1.0)
                 sock.sendall(data)
                 sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -179,13 +254,3 @@ class RtmpPublisher:
             return self._session.receive_data(data)
         except ProtocolError as exc:
             raise EgressError(f"{self.target.safe_name} broke the protocol: {exc}") from exc
-
-    def poll(self) -> None:
-        """Answer what the destination sent (acks, pings) without blocking; notice closes."""
-        sock = self._sock
-        if sock is None or not select.select([sock], [], [], 0)[0]:
-            return
-        for event in self._receive(self._recv()):
-            if isinstance(event, ServerClosed | PublishRefused):
-                raise EgressError(f"{self.target.safe_name} ended the publish")
-        self._flush()

@@ -1,16 +1,29 @@
-"""The fan-out of one ingest: demuxed once by PyAV, relayed to every destination.
+"""The fan-out of one ingest: demuxed once by PyAV, muxed once, relayed to every destination.
 
 The RTMP server hands each audio/video/data message to `Relay.feed`, which wraps it
-as an FLV tag and queues it for the demux thread (cheap, never blocks the event
-loop). The demux thread runs PyAV's FLV demuxer over that byte stream, muxes each
-packet once (`agent.remux`: the resulting bytes are the same for every destination)
-and appends the messages to the bounded queue of every destination worker; only the
-workers talk to the network, each in its own thread.
+as an FLV tag and queues it for the ingest's relay thread (cheap, never blocks the
+event loop). The relay thread runs PyAV's FLV demuxer over that byte stream, muxes
+each packet once (`agent.remux`: the resulting bytes are the same for every
+destination), appends the messages to every destination's bounded queue and at once
+moves them to each connected destination's non-blocking socket.
+
+One thread per ingest does all of it: no hand-off between threads per packet, which
+measured as the main cost of a thread per destination (futex wake-ups and GIL
+hand-offs on every packet). While the demuxer waits for input, the same thread
+poll()s the destinations' sockets (acks, pings, a socket writable again) and a wake-up
+socket the event loop writes to when it queues tags or a destination connects.
+Connecting to a destination is blocking and runs in that destination's connector
+thread (`agent.destination`), so a slow destination never holds the ingest.
 """
 
+import contextlib
 import logging
 import queue
+import select
+import socket
 import threading
+import time
+from typing import TYPE_CHECKING
 
 import av
 
@@ -19,9 +32,14 @@ from agent.flv import AUDIO, FLV_HEADER, SCRIPT, VIDEO, flv_tag, strip_set_data_
 from agent.remux import Remuxer
 from agent.rtmp import amf0
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 log = logging.getLogger(__name__)
 
 ON_METADATA = amf0.encode("onMetaData")
+# The relay thread's longest sleep: destinations' write deadlines are checked this often.
+IDLE_WAIT_MS = 250
 
 # Open the demuxer as soon as the codec configuration is in: do not buffer to probe.
 DEMUXER_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
@@ -34,8 +52,11 @@ class IngestTooSlow(Exception):
 class _TagStream:
     """File-like reader over the queued FLV tags, for PyAV's demuxer (demux thread only)."""
 
-    def __init__(self, source: "queue.SimpleQueue[bytes | None]") -> None:
+    def __init__(
+        self, source: "queue.SimpleQueue[bytes | None]", wait: "Callable[[], None]"
+    ) -> None:
         self._source = source
+        self._wait = wait  # blocks until woken, serving the destinations meanwhile
         self._buffer = b""
         self._offset = 0  # into _buffer: a large tag is read in pieces without re-copying
         self._ended = False
@@ -43,7 +64,12 @@ class _TagStream:
 
     def read(self, size: int) -> bytes:
         if self._offset >= len(self._buffer) and not self._ended:
-            item = self._source.get()
+            while True:
+                try:
+                    item = self._source.get_nowait()
+                    break
+                except queue.Empty:
+                    self._wait()
             if item is None:
                 self._ended = True
                 self._buffer, self._offset = b"", 0
@@ -83,11 +109,15 @@ class Relay:
         self.video_packets = 0
         self.audio_packets = 0
         self._tags: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._reader = _TagStream(self._tags)
+        self._reader = _TagStream(self._tags, self._wait)
         self._fed = 0
         self._pending: list[bytes] = []
         self._max_pending = max_pending_bytes
-        self._thread = threading.Thread(target=self._demux, name=f"demux-{label}", daemon=True)
+        # Written by the event loop and connectors, read by the relay thread in poll().
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
+        self._thread = threading.Thread(target=self._run, name=f"relay-{label}", daemon=True)
         self.packets_in = 0
         self._started = False
 
@@ -124,25 +154,28 @@ class Relay:
         """The publisher stopped: let every destination drain and close cleanly."""
         self.flush()
         self._tags.put(None)
+        self._wake()
 
     def stop(self) -> None:
         """Stop every destination now (after the drain deadline on shutdown)."""
         self._tags.put(None)
         for worker in [*self.workers.values(), *self.retired]:
             worker.stop()
+        self._wake()
 
     @property
     def done(self) -> bool:
-        """The demuxer and every destination have ended."""
+        """The relay thread and every destination have ended."""
         workers = [*self.workers.values(), *self.retired]
         threads_alive = self._thread.is_alive() or any(w.alive for w in workers)
         return self._started and not threads_alive
 
     def join(self, timeout: float) -> bool:
-        """Wait up to `timeout` s for the demuxer and every worker; True if all ended."""
+        """Wait up to `timeout` s for the relay thread (which waits for every destination
+        to drain) and the connectors; True if all ended."""
         self._thread.join(timeout)
         workers = [*self.workers.values(), *self.retired]
-        return all(worker.join(timeout) for worker in workers) and not self._thread.is_alive()
+        return all(worker.join(0.5) for worker in workers) and not self._thread.is_alive()
 
     def apply_destinations(self, destinations: list[Destination]) -> None:
         """Bring the live destinations in line with rig's list, touching only what changed:
@@ -164,7 +197,7 @@ class Relay:
 
     def _add_worker(self, destination: Destination) -> DestinationWorker:
         label = f"{self.label} -> {destination.service} #{destination.id}"
-        worker = DestinationWorker(destination, label, self.inputs, self._settings)
+        worker = DestinationWorker(destination, label, self.inputs, self._settings, self._wake)
         self.workers[destination.id] = worker
         return worker
 
@@ -184,6 +217,59 @@ class Relay:
     def _put(self, data: bytes) -> None:
         self._fed += len(data)
         self._tags.put(data)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake the relay thread (from the event loop or a connector thread)."""
+        # BlockingIOError: plenty of wake-ups already pending; OSError: the relay
+        # thread has ended and closed its sockets.
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"\0")
+
+    def _active(self) -> tuple[DestinationWorker, ...]:
+        """Every destination the relay thread still serves: live ones and draining ones."""
+        return (*self._targets, *(w for w in tuple(self.retired) if not w.done))
+
+    def _wait(self) -> None:
+        """Sleep until woken or a destination socket is ready; serve the destinations."""
+        poller = select.poll()
+        poller.register(self._wake_reader, select.POLLIN)
+        by_fd: dict[int, DestinationWorker] = {}
+        workers = self._active()
+        for worker in workers:
+            fd = worker.fileno()
+            if fd is not None and fd >= 0:
+                by_fd[fd] = worker
+                poller.register(fd, select.POLLIN | (select.POLLOUT if worker.wants_write else 0))
+        for fd, events in poller.poll(IDLE_WAIT_MS):
+            worker = by_fd.get(fd)
+            if worker is None:
+                self._drain_wake_ups()
+            elif events & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                worker.on_readable()
+        self._serve(workers)
+
+    def _serve(self, workers: tuple[DestinationWorker, ...]) -> None:
+        now = time.monotonic()
+        for worker in workers:
+            worker.service(now)
+
+    def _drain_wake_ups(self) -> None:
+        try:
+            while self._wake_reader.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _run(self) -> None:
+        """The relay thread: demux and relay, then let the destinations drain."""
+        try:
+            self._demux()
+            while any(worker.alive for worker in self._active()):
+                self._wait()
+        finally:
+            self._wake_reader.close()
+            self._wake_writer.close()
 
     def _demux(self) -> None:
         try:
@@ -210,8 +296,10 @@ class Relay:
                     self.video_packets += 1
                 else:
                     self.audio_packets += 1
-                for worker in self._targets:
+                targets = self._targets
+                for worker in targets:
                     worker.queue.put_many(messages)
+                self._serve(targets)  # send now: nothing waits for a wake-up
         except (av.FFmpegError, ValueError, IndexError) as exc:
             # IndexError: PyAV on a stream the FLV demuxer adds mid-publish (a second
             # onMetaData can do it); the destinations still end cleanly below.
@@ -226,3 +314,4 @@ class Relay:
             if trailer:
                 worker.queue.put_many(trailer)
             worker.finish()
+        self._serve(self._targets)

@@ -28,11 +28,9 @@ class MediaMessage:
         return self.keyframe and self.type_id == VIDEO
 
 
-END_OF_STREAM = None  # put() by the fan-out when the publisher stops
-
-
 class MediaQueue:
-    """Thread-safe FIFO of MediaMessage, bounded by `max_bytes` and `max_seconds`."""
+    """FIFO of MediaMessage, bounded by `max_bytes` and `max_seconds` (filled and
+    emptied by the relay thread; `end` may come from another thread)."""
 
     def __init__(self, max_bytes: int, max_seconds: float) -> None:
         self._items: deque[MediaMessage] = deque()
@@ -40,7 +38,7 @@ class MediaQueue:
         self._max_bytes = max_bytes
         self._max_ms = int(max_seconds * 1000)
         self._ended = False
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self.dropped_packets = 0
         self.dropped_bytes = 0
 
@@ -58,14 +56,13 @@ class MediaQueue:
 
     def put_many(self, messages: "tuple[MediaMessage, ...] | list[MediaMessage]") -> None:
         """Append messages in order with one wake-up of the consumer."""
-        with self._cond:
+        with self._lock:
             items = self._items
             for message in messages:
                 items.append(message)
                 self._bytes += len(message.body)
             while items and self._over_bounds():
                 self._drop_gop()
-            self._cond.notify()
 
     @property
     def ended(self) -> bool:
@@ -73,39 +70,24 @@ class MediaQueue:
         return self._ended
 
     def end(self) -> None:
-        """No more messages will come: get() returns END_OF_STREAM once drained."""
-        with self._cond:
-            self._ended = True
-            self._cond.notify_all()
+        """No more messages will come (they may still be queued)."""
+        self._ended = True
 
-    def get(self, timeout: float | None = None) -> MediaMessage | None:
-        """The next message; END_OF_STREAM at the end; raises TimeoutError when idle."""
-        batch = self.get_batch(timeout, limit=1)
-        return batch[0] if batch else END_OF_STREAM
-
-    def get_batch(self, timeout: float | None = None, limit: int = 1 << 30) -> list:
-        """Every queued message (at most `limit`), waiting up to `timeout` s for one.
-
-        Returns [] once ended and drained (END_OF_STREAM); raises TimeoutError when idle.
-        One call per wake-up: a consumer that fell behind catches up in one write.
-        """
-        with self._cond:
-            if not self._items and not self._ended:
-                self._cond.wait(timeout)
+    def take(self, limit: int = 1 << 30) -> list[MediaMessage]:
+        """Remove and return the queued messages (at most `limit`), oldest first; never
+        blocks. [] when empty: check `ended` for the end of the stream."""
+        with self._lock:
             items = self._items
-            if items:
-                count = min(limit, len(items))
-                batch = [items.popleft() for _ in range(count)]
-                self._bytes -= sum(len(m.body) for m in batch)
-                return batch
-            if self._ended:
-                return []
-            raise TimeoutError("no media")
+            count = min(limit, len(items))
+            batch = [items.popleft() for _ in range(count)]
+            for message in batch:
+                self._bytes -= len(message.body)
+            return batch
 
     def skip_to_latest_keyframe(self) -> None:
         """Drop everything before the newest keyframe: a reconnecting destination resumes
         live instead of replaying stale media. Without a keyframe, drop everything."""
-        with self._cond:
+        with self._lock:
             last_key = None
             for index, message in enumerate(self._items):
                 if message.starts_gop:

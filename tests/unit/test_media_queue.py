@@ -1,10 +1,6 @@
 """A destination's bounded queue: GOP-aware dropping, end of stream, keyframe resume."""
 
-import threading
-
-import pytest
-
-from agent.media_queue import END_OF_STREAM, MediaMessage, MediaQueue
+from agent.media_queue import MediaMessage, MediaQueue
 
 
 def video(dts: int, key: bool = False, size: int = 100) -> MediaMessage:
@@ -16,10 +12,7 @@ def audio(dts: int, size: int = 10) -> MediaMessage:
 
 
 def drain(queue: MediaQueue) -> list[MediaMessage]:
-    out = []
-    while (packet := queue.get(timeout=0)) is not END_OF_STREAM:
-        out.append(packet)
-    return out
+    return queue.take()
 
 
 def test_fifo_then_end_of_stream():
@@ -28,13 +21,19 @@ def test_fifo_then_end_of_stream():
     for packet in packets:
         queue.put(packet)
     queue.end()
-    assert drain(queue) == packets
-    assert queue.get(timeout=0) is END_OF_STREAM
+    assert queue.ended
+    assert queue.take(limit=2) == packets[:2]
+    assert queue.queued_bytes == len(packets[2].body)
+    assert queue.take() == packets[2:]
+    assert queue.take() == []
+    assert queue.queued_bytes == 0
 
 
-def test_get_times_out_when_idle():
-    with pytest.raises(TimeoutError):
-        MediaQueue(1000, 1).get(timeout=0.01)
+def test_put_many_keeps_order_and_bounds():
+    queue = MediaQueue(max_bytes=250, max_seconds=100)
+    queue.put_many([video(0, key=True), video(33), video(66, key=True), video(99)])
+    assert [m.timestamp for m in queue.take()] == [66, 99]
+    assert queue.dropped_packets == 2
 
 
 def test_seconds_bound_drops_whole_gops_from_the_head():
@@ -83,14 +82,3 @@ def test_skip_without_a_keyframe_drops_everything():
     queue.put(audio(5))
     queue.skip_to_latest_keyframe()
     assert len(queue) == 0
-
-
-def test_a_waiting_consumer_is_woken_by_put_and_by_end():
-    queue = MediaQueue(10**6, 100)
-    got = []
-    consumer = threading.Thread(target=lambda: got.extend([queue.get(5), queue.get(5)]))
-    consumer.start()
-    queue.put(video(0, key=True))
-    queue.end()
-    consumer.join(5)
-    assert got == [video(0, key=True), END_OF_STREAM]
