@@ -16,6 +16,7 @@ Connecting to a destination is blocking and runs in that destination's connector
 thread (`agent.destination`), so a slow destination never holds the ingest.
 """
 
+import asyncio
 import contextlib
 import logging
 import queue
@@ -117,6 +118,7 @@ class Relay:
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
+        self._wake_scheduled = False
         self._thread = threading.Thread(target=self._run, name=f"relay-{label}", daemon=True)
         self.packets_in = 0
         self._started = False
@@ -147,8 +149,20 @@ class Relay:
         """Hand what `feed` gathered to the demuxer in one piece: one wake-up of the demux
         thread per socket read instead of one per message."""
         if self._pending:
-            self._put(b"".join(self._pending))
+            data = b"".join(self._pending)
             self._pending.clear()
+            self._fed += len(data)
+            self._tags.put(data)
+            if not self._wake_scheduled:
+                # Wake the relay thread once this round of the event loop is over (other
+                # ingests' reads included): it then finds the GIL free instead of waking
+                # only to wait for it.
+                self._wake_scheduled = True
+                asyncio.get_running_loop().call_soon(self._scheduled_wake)
+
+    def _scheduled_wake(self) -> None:
+        self._wake_scheduled = False
+        self._wake()
 
     def finish(self) -> None:
         """The publisher stopped: let every destination drain and close cleanly."""

@@ -124,6 +124,7 @@ def summarise(bench: Bench) -> list[dict[str, Any]]:
                 ),
                 "peak_rss_mb": _median([r.peak_rss_mb for r in runs]),
                 "rig_cpu_s": _median([r.rig_cpu_s for r in runs]),
+                "main_thread_share": _median([r.main_thread_share for r in runs]),
                 "cpu_system_share": _median([r.cpu_system_share for r in runs]),
                 "delivered_ratio_min": min(r.delivered_ratio for r in runs),
                 "realtime_ratio_min": min(r.realtime_ratio for r in runs),
@@ -307,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{row['relay']} N={row['n']}: {row['cpu_per_delivered_stream_min_dest']:.3f} CPU-s"
             f" per delivered stream-min/dest; kernel {100 * row['cpu_system_share']:.0f} % of"
-            f" its CPU; publishers at {row['realtime_ratio_min']:.2f} x real time; recorded"
+            f" its CPU, main thread {100 * row['main_thread_share']:.0f} %;"
+            f" publishers at {row['realtime_ratio_min']:.2f} x real time; recorded"
             f" {row['delivered_ratio_min']:.2f} x (D x what was sent) in the window;"
             f" drained in {row['drain_s_max']:.1f} s"
             + (f"; rig serve CPU {row['rig_cpu_s']:.2f} s" if row["rig_cpu_s"] is not None else "")

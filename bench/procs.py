@@ -68,6 +68,16 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return user / CLOCK_TICKS, system / CLOCK_TICKS
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process's main thread alone (for the agent: its event loop)."""
+    try:
+        data = Path(f"/proc/{pid}/task/{pid}/stat").read_bytes()
+    except OSError:
+        return 0.0
+    fields = data[data.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def rss_bytes(pid: int) -> int:
     """VmRSS of one process in bytes (0 if it is gone or a kernel thread)."""
     try:

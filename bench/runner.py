@@ -37,6 +37,7 @@ from bench.procs import (
     Child,
     RssSampler,
     free_port,
+    main_thread_cpu_seconds,
     tree_cpu_seconds,
     tree_cpu_times,
     wait_until,
@@ -87,6 +88,7 @@ class WorkloadRun:
     delivered_ratio: float  # bytes recorded in the window / (D x bytes sent in the window)
     drain_s: float  # from stopping the publishers until nothing more was recorded
     rig_cpu_s: float | None
+    main_thread_share: float  # of the relay process's CPU: for ours, the event loop (ingest)
     destinations: list[dict[str, Any]]
     publisher_errors: list[str]
 
@@ -314,6 +316,7 @@ class Bench:
                     tree_cpu_seconds(self.rig.rig.pid),
                     time.monotonic(),
                 )
+                main0 = main_thread_cpu_seconds(relay_child.pid)
                 offsets0 = [f.stat().st_size for f in sent_files]
                 recorded0 = receivers.total_bytes()
                 if profile_to is not None:
@@ -325,6 +328,7 @@ class Bench:
                     tree_cpu_seconds(self.rig.rig.pid),
                     time.monotonic(),
                 )
+                main1 = main_thread_cpu_seconds(relay_child.pid)
                 offsets1 = [f.stat().st_size for f in sent_files]
                 recorded1 = receivers.total_bytes()
                 errors = [
@@ -378,6 +382,7 @@ class Bench:
             ),
             drain_s=round(drain, 2),
             rig_cpu_s=round(rig1 - rig0, 3) if relay == "ours" else None,
+            main_thread_share=round((main1 - main0) / cpu, 3) if cpu else 0.0,
             destinations=destinations,
             publisher_errors=errors,
         )
