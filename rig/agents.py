@@ -14,7 +14,7 @@ import asyncpg
 from aiohttp import web
 
 from rig.appkeys import POOL, SETTINGS, TOKENS
-from rig.auth import require_agent
+from rig.auth import agent_claims, agent_revoked, agent_subject
 from rig.body import read_json
 from rig.errors import InvalidCredentials, NotFound, success
 from rig.payloads import destination_payload, iso
@@ -61,19 +61,29 @@ async def authenticate_agent(request: web.Request) -> web.Response:
 
 @routes.get("/agents/config/{streamKey}")
 async def stream_config(request: web.Request) -> web.Response:
-    """The destinations of the active stream with this ingest key (the agents' hot path)."""
-    await require_agent(request)
+    """The destinations of the active stream with this ingest key (the agents' hot path).
+
+    One statement answers both questions (is the agent still allowed, what is the stream):
+    one round trip to PostgreSQL per request.
+    """
+    claims = agent_claims(request)
     stream_key = request.match_info["streamKey"]
     if "\x00" in stream_key:  # PostgreSQL text cannot hold NUL: no stream has this key
-        raise NotFound("Stream not found")
+        stream_key = ""  # no stream has an empty key; the agent is still checked
     rows = await request.app[POOL].fetch(
-        """SELECT s.id AS stream_id, d.id, d.service, d.stream_key, d.is_active, d.server_url
-             FROM streams s LEFT JOIN destinations d ON d.stream_id = s.id
-            WHERE s.stream_key = $1 AND s.is_active
+        """SELECT a.id AS agent_id, s.id AS stream_id,
+                  d.id, d.service, d.stream_key, d.is_active, d.server_url
+             FROM (SELECT 1) AS one
+             LEFT JOIN agents a ON a.id = $1 AND a.revoked_at IS NULL
+             LEFT JOIN streams s ON s.stream_key = $2 AND s.is_active
+             LEFT JOIN destinations d ON d.stream_id = s.id
             ORDER BY d.id""",
+        agent_subject(claims),
         stream_key,
     )
-    if not rows:
+    if rows[0]["agent_id"] is None:
+        raise agent_revoked()
+    if rows[0]["stream_id"] is None:
         raise NotFound("Stream not found")
     service_urls = request.app[SETTINGS].service_urls
     destinations = [destination_payload(row, service_urls) for row in rows if row["id"]]

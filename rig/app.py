@@ -41,9 +41,27 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
+async def reset_connection(conn: asyncpg.Connection) -> None:
+    """Nothing beyond what asyncpg always does on release (drop listeners, roll back an
+    open transaction, e.g. of a request cancelled inside one).
+
+    asyncpg's default reset also runs advisory-unlock-all, CLOSE ALL, UNLISTEN * and
+    RESET ALL on every release: one more round trip per query, measured at a third of
+    rig's CPU on the agents' hot path. rig's pooled connections keep no session state
+    (no LISTEN, SET, advisory locks or cursors; migrations use a connection of their
+    own), so there is nothing for it to undo.
+    """
+
+
 async def database_pool(app: web.Application) -> AsyncIterator[None]:
     """Create the asyncpg pool on start; close it on the way out."""
-    pool = await asyncpg.create_pool(app[SETTINGS].database_url, min_size=1, max_size=10)
+    settings = app[SETTINGS]
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=settings.database_pool_size,
+        reset=reset_connection,
+    )
     app[POOL] = pool
     yield
     await pool.close()

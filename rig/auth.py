@@ -77,10 +77,26 @@ async def require_user(request: web.Request) -> User:
 
 async def require_agent(request: web.Request) -> Agent:
     """The agent behind an agent request; a revoked agent is refused at once."""
-    claims = _claims(request, "agent")
+    claims = agent_claims(request)
     row = await request.app[POOL].fetchrow(
         "SELECT id, name FROM agents WHERE id = $1 AND revoked_at IS NULL", _subject(claims)
     )
     if row is None:
-        raise _unauthorized("agent revoked")
+        raise agent_revoked()
     return Agent(id=row["id"], name=row["name"])
+
+
+def agent_claims(request: web.Request) -> Claims:
+    """The verified agent token of a request (whether the agent was revoked is the
+    caller's question: `require_agent`, or a query of its own that checks it)."""
+    return _claims(request, "agent")
+
+
+def agent_subject(claims: Claims) -> uuid.UUID:
+    """The agent id an agent token names."""
+    return _subject(claims)
+
+
+def agent_revoked() -> InvalidCredentials:
+    """The error for a token of an agent revoked since it was issued."""
+    return _unauthorized("agent revoked")

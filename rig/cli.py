@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import asyncpg
+import uvloop
 from aiohttp import web
 
 from rig import __version__, operators
@@ -56,6 +57,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         print=None,
         shutdown_timeout=10,
         keepalive_timeout=settings.keepalive_timeout,
+        loop=uvloop.new_event_loop(),
     )
     return 0
 

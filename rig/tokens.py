@@ -15,6 +15,7 @@ ALGORITHM = "HS256"
 ISSUER = "rig"
 AUDIENCE = "rig-api"
 TokenType = Literal["user", "agent"]
+VERIFIED_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class TokenIssuer:
         if len(secret) < 32:
             raise ValueError("the JWT secret must be at least 32 characters")
         self._secret = secret
+        # Tokens already verified, by their exact text: an agent or a web client sends
+        # the same token on every request, and verifying it again (base64, JSON, HMAC,
+        # claim checks) was a tenth of rig's CPU per request. A hit is valid until the
+        # token's own expiry; the same text can only carry the same signed claims.
+        self._verified: dict[str, Claims] = {}
 
     def issue(
         self, subject: str, token_type: TokenType, ttl: int, generation: int = 0
@@ -60,6 +66,18 @@ class TokenIssuer:
 
     def verify(self, token: str) -> Claims:
         """Verify signature, algorithm, audience, issuer and times; raise TokenError."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.time() < cached.expires_at:
+                return cached
+            del self._verified[token]
+        claims = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str) -> Claims:
         try:
             claims = jwt.decode(
                 token,

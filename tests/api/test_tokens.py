@@ -9,7 +9,9 @@ import uuid
 import jwt
 import pytest
 
+from rig import tokens
 from rig.agents import create_agent
+from rig.tokens import TokenError, TokenIssuer
 
 PASSWORD = "correct horse battery"
 
@@ -238,3 +240,32 @@ async def test_forged_agent_tokens_are_refused(api, settings, expect_ok, expect_
     ]
     for token in forgeries:
         await expect_error(await api.client.get(path, headers=auth(token)), 1003, 401)
+
+
+# ------------------------------------------------------------ the verified-token cache
+
+
+def test_a_cached_token_is_refused_once_it_expires():
+    issuer = TokenIssuer(secrets.token_urlsafe(32))
+    token, expires = issuer.issue(str(uuid.uuid4()), "agent", ttl=1)
+    first = issuer.verify(token)
+    assert issuer.verify(token) is first  # the second answer came from the cache
+    time.sleep(max(0.0, expires - time.time()) + 0.2)
+    with pytest.raises(TokenError):
+        issuer.verify(token)
+    assert token not in issuer._verified
+
+
+def test_the_cache_is_bounded_and_holds_only_valid_tokens(monkeypatch):
+    monkeypatch.setattr(tokens, "VERIFIED_CACHE_SIZE", 3)
+    issuer = TokenIssuer(secrets.token_urlsafe(32))
+    issued = [issuer.issue(str(uuid.uuid4()), "user", ttl=60)[0] for _ in range(5)]
+    for token in issued:
+        issuer.verify(token)
+    assert len(issuer._verified) == 3
+    assert list(issuer._verified) == issued[2:]  # the oldest went first
+    header, payload, signature = issued[0].split(".")
+    forged = ".".join((header, b64({**unb64(payload), "sub": str(uuid.uuid4())}), signature))
+    with pytest.raises(TokenError):
+        issuer.verify(forged)
+    assert forged not in issuer._verified
