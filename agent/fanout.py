@@ -24,17 +24,15 @@ import select
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import av
 
 from agent.destination import Destination, DestinationWorker, EgressSettings, InputStreams
 from agent.flv import AUDIO, FLV_HEADER, SCRIPT, VIDEO, flv_tag, strip_set_data_frame
+from agent.ingest_reader import IngestEnded, IngestReader
 from agent.remux import Remuxer
-from agent.rtmp import amf0
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from agent.rtmp import ServerSession, amf0
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +54,8 @@ class _TagStream:
     def __init__(
         self,
         source: "queue.SimpleQueue[bytes | None]",
-        drained: "Callable[[], None]",
-        wait: "Callable[[], None]",
+        drained: Callable[[], None],
+        wait: Callable[[], None],
     ) -> None:
         self._source = source
         # Called when every tag read so far has been demuxed: the demuxer asks for more
@@ -126,6 +124,12 @@ class Relay:
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
         self._wake_scheduled = False
+        # The publisher's connection, once handed over, and who to tell when it ends.
+        self._handover: tuple[IngestReader, bytes, Callable[[str], None]] | None = None
+        self._ingest: IngestReader | None = None
+        self._on_ingest_end: Callable[[str], None] | None = None
+        self._kicked = False
+        self._handed_over = False  # set on the event loop by attach_ingest
         self._thread = threading.Thread(target=self._run, name=f"relay-{label}", daemon=True)
         self.packets_in = 0
         self._started = False
@@ -137,6 +141,32 @@ class Relay:
         for worker in self.workers.values():
             worker.start()
         self._thread.start()
+
+    def attach_ingest(
+        self,
+        sock: socket.socket,
+        session: ServerSession,
+        buffered: bytes,
+        idle_timeout: float,
+        on_end: Callable[[str], None],
+    ) -> None:
+        """Hand the publisher's connection to the relay thread (called on the event loop
+        once the publish is accepted): from now on the relay thread reads it itself.
+        `on_end(reason)` is called from the relay thread when the publish is over."""
+        flushed = b"".join(self._pending)
+        self._pending.clear()
+        if flushed:
+            self._fed += len(flushed)
+            self._tags.put(flushed)
+        self._handed_over = True
+        reader = IngestReader(sock, session, self.feed, idle_timeout)
+        self._handover = (reader, buffered, on_end)
+        self._wake()
+
+    def kick(self) -> None:
+        """End the publish now (rig revoked it, or the agent shuts down)."""
+        self._kicked = True
+        self._wake()
 
     def feed(self, type_id: int, timestamp: int, payload: bytes) -> None:
         """Queue one RTMP media message (called on the event loop; does not block)."""
@@ -173,6 +203,9 @@ class Relay:
 
     def finish(self) -> None:
         """The publisher stopped: let every destination drain and close cleanly."""
+        if self._handed_over:
+            self.kick()  # the relay thread reads the publisher: it ends the input itself
+            return
         self.flush()
         self._tags.put(None)
         self._wake()
@@ -252,9 +285,15 @@ class Relay:
         return (*self._targets, *(w for w in tuple(self.retired) if not w.done))
 
     def _wait(self) -> None:
-        """Sleep until woken or a destination socket is ready; serve the destinations."""
+        """Sleep until woken or a socket is ready: read the publisher (once handed over),
+        serve the destinations."""
+        if self._handover is not None:
+            self._take_over()
+        ingest = self._ingest
         poller = select.poll()
         poller.register(self._wake_reader, select.POLLIN)
+        if ingest is not None:
+            poller.register(ingest, select.POLLIN | (select.POLLOUT if ingest.wants_write else 0))
         by_fd: dict[int, DestinationWorker] = {}
         workers = self._active()
         for worker in workers:
@@ -264,11 +303,65 @@ class Relay:
                 poller.register(fd, select.POLLIN | (select.POLLOUT if worker.wants_write else 0))
         for fd, events in poller.poll(IDLE_WAIT_MS):
             worker = by_fd.get(fd)
-            if worker is None:
+            if worker is not None:
+                if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    worker.on_readable()
+            elif ingest is not None and fd == ingest.fileno():
+                self._read_ingest(ingest, events)
+            else:
                 self._drain_wake_ups()
-            elif events & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                worker.on_readable()
+        if self._ingest is not None:
+            if self._kicked:
+                self._end_ingest("kicked")
+            else:
+                try:
+                    self._ingest.check_idle(time.monotonic())
+                except IngestEnded as exc:
+                    self._end_ingest(str(exc))
         self._serve(workers)
+
+    def _take_over(self) -> None:
+        assert self._handover is not None
+        reader, buffered, on_end = self._handover
+        self._handover = None
+        self._ingest, self._on_ingest_end = reader, on_end
+        try:
+            reader.feed(buffered)
+        except IngestEnded as exc:
+            self._end_ingest(str(exc))
+            return
+        self._queue_fed()
+
+    def _read_ingest(self, ingest: IngestReader, events: int) -> None:
+        try:
+            if events & select.POLLOUT:
+                ingest.on_writable()
+            if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                ingest.on_readable()
+        except IngestEnded as exc:
+            self._end_ingest(str(exc))
+            return
+        self._queue_fed()
+
+    def _queue_fed(self) -> None:
+        """What the relay thread itself read, to its demuxer (no wake-up needed)."""
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._fed += len(data)
+            self._tags.put(data)
+
+    def _end_ingest(self, reason: str) -> None:
+        """The publish is over: the demuxer gets what is left then its end; the
+        connection closes; the event loop is told why."""
+        ingest, on_end = self._ingest, self._on_ingest_end
+        self._ingest = self._on_ingest_end = None
+        self._queue_fed()
+        self._tags.put(None)
+        if ingest is not None:
+            ingest.close()
+        if on_end is not None:
+            on_end(reason)
 
     def _send_demuxed(self) -> None:
         """Everything that arrived together has been demuxed: send it now, in one write
@@ -292,6 +385,10 @@ class Relay:
         """The relay thread: demux and relay, then let the destinations drain."""
         try:
             self._demux()
+            if self._handover is not None:
+                self._take_over()
+            if self._ingest is not None:  # the demuxer failed: the publish cannot go on
+                self._end_ingest("the ingest could not be demuxed")
             while any(worker.alive for worker in self._active()):
                 self._wait()
         finally:

@@ -7,6 +7,7 @@ that connection only. A publish is authorised by rig before any media is accepte
 """
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import socket
@@ -252,9 +253,13 @@ class IngestConnection:
                 if not data:
                     break
                 await self._handle(self.session.receive_data(data))
-                if self.ingest is not None and self.ingest.relay is not None:
-                    self.ingest.relay.flush()
+                relay = self.ingest.relay if self.ingest is not None else None
+                if relay is not None:
+                    relay.flush()
                 await self._flush()
+                if relay is not None and self.session.publishing:
+                    self._end_publish(await self._hand_over(relay))
+                    break
         except ProtocolError as exc:
             log.warning("closing RTMP connection from %s: %s", self.peer, exc)
         except TimeoutError as exc:
@@ -280,6 +285,31 @@ class IngestConnection:
                 return await self.reader.read(READ_SIZE)
         except TimeoutError:
             raise TimeoutError("no data in time") from None
+
+    async def _hand_over(self, relay: Relay) -> str:
+        """The publish is accepted: from now on the ingest's relay thread reads the
+        publisher itself (agent.ingest_reader). Wait until it says the publish is over."""
+        assert self.ingest is not None
+        self.writer.transport.pause_reading()
+        self.reader.feed_eof()
+        buffered = await self.reader.read()  # what arrived since the last read, at once
+        sock = self.writer.get_extra_info("socket").dup()
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[str] = loop.create_future()
+
+        def resolve(reason: str) -> None:
+            if not ended.done():
+                ended.set_result(reason)
+
+        def on_end(reason: str) -> None:  # called in the relay thread
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(resolve, reason)
+
+        self.ingest.wake_reader = relay.kick
+        relay.attach_ingest(sock, self.session, buffered, self.server.settings.idle_timeout, on_end)
+        if self.ingest.closing.is_set():
+            relay.kick()
+        return await ended
 
     def _wake_reader(self) -> None:
         """Make the pending read return b"": stop taking data, then signal end of input."""
