@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
     p.add_argument("--api-seconds", type=int, default=10, help="wrk duration per route (10)")
-    p.add_argument("--api-connections", type=int, default=32, help="wrk connections (32)")
+    p.add_argument(
+        "--api-connections",
+        type=_ints,
+        default=[16, 32],
+        help="wrk connection counts, each a run per route (16,32)",
+    )
     p.add_argument("--api-threads", type=int, default=2, help="wrk threads (2)")
     p.add_argument("--no-api", action="store_true", help="skip the API load")
     p.add_argument("--profile", action="store_true", help="also profile ours at N=8 (py-spy)")
@@ -322,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             f"API {fig.route}: {fig.rps:.0f} req/s, p50 {fig.p50_ms:.2f} ms, p99"
             f" {fig.p99_ms:.2f} ms, max {fig.max_ms:.1f} ms, errors {fig.errors},"
             f" rig CPU {fig.rig_cpu_ms_per_request} ms/request"
-            f" ({cfg.api_connections} connections, {cfg.api_threads} threads,"
+            f" ({fig.connections} connections, {cfg.api_threads} threads,"
             f" {cfg.api_seconds} s)"
         )
     if bench.profile:

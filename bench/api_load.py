@@ -45,6 +45,7 @@ class ApiFigures:
     p99_ms: float
     max_ms: float
     errors: int
+    connections: int = 0
     rig_cpu_ms_per_request: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -94,6 +95,7 @@ def run_wrk(
         p99_ms=data["p99_us"] / 1000,
         max_ms=data["max_us"] / 1000,
         errors=data["status_errors"] + data["socket_errors"],
+        connections=connections,
         rig_cpu_ms_per_request=(
             round((cpu1 - cpu0) * 1000 / requests, 3) if rig_pid and requests else None
         ),

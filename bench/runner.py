@@ -61,7 +61,7 @@ class Config:
     latency_bg: int
     latency_skip: float
     api_seconds: int
-    api_connections: int
+    api_connections: list[int]
     api_threads: int
     out: Path
     keep: bool = False
@@ -459,26 +459,29 @@ class Bench:
         )
         root = self.run_dir / "api"
         root.mkdir(parents=True, exist_ok=True)
-        for route, path, token in (
+        routes = (
             ("GET /agents/config/{streamKey}", f"/agents/config/{stream.key}",
              self.rig.agent_token()),
             ("GET /streams/{id}", f"/streams/{stream.id}", self.rig.api.token),
-        ):  # fmt: skip
-            figures = run_wrk(
-                self.rig.url + path,
-                route,
-                token,
-                root,
-                seconds=cfg.api_seconds,
-                connections=cfg.api_connections,
-                threads=cfg.api_threads,
-                rig_pid=self.rig.rig.pid,
-            )
-            self.api.append(figures)
-            self.log(
-                f"api {route}: {figures.rps:.0f} req/s p50 {figures.p50_ms:.1f} ms"
-                f" p99 {figures.p99_ms:.1f} ms errors {figures.errors}"
-            )
+        )  # fmt: skip
+        for route, path, token in routes:
+            for connections in cfg.api_connections:
+                figures = run_wrk(
+                    self.rig.url + path,
+                    route,
+                    token,
+                    root,
+                    seconds=cfg.api_seconds,
+                    connections=connections,
+                    threads=cfg.api_threads,
+                    rig_pid=self.rig.rig.pid,
+                )
+                self.api.append(figures)
+                self.log(
+                    f"api {route} c={connections}: {figures.rps:.0f} req/s"
+                    f" p50 {figures.p50_ms:.1f} ms p99 {figures.p99_ms:.1f} ms"
+                    f" errors {figures.errors}"
+                )
 
     # ------------------------------------------------------------------ everything
 
