@@ -265,7 +265,7 @@ class DestinationWorker:
             publisher.write_some(now)
             if publisher.pending:
                 return  # the socket is full: media waits in the bounded queue
-        batch = self.queue.take()
+        batch = self.queue.take() if len(self.queue) else []
         if not batch:
             if self.queue.ended:
                 self._close(clean=True)

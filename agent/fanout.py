@@ -70,12 +70,9 @@ class _TagStream:
     def read(self, size: int) -> bytes:
         if self._offset >= len(self._buffer) and not self._ended:
             self._drained()
-            while True:
-                try:
-                    item = self._source.get_nowait()
-                    break
-                except queue.Empty:
-                    self._wait()
+            while self._source.empty():
+                self._wait()
+            item = self._source.get_nowait()
             if item is None:
                 self._ended = True
                 self._buffer, self._offset = b"", 0
@@ -129,6 +126,7 @@ class Relay:
         self._ingest: IngestReader | None = None
         self._on_ingest_end: Callable[[str], None] | None = None
         self._kicked = False
+        self._next_full_serve = 0.0  # relay thread: when every destination is served next
         self._handed_over = False  # set on the event loop by attach_ingest
         self._thread = threading.Thread(target=self._run, name=f"relay-{label}", daemon=True)
         self.packets_in = 0
@@ -301,24 +299,35 @@ class Relay:
             if fd is not None and fd >= 0:
                 by_fd[fd] = worker
                 poller.register(fd, select.POLLIN | (select.POLLOUT if worker.wants_write else 0))
+        ready: list[DestinationWorker] = []
+        serve_all = False
         for fd, events in poller.poll(IDLE_WAIT_MS):
             worker = by_fd.get(fd)
             if worker is not None:
                 if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     worker.on_readable()
+                ready.append(worker)
             elif ingest is not None and fd == ingest.fileno():
                 self._read_ingest(ingest, events)
             else:
                 self._drain_wake_ups()
+                serve_all = True  # a connection handed over, a destination finished...
+        now = time.monotonic()
         if self._ingest is not None:
             if self._kicked:
                 self._end_ingest("kicked")
             else:
                 try:
-                    self._ingest.check_idle(time.monotonic())
+                    self._ingest.check_idle(now)
                 except IngestEnded as exc:
                     self._end_ingest(str(exc))
-        self._serve(workers)
+        # Destinations are served after every demuxed batch (`_send_demuxed`); here only
+        # those whose socket is ready, unless woken for them or a deadline check is due.
+        if serve_all or now >= self._next_full_serve:
+            self._next_full_serve = now + IDLE_WAIT_MS / 1000
+            self._serve(workers)
+        elif ready:
+            self._serve(tuple(ready))
 
     def _take_over(self) -> None:
         assert self._handover is not None
