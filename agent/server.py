@@ -3,7 +3,10 @@
 This module only moves bytes and enforces deadlines; the protocol lives in
 `agent.rtmp`. Each connection has a deadline to get from TCP accept to `publish`, an
 idle deadline afterwards, and a write deadline; a malformed or oversized input closes
-that connection only. A publish is authorised by rig before any media is accepted.
+that connection only. A publish is authorised by rig before any media is accepted;
+once accepted, the connection is handed to the ingest's relay thread, which reads the
+publisher itself (`agent.ingest_reader`) until the publish ends, and this task waits
+for that end to release the claim.
 """
 
 import asyncio
