@@ -16,8 +16,8 @@ from pathlib import Path
 
 import av
 
-from agent.flv import AUDIO, FLV_HEADER, VIDEO, FlvTagReader, flv_tag
 from agent.fanout import DEMUXER_OPTIONS
+from agent.flv import AUDIO, FLV_HEADER, VIDEO, FlvTagReader, flv_tag
 from agent.remux import Remuxer
 from agent.rtmp.chunk import ChunkReader, ChunkWriter
 from agent.rtmp.message import Message
