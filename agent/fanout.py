@@ -120,6 +120,10 @@ class Relay:
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
+        self._wake_fd = self._wake_reader.fileno()
+        # The relay thread's poll object and what it was built for (rebuilt on change).
+        self._poller = select.poll()
+        self._polled: list[tuple[int, int]] = []
         self._wake_scheduled = False
         # The publisher's connection, once handed over, and who to tell when it ends.
         self._handover: tuple[IngestReader, bytes, Callable[[str], None]] | None = None
@@ -288,26 +292,32 @@ class Relay:
         if self._handover is not None:
             self._take_over()
         ingest = self._ingest
-        poller = select.poll()
-        poller.register(self._wake_reader, select.POLLIN)
-        if ingest is not None:
-            poller.register(ingest, select.POLLIN | (select.POLLOUT if ingest.wants_write else 0))
         by_fd: dict[int, DestinationWorker] = {}
+        wanted = [(self._wake_fd, select.POLLIN)]
+        if ingest is not None:
+            mask = select.POLLIN | (select.POLLOUT if ingest.wants_write else 0)
+            wanted.append((ingest.fd, mask))
         workers = self._active()
         for worker in workers:
             fd = worker.fileno()
             if fd is not None and fd >= 0:
                 by_fd[fd] = worker
-                poller.register(fd, select.POLLIN | (select.POLLOUT if worker.wants_write else 0))
+                wanted.append((fd, select.POLLIN | (select.POLLOUT if worker.wants_write else 0)))
+        if wanted != self._polled:
+            # The set of sockets or what we wait for changed (rare): a new poll object.
+            self._poller = poller = select.poll()
+            for fd, mask in wanted:
+                poller.register(fd, mask)
+            self._polled = wanted
         ready: list[DestinationWorker] = []
         serve_all = False
-        for fd, events in poller.poll(IDLE_WAIT_MS):
+        for fd, events in self._poller.poll(IDLE_WAIT_MS):
             worker = by_fd.get(fd)
             if worker is not None:
                 if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     worker.on_readable()
                 ready.append(worker)
-            elif ingest is not None and fd == ingest.fileno():
+            elif ingest is not None and fd == ingest.fd:
                 self._read_ingest(ingest, events)
             else:
                 self._drain_wake_ups()

@@ -43,6 +43,11 @@ class IngestReader:
     ) -> None:
         sock.setblocking(False)
         self._sock = sock
+        self.fd = sock.fileno()
+        # One receive buffer for the connection: recv(256 KiB) would allocate (and, past
+        # glibc's mmap threshold, map and unmap) a fresh 256 KiB object on every read.
+        self._buffer = bytearray(READ_SIZE)
+        self._view = memoryview(self._buffer)
         self._session = session
         self._on_media = on_media
         self._idle_timeout = idle_timeout
@@ -51,7 +56,7 @@ class IngestReader:
 
     def fileno(self) -> int:
         """The publisher's socket, for the relay thread's poll()."""
-        return self._sock.fileno()
+        return self.fd
 
     @property
     def wants_write(self) -> bool:
@@ -66,15 +71,15 @@ class IngestReader:
     def on_readable(self) -> None:
         """Read what the publisher sent; raise IngestEnded when the publish is over."""
         try:
-            data = self._sock.recv(READ_SIZE)
+            size = self._sock.recv_into(self._buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             raise IngestEnded(f"connection lost: {exc}") from exc
-        if not data:
+        if not size:
             raise IngestEnded("connection closed")
         self._last_data = time.monotonic()
-        self._receive(data)
+        self._receive(self._view[:size])  # the session copies what it keeps
 
     def on_writable(self) -> None:
         """Send queued answers to the publisher, as much as its socket takes."""
@@ -101,7 +106,7 @@ class IngestReader:
             self._sock.shutdown(socket.SHUT_RDWR)  # the event loop's copy of the fd too
         self._sock.close()
 
-    def _receive(self, data: bytes) -> None:
+    def _receive(self, data: bytes | memoryview) -> None:
         try:
             events = self._session.receive_data(data)
         except ProtocolError as exc:
