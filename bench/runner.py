@@ -311,26 +311,24 @@ class Bench:
                     interval=0.1,
                 )
                 time.sleep(cfg.warmup)
-                cpu0, rig0, t0 = (
-                    tree_cpu_times(relay_child.pid),
-                    tree_cpu_seconds(self.rig.rig.pid),
-                    time.monotonic(),
-                )
-                main0 = main_thread_cpu_seconds(relay_child.pid)
-                offsets0 = [f.stat().st_size for f in sent_files]
-                recorded0 = receivers.total_bytes()
+
+                def window_edge() -> tuple:
+                    """Counters read at each edge of the measured window."""
+                    return (
+                        tree_cpu_times(relay_child.pid),
+                        tree_cpu_seconds(self.rig.rig.pid),
+                        time.monotonic(),
+                        main_thread_cpu_seconds(relay_child.pid),
+                        [f.stat().st_size for f in sent_files],
+                        receivers.total_bytes(),
+                    )
+
+                cpu0, rig0, t0, main0, offsets0, recorded0 = window_edge()
                 if profile_to is not None:
                     self.profile = _py_spy(relay_child.pid, cfg.window, profile_to)
                 else:
                     time.sleep(cfg.window)
-                cpu1, rig1, t1 = (
-                    tree_cpu_times(relay_child.pid),
-                    tree_cpu_seconds(self.rig.rig.pid),
-                    time.monotonic(),
-                )
-                main1 = main_thread_cpu_seconds(relay_child.pid)
-                offsets1 = [f.stat().st_size for f in sent_files]
-                recorded1 = receivers.total_bytes()
+                cpu1, rig1, t1, main1, offsets1, recorded1 = window_edge()
                 errors = [
                     f"publisher {j} exited early: {p.log()[-300:].strip()}"
                     for j, p in enumerate(publishers)
