@@ -144,6 +144,7 @@ class DestinationWorker:
         self._stop = threading.Event()
         self._interrupt = threading.Event()  # ends a connector's backoff wait early
         self._connector: threading.Thread | None = None
+        self._target: RtmpTarget | None = None  # parsed from the URL by start()
         self._connected: RtmpPublisher | None = None  # handed over by the connector
         self._publisher: RtmpPublisher | None = None  # driven by the relay thread
         self._attached_before = False
@@ -162,7 +163,8 @@ class DestinationWorker:
             self.done = True
             log.error("%s: %s; giving up", self.label, exc)
             return
-        self._connect(target, delay=0.0)
+        self._target = target
+        self._connect(delay=0.0)
 
     def finish(self) -> None:
         """The publisher stopped: send what is queued, then close cleanly."""
@@ -309,7 +311,7 @@ class DestinationWorker:
         self.state = DestinationState.BACKOFF
         delay = self._backoff.next_delay()
         log.warning("%s: %s; retrying in %.1f s", self.label, exc, delay)
-        self._connect(publisher.target if publisher else None, delay)
+        self._connect(delay)
 
     def _close(self, *, clean: bool) -> None:
         publisher, self._publisher = self._publisher, None
@@ -332,12 +334,10 @@ class DestinationWorker:
     def _connector_alive(self) -> bool:
         return self._connector is not None and self._connector.is_alive()
 
-    def _connect(self, target: RtmpTarget | None, delay: float) -> None:
-        if target is None:
-            target = parse_target(self.destination.url)
+    def _connect(self, delay: float) -> None:
         self._connector = threading.Thread(
             target=self._connect_loop,
-            args=(target, delay),
+            args=(self._target, delay),
             name=f"connect-{self.label}",
             daemon=True,
         )

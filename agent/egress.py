@@ -92,6 +92,7 @@ class RtmpPublisher:
         # Non-blocking phase: bytes accepted by `queue` and not yet taken by the socket.
         self._out = bytearray()
         self._retry_len = 0  # TLS: a write that wanted to be retried, with this length
+        self._tls = False
         self._last_progress = 0.0
 
     def open(self) -> None:
@@ -135,6 +136,7 @@ class RtmpPublisher:
         """From now on the socket is non-blocking, driven by the relay thread."""
         assert self._sock is not None
         self._sock.setblocking(False)
+        self._tls = isinstance(self._sock, ssl.SSLSocket)
         self._last_progress = time.monotonic()
 
     def fileno(self) -> int:
@@ -203,10 +205,6 @@ class RtmpPublisher:
             if not self._out:
                 self._last_progress = time.monotonic()
             self._out += self._session.data_to_send()  # acks, pong
-
-    @property
-    def _tls(self) -> bool:
-        return isinstance(self._sock, ssl.SSLSocket)
 
     def close(self, *, clean: bool = True) -> None:
         """Unpublish (when `clean`) and close; never raises."""

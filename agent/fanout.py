@@ -155,11 +155,7 @@ class Relay:
         """Hand the publisher's connection to the relay thread (called on the event loop
         once the publish is accepted): from now on the relay thread reads it itself.
         `on_end(reason)` is called from the relay thread when the publish is over."""
-        flushed = b"".join(self._pending)
-        self._pending.clear()
-        if flushed:
-            self._fed += len(flushed)
-            self._tags.put(flushed)
+        self._queue_fed()
         self._handed_over = True
         reader = IngestReader(sock, session, self.feed, idle_timeout)
         self._handover = (reader, buffered, on_end)
@@ -185,19 +181,14 @@ class Relay:
         self._pending.append(flv_tag(type_id, timestamp, payload))
 
     def flush(self) -> None:
-        """Hand what `feed` gathered to the demuxer in one piece: one wake-up of the demux
-        thread per socket read instead of one per message."""
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            self._fed += len(data)
-            self._tags.put(data)
-            if not self._wake_scheduled:
-                # Wake the relay thread once this round of the event loop is over (other
-                # ingests' reads included): it then finds the GIL free instead of waking
-                # only to wait for it.
-                self._wake_scheduled = True
-                asyncio.get_running_loop().call_soon(self._scheduled_wake)
+        """Hand what `feed` gathered on the event loop (before the hand-over) to the
+        demuxer: one wake-up of the relay thread per event-loop round, not per message."""
+        if self._queue_fed() and not self._wake_scheduled:
+            # Wake the relay thread once this round of the event loop is over (other
+            # ingests' reads included): it then finds the GIL free instead of waking
+            # only to wait for it.
+            self._wake_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_wake)
 
     def _scheduled_wake(self) -> None:
         self._wake_scheduled = False
@@ -214,6 +205,7 @@ class Relay:
 
     def stop(self) -> None:
         """Stop every destination now (after the drain deadline on shutdown)."""
+        self._kicked = True
         self._tags.put(None)
         for worker in [*self.workers.values(), *self.retired]:
             worker.stop()
@@ -362,13 +354,16 @@ class Relay:
             return
         self._queue_fed()
 
-    def _queue_fed(self) -> None:
-        """What the relay thread itself read, to its demuxer (no wake-up needed)."""
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            self._fed += len(data)
-            self._tags.put(data)
+    def _queue_fed(self) -> bool:
+        """Hand the tags `feed` gathered to the demuxer in one piece; True if there were
+        any. The caller wakes the relay thread if it is not the relay thread itself."""
+        if not self._pending:
+            return False
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._fed += len(data)
+        self._tags.put(data)
+        return True
 
     def _end_ingest(self, reason: str) -> None:
         """The publish is over: the demuxer gets what is left then its end; the
@@ -394,11 +389,9 @@ class Relay:
             worker.service(now)
 
     def _drain_wake_ups(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # BlockingIOError: all read
             while self._wake_reader.recv(4096):
                 pass
-        except (BlockingIOError, OSError):
-            pass
 
     def _run(self) -> None:
         """The relay thread: demux and relay, then let the destinations drain."""
@@ -406,8 +399,8 @@ class Relay:
             self._demux()
             if self._handover is not None:
                 self._take_over()
-            if self._ingest is not None:  # the demuxer failed: the publish cannot go on
-                self._end_ingest("the ingest could not be demuxed")
+            if self._ingest is not None:  # stopped, or the demuxer failed
+                self._end_ingest("kicked" if self._kicked else "the ingest could not be demuxed")
             while any(worker.alive for worker in self._active()):
                 self._wait()
         finally:
