@@ -134,7 +134,6 @@ class DestinationWorker:
         self.state = DestinationState.CONNECTING
         self.last_error: str | None = None
         self.reconnects = 0
-        self.packets_sent = 0
         self.done = False  # nothing more to do: ended, stopped or failed for good
         self._bytes_sent_before = 0  # by earlier connections
         self._inputs = inputs
@@ -293,7 +292,6 @@ class DestinationWorker:
             head += [(h.type_id, h.timestamp, h.body) for h in inputs.headers]
             out = head + out
         publisher.queue(out)
-        self.packets_sent += len(batch)
         publisher.write_some(now)
 
     def _lost(self, exc: Exception) -> None:

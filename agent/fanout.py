@@ -110,7 +110,6 @@ class Relay:
         self._targets: tuple[DestinationWorker, ...] = tuple(self.workers.values())
         self.ingest_info: dict[str, object] = {}
         self.video_packets = 0
-        self.audio_packets = 0
         self._tags: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._reader = _TagStream(self._tags, self._send_demuxed, self._wait)
         self._fed = 0
@@ -133,7 +132,6 @@ class Relay:
         self._next_full_serve = 0.0  # relay thread: when every destination is served next
         self._handed_over = False  # set on the event loop by attach_ingest
         self._thread = threading.Thread(target=self._run, name=f"relay-{label}", daemon=True)
-        self.packets_in = 0
         self._started = False
 
     def start(self) -> None:
@@ -427,11 +425,8 @@ class Relay:
                     continue  # demuxer flush packets, script data, other tracks
                 if len(messages) > 1:
                     self.inputs.headers = remuxer.headers()  # new codec configuration
-                self.packets_in += 1
                 if messages[-1].type_id == VIDEO:
-                    self.video_packets += 1
-                else:
-                    self.audio_packets += 1
+                    self.video_packets += 1  # frames, for the heartbeat's frame rate
                 for worker in self._targets:
                     worker.queue.put_many(messages)
         except (av.FFmpegError, ValueError, IndexError) as exc:
