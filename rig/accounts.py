@@ -5,33 +5,43 @@ import uuid
 import asyncpg
 from aiohttp import web
 
+from rig.api import ApiRoutes
 from rig.appkeys import POOL, SETTINGS, TOKENS
 from rig.auth import require_user
-from rig.body import check_email, check_password, check_username, read_json
-from rig.errors import CreateFailed, InvalidCredentials, UpdateFailed, success
+from rig.body import read_body
+from rig.errors import CreateFailed, InvalidCredentials, UpdateFailed
 from rig.passwords import hash_password, verify_password
+from rig.shapes import AccountCreated, LoggedIn, Login, NewAccount, PasswordChange, PasswordChanged
 
-routes = web.RouteTableDef()
+routes = ApiRoutes()
 
 # Index name -> the field a duplicate is about (sql/0001_initial.sql).
 UNIQUE_FIELDS = {"users_username_key": "username", "users_email_key": "email"}
 
 
-@routes.post("/accounts/")
-async def create_account(request: web.Request) -> web.Response:
+@routes.post(
+    "/accounts/",
+    "createAccount",
+    tag="accounts",
+    summary="Create an account",
+    message="User created",
+    payload=AccountCreated,
+    body=NewAccount,
+    errors=("429",),
+    conflicts=(1006,),
+    description="Rate limited per client address and per username (429).",
+)
+async def create_account(request: web.Request) -> AccountCreated:
     """Create a user. Duplicate username or email: 1006 naming the field."""
-    body = await read_json(request, ("username", "password", "email"))
-    check_username(body["username"])
-    check_password(body["password"])
-    check_email(body["email"])
+    body = await read_body(request, NewAccount)
     user_id = uuid.uuid4()
-    password_hash = await hash_password(body["password"])
+    password_hash = await hash_password(body.password)
     try:
         await request.app[POOL].execute(
             "INSERT INTO users (id, username, email, password_hash) VALUES ($1, $2, $3, $4)",
             user_id,
-            body["username"],
-            body["email"],
+            body.username,
+            body.email,
             password_hash,
         )
     except asyncpg.UniqueViolationError as exc:
@@ -40,25 +50,35 @@ async def create_account(request: web.Request) -> web.Response:
             f"Unable to create user: {field} already taken",
             details={"field": field, "reason": "already taken"},
         ) from exc
-    payload = {"userID": str(user_id), "username": body["username"], "email": body["email"]}
-    return success("User created", payload)
+    return AccountCreated(userID=user_id, username=body.username, email=body.email)
 
 
-@routes.post("/accounts/auth/local")
-async def authenticate(request: web.Request) -> web.Response:
+@routes.post(
+    "/accounts/auth/local",
+    "login",
+    tag="accounts",
+    summary="Log in: exchange username and password for a user token",
+    message="Authentication successful",
+    payload=LoggedIn,
+    body=Login,
+    errors=("401", "429"),
+    description="A wrong username and a wrong password get the same answer (1003)."
+    " Rate limited per client address and per username (429).",
+)
+async def authenticate(request: web.Request) -> LoggedIn:
     """Exchange username and password for a user token.
 
     A wrong username and a wrong password get the same answer after the same work.
     """
-    body = await read_json(request, ("username", "password"))
+    body = await read_body(request, Login)
     pool = request.app[POOL]
     row = await pool.fetchrow(
         "SELECT id, username, password_hash, token_generation FROM users"
         " WHERE lower(username) = lower($1)",
-        body["username"],
+        body.username,
     )
     matches, needs_rehash = await verify_password(
-        row["password_hash"] if row else None, body["password"]
+        row["password_hash"] if row else None, body.password
     )
     if row is None or not matches:
         raise InvalidCredentials("Invalid username or password")
@@ -66,26 +86,35 @@ async def authenticate(request: web.Request) -> web.Response:
         await pool.execute(
             "UPDATE users SET password_hash = $2 WHERE id = $1",
             row["id"],
-            await hash_password(body["password"]),
+            await hash_password(body.password),
         )
     token, _expires = request.app[TOKENS].issue(
         str(row["id"]), "user", request.app[SETTINGS].token_ttl, row["token_generation"]
     )
-    return success("Authentication successful", {"username": row["username"], "token": token})
+    return LoggedIn(username=row["username"], token=token)
 
 
-@routes.post("/accounts/password")
-async def change_password(request: web.Request) -> web.Response:
+@routes.post(
+    "/accounts/password",
+    "changePassword",
+    tag="accounts",
+    summary="Change the caller's password; earlier tokens stop working",
+    message="User password changed",
+    payload=PasswordChanged,
+    auth="account",
+    body=PasswordChange,
+    conflicts=(1007,),
+)
+async def change_password(request: web.Request) -> PasswordChanged:
     """Change the caller's password; every token issued before stops working."""
     user = await require_user(request)
-    body = await read_json(request, ("oldPassword", "newPassword"))
-    check_password(body["newPassword"], "newPassword")
+    body = await read_body(request, PasswordChange)
     pool = request.app[POOL]
     current = await pool.fetchval("SELECT password_hash FROM users WHERE id = $1", user.id)
-    matches, _ = await verify_password(current, body["oldPassword"])
+    matches, _ = await verify_password(current, body.oldPassword)
     if not matches:
         raise InvalidCredentials("Invalid old password", details={"field": "oldPassword"})
-    new_hash = await hash_password(body["newPassword"])
+    new_hash = await hash_password(body.newPassword)
     # Compare-and-set: a concurrent change of the same password makes this one fail.
     updated = await pool.execute(
         "UPDATE users SET password_hash = $2, token_generation = token_generation + 1"
@@ -96,4 +125,4 @@ async def change_password(request: web.Request) -> web.Response:
     )
     if updated != "UPDATE 1":
         raise UpdateFailed("Password changed concurrently; try again")
-    return success("User password changed", {"username": user.username})
+    return PasswordChanged(username=user.username)

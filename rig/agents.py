@@ -13,13 +13,15 @@ from datetime import UTC, datetime
 import asyncpg
 from aiohttp import web
 
+from rig.api import ApiRoutes
 from rig.appkeys import POOL, SETTINGS, TOKENS
 from rig.auth import agent_claims, agent_revoked, agent_subject
-from rig.body import read_json
-from rig.errors import InvalidCredentials, NotFound, success
-from rig.payloads import destination_payload, iso
+from rig.body import read_body
+from rig.errors import InvalidCredentials, NotFound
+from rig.payloads import destination_payload
+from rig.shapes import AgentAuth, AgentToken, Destination
 
-routes = web.RouteTableDef()
+routes = ApiRoutes()
 
 API_KEY_PREFIX = "rigagent_"
 
@@ -42,25 +44,43 @@ async def create_agent(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> tu
     return agent_id, api_key
 
 
-@routes.post("/agents/auth")
-async def authenticate_agent(request: web.Request) -> web.Response:
+@routes.post(
+    "/agents/auth",
+    "authenticateAgent",
+    tag="agents",
+    summary="Exchange an agent API key for a short-lived agent token",
+    message="Agent authenticated",
+    payload=AgentToken,
+    body=AgentAuth,
+    errors=("401", "429"),
+    description="Rate limited per client address (429).",
+)
+async def authenticate_agent(request: web.Request) -> AgentToken:
     """Exchange an agent API key for a short-lived agent token."""
-    body = await read_json(request, ("apiKey",))
+    body = await read_body(request, AgentAuth)
     row = await request.app[POOL].fetchrow(
         "SELECT id FROM agents WHERE key_hash = $1 AND revoked_at IS NULL",
-        hash_api_key(body["apiKey"]),
+        hash_api_key(body.apiKey),
     )
     if row is None:
         raise InvalidCredentials("Invalid agent API key")
     token, expires = request.app[TOKENS].issue(
         str(row["id"]), "agent", request.app[SETTINGS].agent_token_ttl
     )
-    expires_at = iso(datetime.fromtimestamp(expires, UTC))
-    return success("Agent authenticated", {"token": token, "expiresAt": expires_at})
+    return AgentToken(token=token, expiresAt=datetime.fromtimestamp(expires, UTC))
 
 
-@routes.get("/agents/config/{streamKey}")
-async def stream_config(request: web.Request) -> web.Response:
+@routes.get(
+    "/agents/config/{streamKey}",
+    "getStreamConfig",
+    tag="agents",
+    auth="agent",
+    summary="The destinations of the active stream with this ingest key",
+    message="Stream Config",
+    payload=list[Destination],
+    errors=("404",),
+)
+async def stream_config(request: web.Request) -> list[Destination]:
     """The destinations of the active stream with this ingest key (the agents' hot path).
 
     One statement answers both questions (is the agent still allowed, what is the stream):
@@ -86,5 +106,4 @@ async def stream_config(request: web.Request) -> web.Response:
     if rows[0]["stream_id"] is None:
         raise NotFound("Stream not found")
     service_urls = request.app[SETTINGS].service_urls
-    destinations = [destination_payload(row, service_urls) for row in rows if row["id"]]
-    return success("Stream Config", destinations)
+    return [destination_payload(row, service_urls) for row in rows if row["id"]]

@@ -10,12 +10,21 @@ from aiohttp.abc import AbstractAccessLogger
 from rig import accounts, agents, live, operations, streams, webhooks
 from rig.appkeys import POOL, SETTINGS, TOKENS
 from rig.errors import envelope_middleware, route_of
+from rig.openapi import build_document
 from rig.settings import Settings
 from rig.tokens import TokenIssuer
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024  # every request body of the API is a small JSON object
+
+# Every route of the API, in the order the document lists them.
+ROUTE_TABLES = (accounts.routes, streams.routes, agents.routes, live.routes, operations.routes)
+
+
+def openapi_document() -> dict:
+    """The OpenAPI document of every route rig serves."""
+    return build_document(op for table in ROUTE_TABLES for op in table.operations)
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -78,9 +87,8 @@ def create_app(settings: Settings) -> web.Application:
     if settings.background_tasks:
         app.cleanup_ctx.append(live.claim_sweeper)
         app.cleanup_ctx.append(webhooks.webhook_sender)
-    app.add_routes(accounts.routes)
-    app.add_routes(streams.routes)
-    app.add_routes(agents.routes)
-    app.add_routes(live.routes)
-    operations.install(app, settings)  # health, metrics, docs, limits, CORS: after the routes
+    for table in ROUTE_TABLES[:-1]:
+        app.add_routes(table.table)
+    # health, metrics, docs, limits, CORS: after the routes
+    operations.install(app, settings, openapi_document())
     return app

@@ -1,24 +1,24 @@
-"""Reading and validating JSON request bodies.
+"""Reading a JSON request body into its model (rig/shapes.py), with the v1 error codes.
 
-Order of checks, as clients expect: Content-Type (1002), JSON syntax (1005),
-missing fields (1004, `details` names the field), then types and rules (1005).
+Order of checks, as clients expect: Content-Type (1002), JSON syntax (1005), missing
+fields (1004, `details.field` names the first one), then types and rules (1005,
+`details.field` and `details.reason`). A null where a value is required is missing.
 """
 
 import json
-import re
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
-from rig.errors import InvalidInput, MissingInput, UnsupportedContentType
+from rig.errors import ApiError, InvalidInput, MissingInput, UnsupportedContentType
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
-PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+M = TypeVar("M", bound=BaseModel)
 
 
-async def read_json(request: web.Request, required: tuple[str, ...]) -> dict[str, Any]:
-    """Return the body's JSON object, with every field in `required` present as a string."""
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """The request's JSON body validated as `model`."""
     if request.content_type != "application/json":
         raise UnsupportedContentType()
     raw = await request.read()
@@ -28,19 +28,15 @@ async def read_json(request: web.Request, required: tuple[str, ...]) -> dict[str
         raise InvalidInput("Body is not valid JSON", details={"reason": str(exc)}) from exc
     if not isinstance(body, dict):
         raise InvalidInput("Body must be a JSON object", details={"reason": "not an object"})
-    for name in required:
-        if body.get(name) is None:
-            raise MissingInput(f"Missing required field: {name}", details={"field": name})
-    for name in required:
-        if not isinstance(body[name], str):
-            raise InvalidInput(
-                f"Field {name} must be a string", details={"field": name, "reason": "not a string"}
-            )
-        if "\x00" in body[name]:  # PostgreSQL text cannot hold NUL
-            raise InvalidInput(
-                f"Field {name} must not contain NUL", details={"field": name, "reason": "NUL"}
-            )
-    return body
+    return validate(model, body)
+
+
+def validate(model: type[M], data: Any) -> M:
+    """`data` as `model`, or the ApiError for its first problem."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise api_error(exc.errors()) from None
 
 
 def invalid(field: str, reason: str) -> InvalidInput:
@@ -48,19 +44,40 @@ def invalid(field: str, reason: str) -> InvalidInput:
     return InvalidInput(f"Invalid {field}: {reason}", details={"field": field, "reason": reason})
 
 
-def check_username(username: str) -> None:
-    """3-64 characters: letters, digits, dot, dash, underscore."""
-    if not USERNAME.match(username):
-        raise invalid("username", "3 to 64 characters: letters, digits, '.', '-', '_'")
+def missing(field: str) -> MissingInput:
+    """A missing required field."""
+    return MissingInput(f"Missing required field: {field}", details={"field": field})
 
 
-def check_email(email: str) -> None:
-    """A plausible address: one @, a dot in the domain, no spaces, at most 254 characters."""
-    if len(email) > 254 or not EMAIL.match(email):
-        raise invalid("email", "not a valid email address")
+def _is_missing(error: ErrorDetails) -> bool:
+    # v1 treats a null like an absent field; pydantic calls it a type error.
+    return error["type"] == "missing" or (
+        error["type"].endswith("_type") and error["input"] is None
+    )
 
 
-def check_password(password: str, field: str = "password") -> None:
-    """At least 8 characters; at most 1024 so hashing cannot be abused."""
-    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        raise invalid(field, f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+def _field(error: ErrorDetails) -> str:
+    """The innermost field an error is about (`claims.0.claimId` -> `claimId`)."""
+    names = [part for part in error["loc"] if isinstance(part, str)]
+    return names[-1] if names else "body"
+
+
+def api_error(errors: list[ErrorDetails]) -> ApiError:
+    """The error to answer for pydantic's list: the first missing field, else the first
+    problem, in the order the model declares its fields."""
+    first_missing = next((e for e in errors if _is_missing(e)), None)
+    if first_missing is not None:
+        return missing(_field(first_missing))
+    error = errors[0]
+    field = _field(error)
+    if error["type"] == "string_type":
+        return InvalidInput(
+            f"Field {field} must be a string", details={"field": field, "reason": "not a string"}
+        )
+    if error["type"] == "nul":
+        return InvalidInput(
+            f"Field {field} must not contain NUL", details={"field": field, "reason": "NUL"}
+        )
+    if error["type"] == "bool_type":
+        return invalid(field, "must be true or false")
+    return invalid(field, error["msg"])

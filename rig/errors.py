@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from pydantic_core import to_json
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,9 @@ class InUse(ApiError):
 
 
 def success(message: str, payload: Any = None) -> web.Response:
-    """The success envelope."""
-    return web.json_response({"message": message, "payload": payload})
+    """The success envelope; the payload may hold models of rig/shapes.py."""
+    body = to_json({"message": message, "payload": payload})
+    return web.Response(body=body, content_type="application/json")
 
 
 def error_response(error: ApiError) -> web.Response:

@@ -22,14 +22,24 @@ import asyncpg
 from aiohttp import web
 
 from rig import webhooks
+from rig.api import ApiRoutes
 from rig.appkeys import POOL, SETTINGS
 from rig.auth import require_agent
-from rig.body import invalid, read_json
-from rig.errors import InUse, MissingInput, NotFound, success
-from rig.payloads import fetch_destinations, iso
+from rig.body import invalid, read_body
+from rig.errors import InUse, NotFound
+from rig.payloads import fetch_destinations
+from rig.shapes import (
+    INGEST_URL_MAX,
+    ClaimAnswer,
+    Claimed,
+    ClaimRequest,
+    Heartbeat,
+    HeartbeatAnswer,
+)
 
 log = logging.getLogger(__name__)
-routes = web.RouteTableDef()
+routes = ApiRoutes()
+AGENTS = {"tag": "agents", "auth": "agent"}
 
 SWEEP_SECONDS = 1.0
 FAILING_STATES = ("backoff", "failed")
@@ -75,22 +85,28 @@ async def grant_claim(
 
 
 def _is_ingest_url(url: Any) -> bool:
-    return isinstance(url, str) and url.startswith(("rtmp://", "rtmps://")) and len(url) <= 512
+    return (
+        isinstance(url, str)
+        and url.startswith(("rtmp://", "rtmps://"))
+        and len(url) <= INGEST_URL_MAX
+    )
 
 
-def _ingest_url(body: Mapping[str, Any]) -> str:
-    url = body.get("ingestUrl")
-    if not _is_ingest_url(url):
-        raise invalid("ingestUrl", "an rtmp:// or rtmps:// URL of at most 512 characters")
-    return url
-
-
-@routes.post("/agents/streams/{streamKey}/claim")
-async def claim(request: web.Request) -> web.Response:
+@routes.post(
+    "/agents/streams/{streamKey}/claim",
+    "claimStream",
+    **AGENTS,
+    summary="Claim a stream key for a publish starting on this agent (extension)",
+    message="Stream claimed",
+    payload=Claimed,
+    body=ClaimRequest,
+    errors=("404",),
+    conflicts=(1009,),
+)
+async def claim(request: web.Request) -> Claimed:
     """Claim a stream key for a publish starting on this agent; returns its destinations."""
     agent = await require_agent(request)
-    body = await read_json(request, ("ingestUrl",))
-    ingest_url = _ingest_url(body)
+    ingest_url = (await read_body(request, ClaimRequest)).ingestUrl
     settings = request.app[SETTINGS]
     async with request.app[POOL].acquire() as conn, conn.transaction():
         stream = await _active_stream(conn, request.match_info["streamKey"])
@@ -105,19 +121,24 @@ async def claim(request: web.Request) -> web.Response:
             conn, stream["id"], "stream.live", {"agent": agent.name, "ingestUrl": ingest_url}
         )
         destinations = await fetch_destinations(conn, stream["id"], settings.service_urls)
-    return success(
-        "Stream claimed",
-        {
-            "claimId": str(granted["claim_id"]),
-            "streamId": str(stream["id"]),
-            "expiresAt": iso(granted["expires_at"]),
-            "destinations": destinations,
-        },
+    return Claimed(
+        claimId=granted["claim_id"],
+        streamId=stream["id"],
+        expiresAt=granted["expires_at"],
+        destinations=destinations,
     )
 
 
-@routes.delete("/agents/claims/{claimID}")
-async def release(request: web.Request) -> web.Response:
+@routes.delete(
+    "/agents/claims/{claimID}",
+    "releaseClaim",
+    **AGENTS,
+    summary="The publish ended: release the claim (extension)",
+    message="Claim released",
+    payload=None,
+    errors=("404",),
+)
+async def release(request: web.Request) -> None:
     """The publish ended: release the claim (stream goes offline at once)."""
     agent = await require_agent(request)
     try:
@@ -133,11 +154,6 @@ async def release(request: web.Request) -> web.Response:
         if stream_id is None:
             raise NotFound("Claim not found")
         await webhooks.enqueue(conn, stream_id, "stream.offline", {"reason": "ended"})
-    return success("Claim released", None)
-
-
-def _missing(field: str) -> MissingInput:
-    return MissingInput(f"Missing required field: {field}", details={"field": field})
 
 
 def _has_nul(value: Any) -> bool:
@@ -178,31 +194,13 @@ def _health_problem(health: Any) -> str | None:
     return None
 
 
-def _claims_of(body: Mapping[str, Any]) -> list[tuple[uuid.UUID, str, dict]]:
-    claims = body.get("claims")
-    if claims is None:
-        raise _missing("claims")
-    if not isinstance(claims, list) or len(claims) > 1000:
-        raise invalid("claims", "an array of at most 1000 claims")
+def _claims_of(body: Heartbeat) -> list[tuple[uuid.UUID, str, dict]]:
     parsed = []
-    for item in claims:
-        if not isinstance(item, dict):
-            raise invalid("claims", "each claim is an object")
-        for field in ("claimId", "streamKey"):
-            if item.get(field) is None:
-                raise _missing(field)
-        try:
-            claim_id = uuid.UUID(item["claimId"])
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise invalid("claimId", "a claim id from the claim answer") from exc
-        key = item["streamKey"]
-        if not isinstance(key, str) or "\x00" in key:
-            raise invalid("streamKey", "a string without NUL")
-        health = item.get("health")
-        health = {} if health is None else health  # absent or null: nothing reported
+    for item in body.claims:
+        health = item.health or {}  # absent or null: nothing reported
         if problem := _health_problem(health):
             raise invalid("health", problem)
-        parsed.append((claim_id, key, health))
+        parsed.append((item.claimId, item.streamKey, health))
     return parsed
 
 
@@ -230,11 +228,11 @@ async def _renew(
     health: dict,
     ttl: int,
     service_urls: Mapping[str, str],
-) -> dict[str, Any]:
+) -> ClaimAnswer:
     """Renew one claim (re-granting it if it expired meanwhile) or say it is revoked."""
     stream = await _active_stream(conn, key)
     if stream is None:  # key rotated, stream deactivated or deleted
-        return {"claimId": str(claim_id), "status": "revoked"}
+        return ClaimAnswer(claimId=claim_id, status="revoked")
     old = await conn.fetchrow(
         "SELECT health FROM stream_claims WHERE claim_id = $1 AND agent_id = $2"
         " AND stream_id = $3 FOR UPDATE",
@@ -252,7 +250,7 @@ async def _renew(
         except asyncpg.UniqueViolationError:
             granted = None
         if granted is None:
-            return {"claimId": str(claim_id), "status": "revoked"}
+            return ClaimAnswer(claimId=claim_id, status="revoked")
         await webhooks.enqueue(conn, stream["id"], "stream.live", {"agent": agent.name})
         old_health = None
     else:
@@ -266,23 +264,30 @@ async def _renew(
     )
     for event, data in destination_transitions(old_health, health):
         await webhooks.enqueue(conn, stream["id"], event, data)
-    return {
-        "claimId": str(claim_id),
-        "status": "live",
-        "destinations": await fetch_destinations(conn, stream["id"], service_urls),
-    }
+    return ClaimAnswer(
+        claimId=claim_id,
+        status="live",
+        destinations=await fetch_destinations(conn, stream["id"], service_urls),
+    )
 
 
-@routes.post("/agents/heartbeat")
-async def heartbeat(request: web.Request) -> web.Response:
+@routes.post(
+    "/agents/heartbeat",
+    "heartbeat",
+    **AGENTS,
+    summary="Renew every claim of this agent, with each stream's health (extension)",
+    message="Heartbeat accepted",
+    payload=HeartbeatAnswer,
+    body=Heartbeat,
+)
+async def heartbeat(request: web.Request) -> HeartbeatAnswer:
     """Renew every claim the agent lists, store their health, answer each one's fate.
 
     The answer lists, per claim, `status` (`live` or `revoked`: end that publish) and
     the stream's current destinations, so changes reach the agent within a heartbeat.
     """
     agent = await require_agent(request)
-    body = await read_json(request, ())
-    claims = _claims_of(body)
+    claims = _claims_of(await read_body(request, Heartbeat))
     settings = request.app[SETTINGS]
     answers = []
     async with request.app[POOL].acquire() as conn:
@@ -299,7 +304,7 @@ async def heartbeat(request: web.Request) -> web.Response:
                         settings.service_urls,
                     )
                 )
-    return success("Heartbeat accepted", {"claims": answers})
+    return HeartbeatAnswer(claims=answers)
 
 
 async def sweep_expired(pool: asyncpg.Pool) -> int:

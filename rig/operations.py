@@ -21,15 +21,16 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from rig.api import ApiRoutes
 from rig.apidocs import render_html
 from rig.appkeys import POOL
 from rig.cors import parse_origins, setup_cors
-from rig.errors import FetchFailed, Handler, success
+from rig.errors import FetchFailed, Handler
 from rig.logs import request_id_var
 from rig.metrics import RigMetrics, metrics_handler, metrics_middleware
-from rig.openapi import build_document
 from rig.ratelimit import RateLimits, rate_limit_middleware
 from rig.settings import Settings
+from rig.shapes import Alive, Ready
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # The request id's key on the aiohttp request (typed keys since aiohttp 3.12).
@@ -41,6 +42,9 @@ METRICS = web.AppKey("metrics", RigMetrics)
 RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
 DOCUMENT = web.AppKey("openapi_document", bytes)
 DOCS_PAGE = web.AppKey("docs_page", str)
+
+routes = ApiRoutes()
+OPERATIONS = {"tag": "operations"}
 
 
 def request_id_of(request: web.BaseRequest) -> str:
@@ -84,12 +88,28 @@ def deadline_middleware(seconds: float) -> Callable:
     return deadline
 
 
-async def healthz(request: web.Request) -> web.Response:
+@routes.get(
+    "/healthz",
+    "healthz",
+    **OPERATIONS,
+    summary="Liveness: the process answers",
+    message="OK",
+    payload=Alive,
+)
+async def healthz(request: web.Request) -> Alive:
     """Liveness: the process and its event loop answer."""
-    return success("OK", {"status": "ok"})
+    return Alive(status="ok")
 
 
-async def readyz(request: web.Request) -> web.Response:
+@routes.get(
+    "/readyz",
+    "readyz",
+    **OPERATIONS,
+    summary="Readiness: the database answers (503 when it does not)",
+    message="Ready",
+    payload=Ready,
+)
+async def readyz(request: web.Request) -> Ready:
     """Readiness: the database answers within READY_TIMEOUT seconds."""
     pool = request.app.get(POOL)
     try:
@@ -103,21 +123,52 @@ async def readyz(request: web.Request) -> web.Response:
             details={"database": "unreachable", "reason": type(exc).__name__},
             status=503,
         ) from None
-    return success("Ready", {"status": "ok", "database": "ok"})
+    return Ready(status="ok", database="ok")
 
 
+@routes.get(
+    "/metrics",
+    "metrics",
+    **OPERATIONS,
+    summary="Prometheus metrics: requests by route pattern and status, latency",
+    message=None,
+    payload=None,
+    content_type="text/plain",
+)
+async def serve_metrics(request: web.Request) -> web.Response:
+    return await metrics_handler(request, request.app[METRICS])
+
+
+@routes.get(
+    "/openapi.json",
+    "openapi",
+    **OPERATIONS,
+    summary="This document",
+    message=None,
+    payload=None,
+)
 async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(body=request.app[DOCUMENT], content_type="application/json")
 
 
+@routes.get(
+    "/docs",
+    "docs",
+    **OPERATIONS,
+    summary="This document as a web page",
+    message=None,
+    payload=None,
+    content_type="text/html",
+)
 async def docs(request: web.Request) -> web.Response:
     response = web.Response(text=request.app[DOCS_PAGE], content_type="text/html")
     response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
     return response
 
 
-def install(app: web.Application, settings: Settings) -> None:
-    """Add the operational routes, middlewares and CORS to rig's app (after its routes)."""
+def install(app: web.Application, settings: Settings, document: dict[str, Any]) -> None:
+    """Add the operational routes, middlewares and CORS to rig's app (after its routes);
+    `document` is the OpenAPI document /openapi.json and /docs serve."""
     metrics = RigMetrics()
     app[METRICS] = metrics
     limits = RateLimits.create(
@@ -127,7 +178,6 @@ def install(app: web.Application, settings: Settings) -> None:
         settings.trusted_proxies,
     )
     app[RATE_LIMITS] = limits
-    document = build_document()
     app[DOCUMENT] = json.dumps(document).encode()
     app[DOCS_PAGE] = render_html(document)
 
@@ -136,12 +186,5 @@ def install(app: web.Application, settings: Settings) -> None:
     app.middlewares.append(deadline_middleware(settings.request_timeout))
     app.middlewares.append(rate_limit_middleware(limits))
 
-    async def serve_metrics(request: web.Request) -> web.Response:
-        return await metrics_handler(request, metrics)
-
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", serve_metrics)
-    app.router.add_get("/openapi.json", openapi_json)
-    app.router.add_get("/docs", docs)
+    app.add_routes(routes.table)
     setup_cors(app, parse_origins(settings.cors_origins))

@@ -1,14 +1,15 @@
-"""The JSON shapes of streams and destinations, and the queries that feed them."""
+"""Stream and destination answers (models of rig/shapes.py) built from database rows,
+and the queries that feed them."""
 
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from rig.services import CUSTOM, ingest_url
+from rig.shapes import Destination, ProvisionStatus, Stream, StreamDetail
 
 # A stream joined with its live claim (if any): everything a stream payload needs.
 STREAM_COLUMNS = """s.id, s.stream_key, s.is_active,
@@ -18,18 +19,11 @@ STREAM_FROM = """streams s
        LEFT JOIN agents a ON a.id = c.agent_id"""
 
 
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a Z, as web clients parse it."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def provision_status(row: Mapping[str, Any]) -> dict[str, Any] | None:
+def provision_status(row: Mapping[str, Any]) -> ProvisionStatus | None:
     """Where the stream is live (agent, ingest URL, since), or None when offline."""
     if row["claim_id"] is None:
         return None
-    return {"agent": row["agent_name"], "ingestUrl": row["ingest_url"], "since": iso(row["since"])}
+    return ProvisionStatus(agent=row["agent_name"], ingestUrl=row["ingest_url"], since=row["since"])
 
 
 def health_of(row: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -39,16 +33,11 @@ def health_of(row: Mapping[str, Any]) -> dict[str, Any] | None:
     return json.loads(row["health"]) if row["health"] else {}
 
 
-def stream_payload(
-    row: Mapping[str, Any], destinations: list[dict] | None, *, listing: bool = False
+def _stream_fields(
+    row: Mapping[str, Any], destinations: list[Destination] | None, listing: bool
 ) -> dict[str, Any]:
-    """The spec's stream object; isStreaming and provisionStatus come from live claims.
-
-    In a listing the spec has provisionStatus null (as destinations); isStreaming still
-    tells what is live, and the detail says where.
-    """
     return {
-        "id": str(row["id"]),
+        "id": row["id"],
         "streamKey": row["stream_key"],
         "destinations": destinations or None,
         "provisionStatus": None if listing else provision_status(row),
@@ -57,16 +46,32 @@ def stream_payload(
     }
 
 
-def destination_payload(row: Mapping[str, Any], service_urls: Mapping[str, str]) -> dict:
+def stream_payload(
+    row: Mapping[str, Any], destinations: list[Destination] | None, *, listing: bool = False
+) -> Stream:
+    """The spec's stream object; isStreaming and provisionStatus come from live claims.
+
+    In a listing the spec has provisionStatus null (as destinations); isStreaming still
+    tells what is live, and the detail says where.
+    """
+    return Stream(**_stream_fields(row, destinations, listing))
+
+
+def stream_detail_payload(row: Mapping[str, Any], destinations: list[Destination]) -> StreamDetail:
+    """The stream object with (extension) its live `health`."""
+    return StreamDetail(**_stream_fields(row, destinations, False), health=health_of(row))
+
+
+def destination_payload(row: Mapping[str, Any], service_urls: Mapping[str, str]) -> Destination:
     """The spec's destination object, with the full ingest URL."""
     base = row["server_url"] if row["service"] == CUSTOM else service_urls.get(row["service"])
-    return {
-        "id": row["id"],
-        "service": row["service"],
-        "streamKey": row["stream_key"],
-        "rtmpUrl": ingest_url(base, row["stream_key"]) if base else None,
-        "isActive": row["is_active"],
-    }
+    return Destination(
+        id=row["id"],
+        service=row["service"],
+        streamKey=row["stream_key"],
+        rtmpUrl=ingest_url(base, row["stream_key"]) if base else None,
+        isActive=row["is_active"],
+    )
 
 
 DESTINATION_COLUMNS = "id, service, stream_key, is_active, server_url"
@@ -74,7 +79,7 @@ DESTINATION_COLUMNS = "id, service, stream_key, is_active, server_url"
 
 async def fetch_destinations(
     conn: asyncpg.Pool | asyncpg.Connection, stream_id: uuid.UUID, service_urls: Mapping[str, str]
-) -> list[dict]:
+) -> list[Destination]:
     """Every destination of a stream, active or not, oldest first."""
     rows = await conn.fetch(
         f"SELECT {DESTINATION_COLUMNS} FROM destinations WHERE stream_id = $1 ORDER BY id",

@@ -9,16 +9,16 @@ live statistics, and the stream's webhook.
 import secrets
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 from aiohttp import web
 
 from rig import webhooks
+from rig.api import ApiRoutes
 from rig.appkeys import POOL, SETTINGS
 from rig.auth import require_user
-from rig.body import invalid, read_json
-from rig.errors import CreateFailed, MissingInput, NotFound, UpdateFailed, success
+from rig.body import invalid, missing, read_body
+from rig.errors import CreateFailed, MissingInput, NotFound, UpdateFailed
 from rig.payloads import (
     DESTINATION_COLUMNS,
     STREAM_COLUMNS,
@@ -27,14 +27,29 @@ from rig.payloads import (
     fetch_destinations,
     health_of,
     provision_status,
+    stream_detail_payload,
     stream_payload,
 )
-from rig.services import CUSTOM, rtmp_server_url_problem
+from rig.services import CUSTOM
+from rig.shapes import (
+    Destination,
+    DestinationChange,
+    DestinationDeleted,
+    DestinationStats,
+    KeyChanged,
+    NewDestination,
+    Stream,
+    StreamChange,
+    StreamDeleted,
+    StreamDetail,
+    StreamStats,
+    Webhook,
+    WebhookChange,
+)
 
-routes = web.RouteTableDef()
-
-DESTINATION_KEY_MAX = 512
-CALLBACK_URL_MAX = 2048
+routes = ApiRoutes()
+STREAMS = {"tag": "streams", "auth": "user"}
+ONE_STREAM = {**STREAMS, "errors": ("404",)}
 
 
 def new_stream_key() -> str:
@@ -63,36 +78,6 @@ async def owned_stream(request: web.Request) -> asyncpg.Record:
     return row
 
 
-def check_destination_key(key: Any) -> str:
-    """1-512 characters, no whitespace or control characters."""
-    if (
-        not isinstance(key, str)
-        or not key
-        or len(key) > DESTINATION_KEY_MAX
-        or any(c.isspace() or ord(c) < 32 for c in key)
-    ):
-        raise invalid("streamKey", f"1 to {DESTINATION_KEY_MAX} characters, no spaces")
-    return key
-
-
-def check_server_url(url: Any) -> str:
-    """A Custom destination's server URL: rtmp:// or rtmps://, host, application."""
-    if not isinstance(url, str):
-        raise invalid("rtmpUrl", "must be a string")
-    problem = rtmp_server_url_problem(url)
-    if problem:
-        raise invalid("rtmpUrl", problem)
-    return url.rstrip("/")
-
-
-def optional_bool(body: dict, name: str) -> bool | None:
-    """A boolean field that may be absent."""
-    value = body.get(name)
-    if value is not None and not isinstance(value, bool):
-        raise invalid(name, "must be true or false")
-    return value
-
-
 async def revoke_live_claim(conn: asyncpg.Connection, stream_id: uuid.UUID, reason: str) -> None:
     """End the stream's live session: its agent learns at the next heartbeat and kicks
     the publisher (a leaked key, once rotated, must throw the intruder out)."""
@@ -103,8 +88,15 @@ async def revoke_live_claim(conn: asyncpg.Connection, stream_id: uuid.UUID, reas
         await webhooks.enqueue(conn, stream_id, "stream.offline", {"reason": reason})
 
 
-@routes.post("/streams/")
-async def create_stream(request: web.Request) -> web.Response:
+@routes.post(
+    "/streams/",
+    "createStream",
+    **STREAMS,
+    summary="Create a stream with a fresh 128-bit ingest key (no body)",
+    message="New stream created",
+    payload=Stream,
+)
+async def create_stream(request: web.Request) -> Stream:
     """A new stream with a fresh ingest key. Takes no body."""
     user = await require_user(request)
     stream_id = uuid.uuid4()
@@ -118,11 +110,18 @@ async def create_stream(request: web.Request) -> web.Response:
     row = await request.app[POOL].fetchrow(
         f"SELECT {STREAM_COLUMNS} FROM {STREAM_FROM} WHERE s.id = $1", stream_id
     )
-    return success("New stream created", stream_payload(row, None))
+    return stream_payload(row, None)
 
 
-@routes.get("/streams/")
-async def list_streams(request: web.Request) -> web.Response:
+@routes.get(
+    "/streams/",
+    "listStreams",
+    **STREAMS,
+    summary="The caller's streams, oldest first (without destinations)",
+    message="Stream list for user",
+    payload=list[Stream],
+)
+async def list_streams(request: web.Request) -> list[Stream]:
     """The caller's streams, oldest first, without destinations."""
     user = await require_user(request)
     rows = await request.app[POOL].fetch(
@@ -130,71 +129,93 @@ async def list_streams(request: web.Request) -> web.Response:
         " ORDER BY s.created_at, s.id",
         user.id,
     )
-    payload = [stream_payload(row, None, listing=True) for row in rows]
-    return success("Stream list for user", payload)
+    return [stream_payload(row, None, listing=True) for row in rows]
 
 
-@routes.get("/streams/{streamID}")
-async def stream_detail(request: web.Request) -> web.Response:
+@routes.get(
+    "/streams/{streamID}",
+    "getStream",
+    **ONE_STREAM,
+    summary="One stream with its destinations and live health",
+    message="Stream detail",
+    payload=StreamDetail,
+)
+async def stream_detail(request: web.Request) -> StreamDetail:
     """One stream with its destinations and (extension) its live `health`."""
     row = await owned_stream(request)
     destinations = await fetch_destinations(
         request.app[POOL], row["id"], request.app[SETTINGS].service_urls
     )
-    payload = stream_payload(row, destinations)
-    payload["health"] = health_of(row)
-    return success("Stream detail", payload)
+    return stream_detail_payload(row, destinations)
 
 
-@routes.patch("/streams/{streamID}")
-async def update_stream(request: web.Request) -> web.Response:
+@routes.patch(
+    "/streams/{streamID}",
+    "updateStream",
+    **ONE_STREAM,
+    summary="Activate or deactivate a stream (extension)",
+    message="Stream updated",
+    payload=Stream,
+    body=StreamChange,
+    description="Deactivating ends a live publish within one agent heartbeat.",
+)
+async def update_stream(request: web.Request) -> Stream:
     """Extension: activate or deactivate a stream. Deactivating ends its live session."""
     row = await owned_stream(request)
-    body = await read_json(request, ())
-    is_active = optional_bool(body, "isActive")
-    if is_active is None:
-        raise MissingInput("Missing required field: isActive", details={"field": "isActive"})
+    body = await read_body(request, StreamChange)
+    if body.isActive is None:
+        raise missing("isActive")
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        await conn.execute("UPDATE streams SET is_active = $2 WHERE id = $1", row["id"], is_active)
-        if not is_active:
+        await conn.execute(
+            "UPDATE streams SET is_active = $2 WHERE id = $1", row["id"], body.isActive
+        )
+        if not body.isActive:
             await revoke_live_claim(conn, row["id"], "deactivated")
         updated = await conn.fetchrow(
             f"SELECT {STREAM_COLUMNS} FROM {STREAM_FROM} WHERE s.id = $1", row["id"]
         )
-    return success("Stream updated", stream_payload(updated, None))
+    return stream_payload(updated, None)
 
 
-@routes.delete("/streams/{streamID}")
-async def delete_stream(request: web.Request) -> web.Response:
+@routes.delete(
+    "/streams/{streamID}",
+    "deleteStream",
+    **ONE_STREAM,
+    summary="Delete a stream and its destinations (extension)",
+    message="Stream deleted",
+    payload=StreamDeleted,
+)
+async def delete_stream(request: web.Request) -> StreamDeleted:
     """Extension: delete a stream and its destinations; a live publish is ended."""
     row = await owned_stream(request)
     await request.app[POOL].execute("DELETE FROM streams WHERE id = $1", row["id"])
-    return success("Stream deleted", {"streamID": str(row["id"])})
+    return StreamDeleted(streamID=row["id"])
 
 
-@routes.post("/streams/{streamID}/destination")
-async def add_destination(request: web.Request) -> web.Response:
+@routes.post(
+    "/streams/{streamID}/destination",
+    "addDestination",
+    **ONE_STREAM,
+    summary="Add a destination: a service and its stream key (Custom: + rtmpUrl)",
+    message="Stream destination added",
+    payload=Destination,
+    body=NewDestination,
+    conflicts=(1006,),
+)
+async def add_destination(request: web.Request) -> Destination:
     """Add a destination: a service and that service's stream key (Custom: + rtmpUrl)."""
     row = await owned_stream(request)
-    body = await read_json(request, ("service", "streamKey"))
-    service_urls = request.app[SETTINGS].service_urls
-    service = body["service"]
-    server_url = None
-    if service == CUSTOM:
-        if body.get("rtmpUrl") is None:
-            raise MissingInput("Missing required field: rtmpUrl", details={"field": "rtmpUrl"})
-        server_url = check_server_url(body["rtmpUrl"])
-    elif service not in service_urls:
-        known = ", ".join([*sorted(service_urls), CUSTOM])
-        raise invalid("service", f"unknown service; one of {known}")
-    key = check_destination_key(body["streamKey"])
+    body = await read_body(request, NewDestination)
+    if body.service == CUSTOM and body.rtmpUrl is None:
+        raise missing("rtmpUrl")
+    server_url = body.rtmpUrl if body.service == CUSTOM else None
     try:
         dest = await request.app[POOL].fetchrow(
             "INSERT INTO destinations (stream_id, service, stream_key, server_url)"
             f" VALUES ($1, $2, $3, $4) RETURNING {DESTINATION_COLUMNS}",
             row["id"],
-            service,
-            key,
+            body.service,
+            body.streamKey,
             server_url,
         )
     except asyncpg.UniqueViolationError as exc:
@@ -204,7 +225,7 @@ async def add_destination(request: web.Request) -> web.Response:
         ) from exc
     except asyncpg.ForeignKeyViolationError as exc:  # the stream was deleted meanwhile
         raise NotFound("Stream not found") from exc
-    return success("Stream destination added", destination_payload(dest, service_urls))
+    return destination_payload(dest, request.app[SETTINGS].service_urls)
 
 
 async def owned_destination(request: web.Request) -> tuple[asyncpg.Record, asyncpg.Record]:
@@ -224,24 +245,34 @@ async def owned_destination(request: web.Request) -> tuple[asyncpg.Record, async
     return stream, dest
 
 
-@routes.patch("/streams/{streamID}/destination/{destinationID}")
-async def update_destination(request: web.Request) -> web.Response:
+@routes.patch(
+    "/streams/{streamID}/destination/{destinationID}",
+    "updateDestination",
+    **ONE_STREAM,
+    summary="Change a destination's streamKey, isActive or (Custom) rtmpUrl (extension)",
+    message="Stream destination updated",
+    payload=Destination,
+    body=DestinationChange,
+    conflicts=(1007,),
+    description="A live stream's agent applies the change within one heartbeat.",
+)
+async def update_destination(request: web.Request) -> Destination:
     """Extension: change a destination's `streamKey`, `isActive` or (Custom) `rtmpUrl`.
 
     A live stream's agent applies the change within one heartbeat, restarting only
     this destination.
     """
     _stream, dest = await owned_destination(request)
-    body = await read_json(request, ())
+    body = await read_body(request, DestinationChange)
     changes: dict[str, Any] = {}
-    if body.get("streamKey") is not None:
-        changes["stream_key"] = check_destination_key(body["streamKey"])
-    if (is_active := optional_bool(body, "isActive")) is not None:
-        changes["is_active"] = is_active
-    if body.get("rtmpUrl") is not None:
+    if body.streamKey is not None:
+        changes["stream_key"] = body.streamKey
+    if body.isActive is not None:
+        changes["is_active"] = body.isActive
+    if body.rtmpUrl is not None:
         if dest["service"] != CUSTOM:
             raise invalid("rtmpUrl", "only Custom destinations have their own rtmpUrl")
-        changes["server_url"] = check_server_url(body["rtmpUrl"])
+        changes["server_url"] = body.rtmpUrl
     if not changes:
         raise MissingInput(
             "Nothing to update: give streamKey, isActive or rtmpUrl",
@@ -261,22 +292,33 @@ async def update_destination(request: web.Request) -> web.Response:
         ) from exc
     if updated is None:
         raise NotFound("Destination not found")
-    return success(
-        "Stream destination updated",
-        destination_payload(updated, request.app[SETTINGS].service_urls),
-    )
+    return destination_payload(updated, request.app[SETTINGS].service_urls)
 
 
-@routes.delete("/streams/{streamID}/destination/{destinationID}")
-async def delete_destination(request: web.Request) -> web.Response:
+@routes.delete(
+    "/streams/{streamID}/destination/{destinationID}",
+    "deleteDestination",
+    **ONE_STREAM,
+    summary="Remove a destination (extension)",
+    message="Stream destination deleted",
+    payload=DestinationDeleted,
+)
+async def delete_destination(request: web.Request) -> DestinationDeleted:
     """Extension: remove a destination (a live stream stops sending there)."""
     _stream, dest = await owned_destination(request)
     await request.app[POOL].execute("DELETE FROM destinations WHERE id = $1", dest["id"])
-    return success("Stream destination deleted", {"id": dest["id"]})
+    return DestinationDeleted(id=dest["id"])
 
 
-@routes.post("/streams/{streamID}/changeKey")
-async def change_key(request: web.Request) -> web.Response:
+@routes.post(
+    "/streams/{streamID}/changeKey",
+    "changeStreamKey",
+    **ONE_STREAM,
+    summary="Rotate the ingest key; a live publish with the old key is ended",
+    message="New stream key",
+    payload=KeyChanged,
+)
+async def change_key(request: web.Request) -> KeyChanged:
     """Rotate the ingest key: new publishes need the new key at once, and a live
     publish with the old key is ended within one agent heartbeat."""
     row = await owned_stream(request)
@@ -288,11 +330,18 @@ async def change_key(request: web.Request) -> web.Response:
         if updated is None:
             raise NotFound("Stream not found")
         await revoke_live_claim(conn, row["id"], "key changed")
-    return success("New stream key", {"key": key, "streamID": str(row["id"])})
+    return KeyChanged(key=key, streamID=row["id"])
 
 
-@routes.get("/streams/{streamID}/stats")
-async def stream_stats(request: web.Request) -> web.Response:
+@routes.get(
+    "/streams/{streamID}/stats",
+    "getStreamStats",
+    **ONE_STREAM,
+    summary="Live statistics: ingest and per destination (extension)",
+    message="Stream statistics",
+    payload=StreamStats,
+)
+async def stream_stats(request: web.Request) -> StreamStats:
     """Extension: live statistics, ingest and per destination (state `off` when offline
     or inactive)."""
     row = await owned_stream(request)
@@ -303,78 +352,65 @@ async def stream_stats(request: web.Request) -> web.Response:
     reported = {d.get("id"): d for d in health.get("destinations", []) if isinstance(d, dict)}
     per_destination = []
     for dest in destinations:
-        live = reported.get(dest["id"]) if dest["isActive"] else None
+        live = (reported.get(dest.id) if dest.isActive else None) or {}
         per_destination.append(
-            {
-                "id": dest["id"],
-                "service": dest["service"],
-                "isActive": dest["isActive"],
-                "state": (live or {}).get("state", "off"),
-                "lastError": (live or {}).get("lastError"),
-                "bytesSent": (live or {}).get("bytesSent", 0),
-                "reconnects": (live or {}).get("reconnects", 0),
-            }
+            DestinationStats(
+                id=dest.id,
+                service=dest.service,
+                isActive=dest.isActive,
+                state=live.get("state", "off"),
+                lastError=live.get("lastError"),
+                bytesSent=live.get("bytesSent", 0),
+                reconnects=live.get("reconnects", 0),
+            )
         )
-    return success(
-        "Stream statistics",
-        {
-            "isStreaming": row["claim_id"] is not None,
-            "provisionStatus": provision_status(row),
-            "ingest": health.get("ingest"),
-            "destinations": per_destination,
-        },
+    return StreamStats(
+        isStreaming=row["claim_id"] is not None,
+        provisionStatus=provision_status(row),
+        ingest=health.get("ingest"),
+        destinations=per_destination,
     )
 
 
-def check_callback_url(url: Any) -> str | None:
-    """http(s) URL, at most 2048 characters, or null to remove the webhook."""
-    if url is None:
-        return None
-    if (
-        not isinstance(url, str)
-        or not url.startswith(("http://", "https://"))
-        or len(url) > CALLBACK_URL_MAX
-        or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url)  # NUL: 500 in text
-        or not _has_host(url)
-    ):
-        raise invalid("callbackUrl", "an http:// or https:// URL of at most 2048 characters")
-    return url
-
-
-def _has_host(url: str) -> bool:
-    try:
-        return bool(urlsplit(url).hostname)
-    except ValueError:
-        return False
-
-
-async def _webhook_payload(conn: Any, stream_id: uuid.UUID) -> dict[str, Any]:
+async def _webhook(conn: Any, stream_id: uuid.UUID) -> Webhook:
     row = await conn.fetchrow(
         "SELECT callback_url, webhook_secret FROM streams WHERE id = $1", stream_id
     )
-    return {"callbackUrl": row["callback_url"], "secret": row["webhook_secret"]}
+    return Webhook(callbackUrl=row["callback_url"], secret=row["webhook_secret"])
 
 
-@routes.get("/streams/{streamID}/webhook")
-async def get_webhook(request: web.Request) -> web.Response:
+@routes.get(
+    "/streams/{streamID}/webhook",
+    "getWebhook",
+    **ONE_STREAM,
+    summary="The stream's callbackUrl and the secret that signs its events (extension)",
+    message="Stream webhook",
+    payload=Webhook,
+)
+async def get_webhook(request: web.Request) -> Webhook:
     """Extension: the stream's callbackUrl and the secret that signs its events."""
     row = await owned_stream(request)
-    return success("Stream webhook", await _webhook_payload(request.app[POOL], row["id"]))
+    return await _webhook(request.app[POOL], row["id"])
 
 
-@routes.put("/streams/{streamID}/webhook")
-async def set_webhook(request: web.Request) -> web.Response:
+@routes.put(
+    "/streams/{streamID}/webhook",
+    "setWebhook",
+    **ONE_STREAM,
+    summary="Set (or, with null, remove) the stream's callbackUrl (extension)",
+    message="Stream webhook",
+    payload=Webhook,
+    body=WebhookChange,
+)
+async def set_webhook(request: web.Request) -> Webhook:
     """Extension: set (or, with null, remove) the stream's callbackUrl."""
     row = await owned_stream(request)
-    body = await read_json(request, ())
-    if "callbackUrl" not in body:
-        raise MissingInput("Missing required field: callbackUrl", details={"field": "callbackUrl"})
-    url = check_callback_url(body["callbackUrl"])
+    body = await read_body(request, WebhookChange)
     await request.app[POOL].execute(
         "UPDATE streams SET callback_url = $2,"
         " webhook_secret = coalesce(webhook_secret, $3) WHERE id = $1",
         row["id"],
-        url,
+        body.callbackUrl,
         webhooks.new_webhook_secret(),
     )
-    return success("Stream webhook", await _webhook_payload(request.app[POOL], row["id"]))
+    return await _webhook(request.app[POOL], row["id"])

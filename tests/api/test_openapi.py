@@ -5,7 +5,8 @@ import json
 import re
 
 from rig.app import create_app
-from rig.openapi import ERROR_CODES, STATUS_CODES, build_document
+from rig.app import openapi_document as build_document
+from rig.openapi import ERROR_CODES, STATUS_CODES
 
 METHODS = {"get", "post", "put", "patch", "delete"}
 

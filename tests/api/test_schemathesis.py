@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from rig.openapi import build_document
+from rig.app import openapi_document as build_document
 
 MAX_EXAMPLES = 12
 CHECKS = [

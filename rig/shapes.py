@@ -1,0 +1,412 @@
+"""Every JSON shape of the API, defined once: request bodies and answer payloads.
+
+Request bodies are validated with these models (rig/body.py turns pydantic's errors into
+the v1 error codes) and the OpenAPI document is generated from them (rig/openapi.py), so
+what rig accepts and what it documents cannot drift apart. Answer payloads are built as
+these models too, so what rig answers is what the document says.
+
+Conventions: request models are strict (a number is not a string, 0 is not false) and
+ignore unknown fields; a null where a value is required counts as missing, as in v1.
+Answer models are closed (`additionalProperties: false`) and list every field as
+required: rig always sends every field, null when there is nothing.
+"""
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
+
+from rig.services import CUSTOM, DEFAULT_SERVICE_URLS, rtmp_server_url_problem
+
+DESTINATION_KEY_MAX = 512
+CALLBACK_URL_MAX = 2048
+INGEST_URL_MAX = 512
+HEARTBEAT_CLAIMS_MAX = 1000
+PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+
+STREAM_KEY_EXAMPLE = "_mYrirpvU-OkH5LoVDci4g"
+STREAM_ID_EXAMPLE = "953e9b7c-8f0e-4b4c-9a53-2f0b8cde5a11"
+TIME_EXAMPLE = "2026-11-23T20:12:33.809Z"
+
+
+# ------------------------------------------------------------------ rules
+
+
+def rule(reason: str) -> PydanticCustomError:
+    """A broken rule, said in words for the client (`details.reason`)."""
+    return PydanticCustomError("rule", reason)
+
+
+def because(reason: str) -> WrapValidator:
+    """Report a failure of the wrapped value itself as `reason`; a wrong JSON type
+    ("must be a string") and the failures of its fields are reported as they are."""
+
+    def validate(value: Any, handler: Callable[[Any], Any]) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            errors = exc.errors()
+            if any(error["type"] == "string_type" or error["loc"] for error in errors):
+                raise
+            raise rule(reason) from None
+
+    return WrapValidator(validate)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL
+        raise PydanticCustomError("nul", "must not contain NUL")
+    return value
+
+
+def _printable(value: str) -> bool:
+    return not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value)
+
+
+def _checked(check: Callable[[Any], str | None]) -> AfterValidator:
+    """An after-validator from a function that says what is wrong (None: nothing)."""
+
+    def validate(value: Any) -> Any:
+        problem = check(value)
+        if problem:
+            raise rule(problem)
+        return value
+
+    return AfterValidator(validate)
+
+
+def _callback_url_problem(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    reason = f"an http:// or https:// URL of at most {CALLBACK_URL_MAX} characters"
+    if not url.startswith(("http://", "https://")) or not _printable(url):
+        return reason
+    try:
+        return None if urlsplit(url).hostname else reason
+    except ValueError:
+        return reason
+
+
+# ------------------------------------------------------------------ field types
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""Any string PostgreSQL can store."""
+
+Username = Annotated[
+    Text,
+    Field(
+        pattern=r"^[A-Za-z0-9_.-]{3,64}$",
+        description="3-64 letters, digits, `.`, `-`, `_`; unique case-insensitively",
+        examples=["alice"],
+    ),
+    because("3 to 64 characters: letters, digits, '.', '-', '_'"),
+]
+Password = Annotated[
+    Text,
+    Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, examples=["correct horse"]),
+    because(f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters"),
+]
+Email = Annotated[
+    Text,
+    Field(
+        max_length=254,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        description="a plausible address: one @, a dot in the domain; unique",
+        examples=["alice@example.com"],
+    ),
+    because("not a valid email address"),
+]
+Service = Literal[(*DEFAULT_SERVICE_URLS, CUSTOM)]
+ServiceName = Annotated[
+    Service,
+    Field(description="the destination's service (case-sensitive)", examples=["YouTube"]),
+    because(f"unknown service; one of {', '.join([*sorted(DEFAULT_SERVICE_URLS), CUSTOM])}"),
+]
+DestinationKey = Annotated[
+    Text,
+    Field(
+        min_length=1,
+        max_length=DESTINATION_KEY_MAX,
+        description="the service's stream key: no spaces or control characters",
+        examples=["xxxx-xxxx-xxxx-xxxx"],
+    ),
+    _checked(lambda key: None if _printable(key) else "no spaces"),
+    because(f"1 to {DESTINATION_KEY_MAX} characters, no spaces"),
+]
+RtmpServerUrl = Annotated[
+    Text,
+    Field(
+        max_length=512,
+        pattern="^rtmps?://",
+        description="Custom only: the server URL, rtmp:// or rtmps://, a host, an application"
+        " path (as OBS's Server field); the destination's key is appended to it",
+        examples=["rtmp://live.example.net/app"],
+    ),
+    _checked(rtmp_server_url_problem),
+    AfterValidator(lambda url: url.rstrip("/")),
+]
+IngestUrl = Annotated[
+    Text,
+    Field(
+        max_length=INGEST_URL_MAX,
+        pattern="^rtmps?://",
+        description="where the publisher is connected: the agent's public RTMP URL",
+        examples=["rtmp://ingest-1.example.net/live"],
+    ),
+    because(f"an rtmp:// or rtmps:// URL of at most {INGEST_URL_MAX} characters"),
+]
+CallbackUrl = Annotated[
+    Text,
+    Field(max_length=CALLBACK_URL_MAX, pattern="^https?://", examples=["https://example.com/hook"]),
+    _checked(_callback_url_problem),
+    because(f"an http:// or https:// URL of at most {CALLBACK_URL_MAX} characters"),
+]
+Flag = Annotated[bool, Field(examples=[False])]
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, as web clients parse it."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+Time = Annotated[
+    datetime,
+    PlainSerializer(iso, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": [TIME_EXAMPLE]}),
+]
+StreamId = Annotated[uuid.UUID, Field(examples=[STREAM_ID_EXAMPLE])]
+
+
+# ------------------------------------------------------------------ request bodies
+
+
+class Body(BaseModel):
+    """A request body: strict types, unknown fields ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class NewAccount(Body):
+    username: Username
+    password: Password
+    email: Email
+
+
+class Login(Body):
+    username: Annotated[Text, Field(examples=["alice"])]
+    password: Annotated[Text, Field(examples=["correct horse"])]
+
+
+class PasswordChange(Body):
+    oldPassword: Annotated[Text, Field(examples=["correct horse"])]
+    newPassword: Password
+
+
+class StreamChange(Body):
+    isActive: Annotated[
+        Flag | None,
+        Field(description="false deactivates (a live publish is ended), true reactivates"),
+    ] = None
+
+
+class NewDestination(Body):
+    service: ServiceName
+    streamKey: DestinationKey
+    rtmpUrl: RtmpServerUrl | None = None
+
+
+class DestinationChange(Body):
+    streamKey: DestinationKey | None = None
+    isActive: Flag | None = None
+    rtmpUrl: RtmpServerUrl | None = None
+
+
+class WebhookChange(Body):
+    callbackUrl: Annotated[
+        CallbackUrl | None, Field(description="where events are POSTed; null removes the webhook")
+    ]
+
+
+class AgentAuth(Body):
+    apiKey: Annotated[Text, Field(description="from `rig agents create NAME`")]
+
+
+class ClaimRequest(Body):
+    ingestUrl: IngestUrl
+
+
+def _claims_list(value: Any) -> Any:
+    """Checked before the items, so a huge list costs nothing to refuse."""
+    if value is not None and (not isinstance(value, list) or len(value) > HEARTBEAT_CLAIMS_MAX):
+        raise rule(f"an array of at most {HEARTBEAT_CLAIMS_MAX} claims")
+    return value
+
+
+class ClaimBeat(Body):
+    claimId: Annotated[
+        uuid.UUID,
+        Field(strict=False, description="from the claim answer"),
+        because("a claim id from the claim answer"),
+    ]
+    streamKey: Annotated[Text, Field(examples=[STREAM_KEY_EXAMPLE])]
+    health: Annotated[
+        dict[str, Any] | None,
+        Field(description="the stream's statistics, as the agent measures them"),
+        because("an object"),
+    ] = None
+
+
+class Heartbeat(Body):
+    claims: Annotated[
+        list[Annotated[ClaimBeat, because("each claim is an object")]],
+        Field(max_length=HEARTBEAT_CLAIMS_MAX),
+        BeforeValidator(_claims_list),
+    ]
+
+
+# ------------------------------------------------------------------ answers
+
+
+class Answer(BaseModel):
+    """An answer payload: every field always present, nothing else."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
+
+class AccountCreated(Answer):
+    userID: uuid.UUID
+    username: str
+    email: str
+
+
+class LoggedIn(Answer):
+    username: str
+    token: str
+
+
+class PasswordChanged(Answer):
+    username: str
+
+
+class Destination(Answer):
+    id: int
+    service: Annotated[str, Field(examples=["YouTube"])]
+    streamKey: str
+    rtmpUrl: Annotated[str | None, Field(description="the full ingest URL, key included")]
+    isActive: bool
+
+
+class ProvisionStatus(Answer):
+    """Where the stream is live (from the live claim)."""
+
+    agent: str | None
+    ingestUrl: str
+    since: Time
+
+
+class Stream(Answer):
+    id: StreamId
+    streamKey: Annotated[str, Field(description="the ingest key OBS uses")]
+    destinations: list[Destination] | None
+    provisionStatus: ProvisionStatus | None
+    isStreaming: bool
+    isActive: bool
+
+
+class StreamDetail(Stream):
+    health: Annotated[dict[str, Any] | None, Field(description="the last heartbeat's statistics")]
+
+
+class StreamDeleted(Answer):
+    streamID: uuid.UUID
+
+
+class DestinationDeleted(Answer):
+    id: int
+
+
+class KeyChanged(Answer):
+    key: str
+    streamID: uuid.UUID
+
+
+class DestinationStats(Answer):
+    id: int
+    service: str
+    isActive: bool
+    state: Annotated[str, Field(examples=["off", "connecting", "live", "backoff", "failed"])]
+    lastError: str | None
+    bytesSent: int
+    reconnects: int
+
+
+class StreamStats(Answer):
+    isStreaming: bool
+    provisionStatus: ProvisionStatus | None
+    ingest: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description="bitrate, frameRate, videoCodec, audioCodec, width, height, uptime, bytesIn"
+        ),
+    ]
+    destinations: list[DestinationStats]
+
+
+class Webhook(Answer):
+    callbackUrl: str | None
+    secret: Annotated[str | None, Field(description="signs each event (X-Rig-Signature)")]
+
+
+class AgentToken(Answer):
+    token: str
+    expiresAt: Time
+
+
+class Claimed(Answer):
+    claimId: uuid.UUID
+    streamId: uuid.UUID
+    expiresAt: Time
+    destinations: list[Destination]
+
+
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+class ClaimAnswer(Answer):
+    claimId: uuid.UUID
+    status: Annotated[
+        Literal["live", "revoked"], Field(description="revoked: end that publish at once")
+    ]
+    destinations: Annotated[
+        list[Destination] | None,
+        Field(description="the current destinations (live claims only)", exclude_if=_is_none),
+    ] = None
+
+
+class HeartbeatAnswer(Answer):
+    claims: list[ClaimAnswer]
+
+
+class Alive(Answer):
+    status: Literal["ok"]
+
+
+class Ready(Answer):
+    status: Literal["ok"]
+    database: Literal["ok"]
