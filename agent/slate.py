@@ -78,7 +78,7 @@ class SlateError(Exception):
 class TrackSlate:
     """One track of a slate: what it was encoded as, its headers and its frames."""
 
-    facts: VideoFacts | AudioFacts  # as encoded (differs from the ingest's on fallback)
+    facts: VideoFacts | AudioFacts  # as asked of the encoder (the ingest's, or the fallback)
     headers: tuple[bytes, ...]  # sequence header (and codec metadata), in muxer order
     frames: tuple[bytes, ...]  # video: one closed GOP, keyframe first; audio: silence
     frame_duration: Fraction  # milliseconds per frame
@@ -230,7 +230,9 @@ def _audio_plans(facts: AudioFacts) -> Iterator[tuple[AudioFacts, str | None]]:
     channels = facts.channels if 1 <= facts.channels <= MAX_CHANNELS else 2
     layout = facts.layout if channels == facts.channels else None
     shaped = replace(facts, channels=channels, layout=layout or _default_layout(channels))
-    if facts.codec in _AUDIO_ENCODERS:
+    if facts.codec == "aac" and facts.profile in (None, "LC"):
+        yield replace(shaped, profile="LC"), None  # FFmpeg's AAC encoder makes LC only
+    elif facts.codec in _AUDIO_ENCODERS and facts.codec != "aac":
         yield shaped, None
     rates = av.codec.Codec("aac", "w").audio_rates or ()
     rate = facts.sample_rate if facts.sample_rate in rates else FALLBACK_AUDIO.sample_rate
