@@ -46,11 +46,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from agent.flv import SCRIPT, FlvTagReader
 from agent.media_facts import AudioFacts, VideoFacts
-from agent.media_queue import MediaMessage
+from agent.rtmp.message import AUDIO, VIDEO, Message
 
 log = logging.getLogger(__name__)
 
-AUDIO, VIDEO = 8, 9  # FLV tag types = RTMP message types
 CARD_TEXT = "We'll be right back"
 CARD_SUBTEXT = "The stream will continue in a moment"
 GOP_SECONDS = 2  # Twitch and YouTube want a keyframe at least every 2 s
@@ -68,6 +67,9 @@ _CARD_TEXT_COLOUR = (236, 238, 242)
 _CARD_SUBTEXT_COLOUR = (150, 156, 170)
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 8: "7.1"}
 _SILENCE_SECONDS = 1  # of silence encoded; its middle half is looped (no priming, no tail)
+# The message stream id on the slate's messages, as a publisher's first createStream
+# gets (the relay sends every source's messages on each destination's own stream).
+SLATE_STREAM_ID = 1
 
 
 class SlateError(Exception):
@@ -92,10 +94,10 @@ class Slate:
     video: TrackSlate | None
     audio: TrackSlate | None
 
-    def headers(self, timestamp: int = 0) -> list[MediaMessage]:
+    def headers(self, timestamp: int = 0) -> list[Message]:
         """The sequence headers of both tracks (video first), as messages at `timestamp`."""
         return [
-            MediaMessage(type_id, timestamp, body)
+            Message(type_id, SLATE_STREAM_ID, timestamp, body)
             for type_id, track in ((VIDEO, self.video), (AUDIO, self.audio))
             if track is not None
             for body in track.headers
@@ -409,6 +411,11 @@ class SlateLoop:
     frame counters (no drift, whatever the frame rate). Map the timestamps onto the
     broadcast with `agent.timeline.Timeline`. Pass `start` = when the last message was
     sent before the hold, and the first call catches up the time the hold took to begin.
+
+    The messages are RTMP messages as a publisher's (`MediaReceived.message`): the relay
+    takes them in where it takes a publisher's, and its classifier (`agent/tags.py`)
+    names them like any others (sequence headers, keyframes: what a destination that
+    connects during the hold needs).
     """
 
     def __init__(self, slate: Slate, start: float) -> None:
@@ -418,7 +425,7 @@ class SlateLoop:
         self._video_count = 0
         self._audio_count = 0
 
-    def due(self, now: float) -> list[MediaMessage]:
+    def due(self, now: float) -> list[Message]:
         """The messages due by `now` (none twice), in the order to send them."""
         limit = (now - self.start) * 1000
         messages = [] if self._headers_sent else self.slate.headers()
@@ -435,7 +442,7 @@ class SlateLoop:
                 messages.append(self._next_video(video, video_at))
             elif audio_at is not None and audio_at <= limit:
                 body = audio.frames[self._audio_count % len(audio.frames)]
-                messages.append(MediaMessage(AUDIO, int(audio_at), body, keyframe=True))
+                messages.append(Message(AUDIO, SLATE_STREAM_ID, int(audio_at), body))
                 self._audio_count += 1
             else:
                 return messages
@@ -452,10 +459,10 @@ class SlateLoop:
         ]
         return self.start + float(min(times)) / 1000 if times else float("inf")
 
-    def _next_video(self, video: TrackSlate, at: Fraction) -> MediaMessage:
-        index = self._video_count % len(video.frames)
+    def _next_video(self, video: TrackSlate, at: Fraction) -> Message:
+        body = video.frames[self._video_count % len(video.frames)]  # a GOP: keyframe first
         self._video_count += 1
-        return MediaMessage(VIDEO, int(at), video.frames[index], keyframe=index == 0)
+        return Message(VIDEO, SLATE_STREAM_ID, int(at), body)
 
     @staticmethod
     def _time(track: TrackSlate | None, count: int) -> Fraction | None:

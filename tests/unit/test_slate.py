@@ -18,7 +18,7 @@ from PIL import Image, ImageChops, ImageStat
 
 from agent.flv import FLV_HEADER, flv_tag
 from agent.media_facts import AudioFacts, VideoFacts
-from agent.media_queue import MediaMessage
+from agent.rtmp.message import Message
 from agent.slate import (
     GOP_SECONDS,
     Slate,
@@ -27,9 +27,17 @@ from agent.slate import (
     encode_slate,
     render_card,
 )
+from agent.tags import Kind, classify
 from agent.timeline import Timeline
 
 AUDIO, VIDEO = 8, 9
+
+
+def kind(message: Message) -> Kind:
+    """What the relay's classifier calls a slate message."""
+    return classify(message.type_id, message.payload).kind
+
+
 SMALL = VideoFacts("h264", 320, 180, Fraction(25), "yuv420p", "High", 30)
 AAC = AudioFacts("aac", 44100, 1, "mono", "LC")
 
@@ -39,16 +47,16 @@ def slate_for(video: VideoFacts | None, audio: AudioFacts | None) -> Slate:
     return encode_slate(video, audio)
 
 
-def play(slate: Slate, seconds: float) -> list[MediaMessage]:
+def play(slate: Slate, seconds: float) -> list[Message]:
     """What holding for `seconds` sends, in one call (the catch-up path)."""
     return SlateLoop(slate, start=100.0).due(100.0 + seconds)
 
 
-def flv_of(messages: list[MediaMessage]) -> bytes:
-    return FLV_HEADER + b"".join(flv_tag(m.type_id, m.timestamp, m.body) for m in messages)
+def flv_of(messages: list[Message]) -> bytes:
+    return FLV_HEADER + b"".join(flv_tag(m.type_id, m.timestamp, m.payload) for m in messages)
 
 
-def decode(messages: list[MediaMessage]) -> dict[str, list]:
+def decode(messages: list[Message]) -> dict[str, list]:
     """Every frame PyAV decodes from the messages, by stream type (decoding errors fail),
     and what a probe of each stream then says (`facts`)."""
     got: dict[str, list] = {"video": [], "audio": []}
@@ -78,7 +86,7 @@ def test_h264_aac_slate_decodes_at_the_ingest_resolution_rate_and_channels():
     messages = play(slate, 2 * GOP_SECONDS + 0.5)  # more than two loops of the GOP
     got = decode(messages)
     assert got["codecs"] == [("video", "h264"), ("audio", "aac")]
-    video = [m for m in messages if m.type_id == VIDEO and m.body[1] == 1]  # AVC NALUs
+    video = [m for m in messages if m.type_id == VIDEO and m.payload[1] == 1]  # AVC NALUs
     assert len(got["video"]) == len(video) == 2 * GOP_SECONDS * 25 + 13
     assert {(f.width, f.height) for f in got["video"]} == {(320, 180)}
     assert [round(float(f.time), 3) for f in got["video"][:3]] == [0.0, 0.04, 0.08]
@@ -97,7 +105,7 @@ def test_the_sequence_headers_are_legacy_flv_for_avc_and_aac():
     assert avc[0] == 0x17 and avc[1] == 0  # keyframe | AVC, AVC sequence header
     assert avc[5] == 1  # AVCDecoderConfigurationRecord version 1
     assert first_byte_nibble(asc) == 10 and asc[1] == 0  # AAC, AAC sequence header
-    assert [m.body for m in slate.headers()] == [avc, asc]
+    assert [m.payload for m in slate.headers()] == [avc, asc]
     assert slate.video.frames[0][0] == 0x17 and slate.video.frames[1][0] == 0x27  # key, inter
 
 
@@ -146,14 +154,43 @@ def test_enhanced_rtmp_codecs_match_and_decode(video, audio, fourcc, audio_fourc
     messages = play(slate, GOP_SECONDS + 0.3)
     got = decode(messages)
     assert [codec for _, codec in got["codecs"]] == [video.codec, audio]
-    loops = len([m for m in messages if m.type_id == VIDEO and m.keyframe])
+    loops = len([m for m in messages if m.type_id == VIDEO and kind(m) is Kind.KEYFRAME])
     assert loops == 2
     assert len(got["video"]) == len(
-        [m for m in messages if m.type_id == VIDEO and m.body in slate.video.frames]
+        [m for m in messages if m.type_id == VIDEO and m.payload in slate.video.frames]
     )
     assert {(f.width, f.height) for f in got["video"]} == {(320, 180)}
     assert psnr(got["video"][-1].to_image(), render_card(320, 180)) > 35  # the second loop
     assert {(f.sample_rate, f.layout.nb_channels) for f in got["audio"]} == {(48000, 2)}
+
+
+ALL_CODECS = [
+    (SMALL, AAC),
+    (VideoFacts("hevc", 320, 180, Fraction(30), "yuv420p"), AudioFacts("opus", 48000, 2)),
+    (VideoFacts("av1", 320, 180, Fraction(24), "yuv420p"), AudioFacts("aac", 48000, 2)),
+    (VideoFacts("vp9", 320, 180, Fraction(30), "yuv420p"), AudioFacts("opus", 48000, 2)),
+    (None, AudioFacts("mp3", 44100, 2)),
+]
+
+
+@pytest.mark.parametrize(("video", "audio"), ALL_CODECS)
+def test_the_relays_classifier_names_every_slate_message(video, audio):
+    """What the relay keeps for a destination joining mid-hold comes from these names."""
+    slate = slate_for(video, audio)
+    for track, media_facts in ((slate.video, video), (slate.audio, audio)):
+        if media_facts is None:
+            assert track is None
+            continue
+        type_id = VIDEO if track is slate.video else AUDIO
+        tags = [classify(type_id, body) for body in track.headers]
+        assert [t.kind for t in tags].count(Kind.SEQUENCE_HEADER) == (media_facts.codec != "mp3")
+        assert {t.kind for t in tags} <= {Kind.SEQUENCE_HEADER, Kind.CHANNEL_CONFIG, Kind.METADATA}
+        frames = [classify(type_id, body) for body in track.frames]
+        assert {t.codec for t in tags + frames} == {media_facts.codec}
+        if type_id == VIDEO:
+            assert [t.kind for t in frames] == [Kind.KEYFRAME] + [Kind.FRAME] * (len(frames) - 1)
+        else:
+            assert {t.kind for t in frames} == {Kind.FRAME}
 
 
 def test_mp3_ingest_gets_mp3_silence():
@@ -251,17 +288,22 @@ def test_the_loop_repeats_the_gop_with_rising_timestamps():
     slate = slate_for(SMALL, AAC)
     loop = SlateLoop(slate, start=10.0)
     first = loop.due(10.0)
-    assert [m.body for m in first[:2]] == [m.body for m in slate.headers()]
-    assert first[2].type_id == VIDEO and first[2].keyframe and first[2].timestamp == 0
+    assert [m.payload for m in first[:2]] == [m.payload for m in slate.headers()]
+    assert first[2].type_id == VIDEO and kind(first[2]) is Kind.KEYFRAME and first[2].timestamp == 0
     later = loop.due(10.0 + 3 * GOP_SECONDS)
     assert loop.due(10.0 + 3 * GOP_SECONDS) == []  # nothing twice
     sent = first + later
-    video = [m for m in sent if m.type_id == VIDEO and m.body in slate.video.frames]
+    video = [m for m in sent if m.type_id == VIDEO and m.payload in slate.video.frames]
     gop = len(slate.video.frames)
     assert [m.timestamp for m in video] == [n * 40 for n in range(3 * gop + 1)]
-    assert [i for i, m in enumerate(video) if m.keyframe] == [0, gop, 2 * gop, 3 * gop]
-    assert [m.body for m in video[gop : 2 * gop]] == list(slate.video.frames)
-    audio = [m.timestamp for m in sent if m.type_id == AUDIO and m.body in slate.audio.frames]
+    assert [i for i, m in enumerate(video) if kind(m) is Kind.KEYFRAME] == [
+        0,
+        gop,
+        2 * gop,
+        3 * gop,
+    ]
+    assert [m.payload for m in video[gop : 2 * gop]] == list(slate.video.frames)
+    audio = [m.timestamp for m in sent if m.type_id == AUDIO and m.payload in slate.audio.frames]
     assert audio == [int(n * 1024 * 1000 / 44100) for n in range(len(audio))]
     assert audio[-1] > 3 * GOP_SECONDS * 1000 - 30
     stamps = [m.timestamp for m in sent]
