@@ -128,10 +128,20 @@ start = st.one_of(st.integers(0, MASK), st.integers(MASK - 20_000, MASK))  # nea
 source = st.tuples(start, st.lists(st.tuples(track, step), min_size=1, max_size=40))
 
 
-def feed(timeline: Timeline, sources, steps):
-    """Play the sources one after another; returns per message (source index, type,
-    emitted timestamp)."""
-    out = []
+def switched(min_sources: int):
+    """Sources played one after another, each with the step its switch asks for."""
+    return st.lists(source, min_size=min_sources, max_size=6).flatmap(
+        lambda sources: st.tuples(
+            st.just(sources),
+            st.lists(st.integers(0, 1000), min_size=len(sources), max_size=len(sources)),
+        )
+    )
+
+
+def play(sources, steps) -> list[tuple[int, int, int]]:
+    """Feed the sources through one timeline: per message (source index, type, output
+    timestamp unwrapped onto one number line)."""
+    timeline, out = Timeline(), []
     for index, ((start, messages), switch_step) in enumerate(zip(sources, steps, strict=True)):
         if index:
             timeline.switch(step_ms=switch_step)
@@ -139,7 +149,8 @@ def feed(timeline: Timeline, sources, steps):
         for type_id, delta in messages:
             ts = (ts + delta) & MASK
             out.append((index, type_id, timeline.place(type_id, ts, now=0.0)))
-    return out
+    line = unwrapped([ts for _, _, ts in out])
+    return [(index, type_id, t) for (index, type_id, _), t in zip(out, line, strict=True)]
 
 
 def unwrapped(emitted: list[int]) -> list[int]:
@@ -151,25 +162,22 @@ def unwrapped(emitted: list[int]) -> list[int]:
 
 
 @settings(max_examples=300)
-@given(st.lists(source, min_size=1, max_size=6), st.data())
-def test_output_never_steps_back_on_any_track(sources, data):
-    steps = data.draw(st.lists(st.integers(0, 1000), min_size=len(sources), max_size=len(sources)))
-    out = feed(Timeline(), sources, steps)
-    line = unwrapped([ts for _, _, ts in out])
+@given(switched(1))
+def test_output_never_steps_back_on_any_track(broadcast):
+    out = play(*broadcast)
     for type_id in (A, V, D):
-        mine = [t for (_, kind, _), t in zip(out, line, strict=True) if kind == type_id]
+        mine = [t for _, kind, t in out if kind == type_id]
         assert mine == sorted(mine)
 
 
 @settings(max_examples=300)
-@given(st.lists(source, min_size=2, max_size=6), st.data())
-def test_a_switch_leaves_no_hole_over_one_second(sources, data):
-    steps = data.draw(st.lists(st.integers(0, 1000), min_size=len(sources), max_size=len(sources)))
-    out = feed(Timeline(), sources, steps)
-    line = unwrapped([ts for _, _, ts in out])
+@given(switched(2))
+def test_a_switch_leaves_no_hole_over_one_second(broadcast):
+    _, steps = broadcast
+    out = play(*broadcast)
     for i in range(1, len(out)):
         if out[i][0] != out[i - 1][0]:  # the first message of a new source
-            gap = line[i] - max(line[:i])
+            gap = out[i][2] - max(t for _, _, t in out[:i])
             assert gap == steps[out[i][0]]
             assert 0 <= gap <= 1000
 
