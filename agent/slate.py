@@ -50,7 +50,7 @@ from agent.rtmp.message import AUDIO, VIDEO, Message
 
 log = logging.getLogger(__name__)
 
-CARD_TEXT = "We'll be right back"
+CARD_TEXT = "We\u2019ll be right back"
 CARD_SUBTEXT = "The stream will continue in a moment"
 GOP_SECONDS = 2  # Twitch and YouTube want a keyframe at least every 2 s
 DEFAULT_FRAME_RATE = Fraction(30)
@@ -65,7 +65,16 @@ _MUXER_OPTIONS = {"flvflags": "no_duration_filesize"}
 _CARD_BACKGROUND = (17, 19, 26)
 _CARD_TEXT_COLOUR = (236, 238, 242)
 _CARD_SUBTEXT_COLOUR = (150, 156, 170)
-_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 8: "7.1"}
+_DEFAULT_LAYOUTS = {
+    1: "mono",
+    2: "stereo",
+    3: "2.1",
+    4: "quad",
+    5: "5.0",
+    6: "5.1",
+    7: "6.1",
+    8: "7.1",
+}
 _SILENCE_SECONDS = 1  # of silence encoded; its middle half is looped (no priming, no tail)
 # The message stream id on the slate's messages, as a publisher's first createStream
 # gets (the relay sends every source's messages on each destination's own stream).
