@@ -15,7 +15,14 @@ import pytest
 from rig.app import create_app
 from rig.appkeys import POOL
 from rig.live import sweep_expired
-from rig.webhooks import MAX_ATTEMPTS, deliver_due, retry_delay, sign
+from rig.webhooks import (
+    MAX_ATTEMPTS,
+    WEBHOOK_RECEIVER_CONCURRENCY,
+    claim_due,
+    deliver_due,
+    retry_delay,
+    sign,
+)
 
 SECRET = re.compile(r"^whsec_[A-Za-z0-9_-]{43}$")
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -393,3 +400,87 @@ async def test_background_sender_delivers(
         await asyncio.sleep(0.05)
     (hook,) = webhook_receiver.received
     assert verified(hook, webhook["secret"])["event"] == "stream.live"
+
+
+# ---------------------------------------------------------------- head-of-line blocking
+
+
+async def test_a_slow_receiver_never_delays_another_receivers_events(
+    aiohttp_client, aiohttp_server, settings, db, api, make_agent, webhook_receiver, expect_ok
+):
+    """One user's receiver holds every request; another user's event still arrives, and
+    no transaction stays open while a delivery is in flight (issue 12, item 11)."""
+    from aiohttp import web
+
+    release = asyncio.Event()
+    held: list[str] = []
+
+    async def stuck(request: web.Request) -> web.Response:
+        held.append(request.headers["X-Rig-Delivery"])
+        await release.wait()
+        return web.Response(text="ok")
+
+    slow_app = web.Application()
+    slow_app.router.add_post("/hook", stuck)
+    slow = await aiohttp_server(slow_app, host="127.0.0.1")
+    client = await aiohttp_client(create_app(replace(settings, background_tasks=True)))
+    agent = await make_agent(client=client)
+
+    # The slow receiver's stream has many events queued before the fast one's.
+    slow_owner = await api.account()
+    slow_streams = [await api.stream(slow_owner) for _ in range(6)]
+    for stream in slow_streams:
+        await set_webhook(api, slow_owner, stream["id"], str(slow.make_url("/hook")), expect_ok)
+        await agent.claimed(stream["streamKey"])
+    fast_owner = await api.account()
+    fast_stream = await api.stream(fast_owner)
+    await set_webhook(api, fast_owner, fast_stream["id"], webhook_receiver.url, expect_ok)
+    await agent.claimed(fast_stream["streamKey"])
+
+    try:
+        deadline = time.monotonic() + 10
+        while not webhook_receiver.received and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(webhook_receiver.received) == 1, "the fast receiver's event was held up"
+        assert held, "the slow receiver got nothing"
+        # Per-receiver limit: the slow receiver holds at most WEBHOOK_RECEIVER_CONCURRENCY.
+        assert len(held) <= WEBHOOK_RECEIVER_CONCURRENCY
+        # Deliveries run outside any transaction: nothing is idle in one meanwhile.
+        idle_in_transaction = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+        )
+        assert idle_in_transaction == 0
+        # The held rows are leased: not due again while their delivery is in flight.
+        leased = await db.fetchval(
+            "SELECT count(*) FROM webhook_deliveries"
+            " WHERE delivered_at IS NULL AND leased_until > now()"
+        )
+        assert leased >= len(held)
+    finally:
+        release.set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if (
+            await db.fetchval("SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL")
+            == 0
+        ):
+            break
+        await asyncio.sleep(0.05)
+    assert len(set(held)) == len(slow_streams)  # every slow event delivered once in the end
+
+
+async def test_a_lease_that_ran_out_is_delivered_again(api, hooked, webhook_receiver):
+    """A rig process that died mid-delivery leaves a lease: nobody sends the event while
+    the lease holds, any process sends it once it has run out (at least once)."""
+    _account, stream, secret, agent = hooked
+    await agent.claimed(stream["streamKey"])
+    (leased,) = await claim_due(api.client.server.app[POOL], 10)  # ... and the process dies
+    assert await deliver(api) == 0
+    await api.db.execute("UPDATE webhook_deliveries SET leased_until = now() - interval '1 s'")
+    assert await deliver(api) == 1
+    (hook,) = webhook_receiver.received
+    assert verified(hook, secret)["id"] == json.loads(leased["body"])["id"]
+    (row,) = await outbox(api)
+    assert (row["attempts"], row["leased_until"]) == (1, None)
+    assert row["delivered_at"] is not None
