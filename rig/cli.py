@@ -18,6 +18,7 @@ from rig.embedded_db import start_embedded_postgres
 from rig.keyfile import load_or_create_secret
 from rig.logs import setup_logging
 from rig.migrations import applied_migrations, available_migrations, migrate
+from rig.secret_strength import SecretRefused, check_database_url, check_jwt_secret
 from rig.settings import Settings, add_arguments, settings_from
 
 log = logging.getLogger("rig")
@@ -25,7 +26,11 @@ log = logging.getLogger("rig")
 
 def resolve(settings: Settings, *, signing: bool = False) -> Settings:
     """Fill in what the first run generates: the embedded database and (when `signing`,
-    for `serve`) the JWT secret."""
+    for `serve`) the JWT secret. Placeholder or guessable secrets are refused first."""
+    if settings.database_url:
+        check_database_url(settings.database_url)
+    if signing and settings.jwt_secret:
+        check_jwt_secret(settings.jwt_secret)
     if not settings.database_url:
         settings = replace(settings, database_url=start_embedded_postgres(settings.data_dir))
     if signing and not settings.jwt_secret:
@@ -138,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     try:
         return args.func(settings, args)
+    except SecretRefused as exc:
+        log.error("%s", exc)
+        return 2
     except (OSError, asyncpg.PostgresError) as exc:
         log.error("%s", exc)
         return 1
