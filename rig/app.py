@@ -8,9 +8,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from rig import accounts, agents, live, operations, streams, webhooks
-from rig.appkeys import POOL, SETTINGS, TOKENS
+from rig.appkeys import LOGIN_HASHING, PASSWORD_CHANGE_HASHING, POOL, SETTINGS, TOKENS
 from rig.errors import envelope_middleware, route_of
 from rig.openapi import build_document
+from rig.passwords import PasswordWork, cpu_count
 from rig.settings import Settings
 from rig.tokens import TokenIssuer
 
@@ -83,6 +84,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[envelope_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[TOKENS] = TokenIssuer(settings.jwt_secret)
+    app[LOGIN_HASHING] = PasswordWork(cpu_count())
+    app[PASSWORD_CHANGE_HASHING] = PasswordWork(1)
     app.cleanup_ctx.append(database_pool)
     if settings.background_tasks:
         app.cleanup_ctx.append(live.claim_sweeper)

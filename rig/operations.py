@@ -23,7 +23,7 @@ from aiohttp import web
 
 from rig.api import ApiRoutes
 from rig.apidocs import render_html
-from rig.appkeys import POOL
+from rig.appkeys import POOL, RATE_LIMITS
 from rig.cors import parse_origins, setup_cors
 from rig.errors import FetchFailed, Handler
 from rig.logs import request_id_var
@@ -39,7 +39,6 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 READY_TIMEOUT = 2.0
 
 METRICS = web.AppKey("metrics", RigMetrics)
-RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
 DOCUMENT = web.AppKey("openapi_document", bytes)
 DOCS_PAGE = web.AppKey("docs_page", str)
 
@@ -173,6 +172,7 @@ def install(app: web.Application, settings: Settings, document: dict[str, Any]) 
     app[METRICS] = metrics
     limits = RateLimits.create(
         settings.rate_limit_address,
+        settings.rate_limit_address_username,
         settings.rate_limit_username,
         settings.rate_limit_window,
         settings.trusted_proxies,

@@ -1,10 +1,22 @@
 """Abuse limits on the routes that take a password or an API key.
 
-`POST /accounts/auth/local`, `POST /accounts/` and `POST /agents/auth` are limited per
-client address (each route its own allowance) and, for the first two, per username
-(login and sign-up share it). Each allowance is a token bucket: `limit` requests at
-once, refilling evenly over `window` seconds. A refused request is answered HTTP 429,
-errorCode 1010, with `Retry-After`.
+Per client address, each route its own allowance: `POST /accounts/auth/local`,
+`POST /accounts/`, `POST /accounts/password` and `POST /agents/auth`
+(RIG_RATE_LIMIT_ADDRESS). Password guesses are limited on top, counting only the wrong
+ones (a right one gives its allowance back):
+
+- per username *and* address (RIG_RATE_LIMIT_ADDRESS_USERNAME), so one address cannot
+  guess at one account quickly;
+- per username from all addresses (RIG_RATE_LIMIT_USERNAME), set far above what a
+  person mistypes in a window, so only a distributed guesser reaches it; and an
+  address that logged in as that user before (in this process, within KNOWN_GOOD_SECONDS)
+  is exempt from it: a stranger cannot lock the owner out from the owner's usual place;
+- per user for the old password of `POST /accounts/password` (a stolen token must not
+  be a free guessing oracle), at RIG_RATE_LIMIT_ADDRESS_USERNAME.
+
+Each allowance is a token bucket: `limit` requests at once, refilling evenly over
+`window` seconds. A refused request is answered HTTP 429, errorCode 1010, with
+`Retry-After`.
 
 The counters live in the process: with several rig replicas each has its own, so the
 effective limit is up to `replicas x limit`. The client address is the TCP peer, or,
@@ -13,23 +25,24 @@ that is not itself a trusted proxy.
 """
 
 import ipaddress
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from rig.errors import ApiError, Handler, route_of
 
 MAX_KEYS = 100_000  # buckets kept at most; full (idle) buckets are dropped first
+KNOWN_GOOD_SECONDS = 30 * 24 * 3600  # how long a successful log-in vouches for its address
 
-# (method, route pattern) -> whether the body's username is limited too
-LIMITED_ROUTES: dict[tuple[str, str], bool] = {
-    ("POST", "/accounts/auth/local"): True,
-    ("POST", "/accounts/"): True,
-    ("POST", "/agents/auth"): False,
+# Routes limited per client address, each its own allowance.
+LIMITED_ROUTES = {
+    ("POST", "/accounts/auth/local"),
+    ("POST", "/accounts/"),
+    ("POST", "/accounts/password"),
+    ("POST", "/agents/auth"),
 }
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -70,6 +83,12 @@ class TokenBucket:
             return 0.0
         self._buckets[key] = (tokens, now)
         return (1.0 - tokens) / self.rate
+
+    def give_back(self, key: str) -> None:
+        """Return the token `take` spent (a right password costs nothing)."""
+        if key in self._buckets:
+            tokens, at = self._buckets[key]
+            self._buckets[key] = (min(float(self.limit), tokens + 1.0), at)
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -113,41 +132,103 @@ def client_address(request: web.BaseRequest, trusted: list[Network]) -> str:
     return peer
 
 
+class KnownGood:
+    """(username, address) pairs that logged in successfully lately; bounded, oldest out."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._seen: dict[tuple[str, str], float] = {}
+
+    def add(self, username: str, address: str) -> None:
+        self._seen.pop((username, address), None)
+        self._seen[(username, address)] = self._clock()  # re-inserted last: most recent
+        while len(self._seen) > MAX_KEYS:
+            del self._seen[next(iter(self._seen))]
+
+    def __contains__(self, pair: tuple[str, str]) -> bool:
+        seen = self._seen.get(pair)
+        return seen is not None and self._clock() - seen < KNOWN_GOOD_SECONDS
+
+
+@dataclass
+class Guess:
+    """A password guess in progress: the allowances it spent, given back if it was right."""
+
+    spent: list[tuple[TokenBucket, str]]
+    username: str | None = None
+    address: str | None = None
+
+
 @dataclass
 class RateLimits:
     """The buckets of one rig process."""
 
-    per_address: TokenBucket
-    per_username: TokenBucket
+    per_address: TokenBucket  # requests per route and client address
+    # Wrong guesses at one username from one address, or at one user's old password.
+    per_target: TokenBucket
+    per_username: TokenBucket  # wrong guesses at one username from every address
     trusted: list[Network]
+    known_good: KnownGood = field(default_factory=KnownGood)
 
     @classmethod
     def create(
-        cls, address_limit: int, username_limit: int, window: float, trusted_proxies: str
+        cls,
+        address_limit: int,
+        address_username_limit: int,
+        username_limit: int,
+        window: float,
+        trusted_proxies: str,
     ) -> "RateLimits":
         return cls(
             TokenBucket(address_limit, window),
+            TokenBucket(address_username_limit, window),
             TokenBucket(username_limit, window),
             parse_networks(trusted_proxies),
         )
 
-    async def check(self, request: web.Request) -> None:
-        """Raise TooManyRequests when this request is over a limit."""
+    def check(self, request: web.Request) -> None:
+        """Raise TooManyRequests when this request is over its address's allowance."""
         route = route_of(request)
-        by_username = LIMITED_ROUTES.get((request.method, route))
-        if by_username is None:
+        if (request.method, route) not in LIMITED_ROUTES:
             return
         address = client_address(request, self.trusted)
         wait = self.per_address.take(f"{route}|{address}")
         if wait:
             raise _refused(wait, "too many requests from this address")
-        if not by_username or self.per_username.limit <= 0:
-            return
-        username = await _username_of(request)
-        if username is not None:
-            wait = self.per_username.take(username.lower())
-            if wait:
-                raise _refused(wait, "too many attempts for this username")
+
+    def login_guess(self, request: web.Request, username: str) -> Guess:
+        """Spend the allowances of one log-in attempt (raise TooManyRequests if over)."""
+        address = client_address(request, self.trusted)
+        name = username.lower()
+        guess = Guess([], name, address)
+        self._spend(guess, self.per_target, f"login|{address}|{name}", "from this address")
+        if (name, address) not in self.known_good:
+            self._spend(guess, self.per_username, f"login|{name}", "")
+        return guess
+
+    def old_password_guess(self, user_id: str) -> Guess:
+        """Spend the allowance of one old-password check of a password change."""
+        guess = Guess([])
+        self._spend(guess, self.per_target, f"password|{user_id}", "")
+        return guess
+
+    def guessed_right(self, guess: Guess) -> None:
+        """The password was right: nothing spent, and a log-in's address is vouched for."""
+        _give_back(guess.spent)
+        if guess.username is not None and guess.address is not None:
+            self.known_good.add(guess.username, guess.address)
+
+    def _spend(self, guess: Guess, bucket: TokenBucket, key: str, where: str) -> None:
+        wait = bucket.take(key)
+        if wait:
+            _give_back(guess.spent)  # a refused attempt costs nothing more
+            raise _refused(wait, f"too many wrong passwords for this account {where}".strip())
+        guess.spent.append((bucket, key))
+
+
+def _give_back(spent: list[tuple[TokenBucket, str]]) -> None:
+    for bucket, key in spent:
+        bucket.give_back(key)
 
 
 def _refused(wait: float, reason: str) -> TooManyRequests:
@@ -159,27 +240,12 @@ def _refused(wait: float, reason: str) -> TooManyRequests:
     )
 
 
-async def _username_of(request: web.Request) -> str | None:
-    """The body's `username`, if it is a JSON object with one (the handler checks the rest).
-
-    aiohttp keeps the body once read, so the handler reads the same bytes again.
-    """
-    if request.content_type != "application/json":
-        return None
-    try:
-        body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    username = body.get("username") if isinstance(body, dict) else None
-    return username if isinstance(username, str) and username else None
-
-
 def rate_limit_middleware(limits: RateLimits) -> Callable:
     """A middleware applying `limits` (inside the envelope middleware)."""
 
     @web.middleware
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        await limits.check(request)
+        limits.check(request)
         return await handler(request)
 
     return rate_limit

@@ -32,7 +32,10 @@ class Settings:
     log_format: str = "text"
     cors_origins: str = ""
     rate_limit_address: int = 30
-    rate_limit_username: int = 10
+    rate_limit_address_username: int = 10
+    # Far above what a person mistypes: only a guesser spread over many addresses gets
+    # there, and the owner's known-good address is exempt (rig/ratelimit.py).
+    rate_limit_username: int = 100
     rate_limit_window: float = 60.0
     trusted_proxies: str = ""
     request_timeout: float = 30.0
@@ -99,15 +102,24 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "RIG_RATE_LIMIT_ADDRESS",
         "rate_limit_address",
         int,
-        "login, sign-up and agent-auth requests per client address per window, per route"
-        " (0: no limit)",
+        "log-in, sign-up, password-change and agent-auth requests per client address per"
+        " window, per route (0: no limit)",
+    ),
+    (
+        "--rate-limit-address-username",
+        "RIG_RATE_LIMIT_ADDRESS_USERNAME",
+        "rate_limit_address_username",
+        int,
+        "wrong passwords per username from one address per window; wrong old passwords"
+        " per user (password change) per window (0: no limit)",
     ),
     (
         "--rate-limit-username",
         "RIG_RATE_LIMIT_USERNAME",
         "rate_limit_username",
         int,
-        "login and sign-up attempts per username per window (0: no limit)",
+        "wrong passwords per username from all addresses per window, except from an"
+        " address that logged in as that user before (0: no limit)",
     ),
     (
         "--rate-limit-window",
