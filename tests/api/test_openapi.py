@@ -7,6 +7,7 @@ import re
 from rig.app import create_app
 from rig.app import openapi_document as build_document
 from rig.openapi import ERROR_CODES, STATUS_CODES
+from rig.ratelimit import LIMITED_ROUTES
 
 METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -108,11 +109,7 @@ def test_security_matches_the_routes():
         elif path.startswith("/agents/") and path != "/agents/auth":
             assert schemes == ["agentToken"], (method, path)
     limited = {k for k, _ in security.items() if "429" in paths[k[1]][k[0]]["responses"]}
-    assert limited == {
-        ("post", "/accounts/"),
-        ("post", "/accounts/auth/local"),
-        ("post", "/agents/auth"),
-    }
+    assert limited == {(method.lower(), path) for method, path in LIMITED_ROUTES}
 
 
 async def test_openapi_json_is_served(client):
