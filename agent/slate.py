@@ -419,7 +419,9 @@ class SlateLoop:
     timestamp: the GOP and the silence repeated with rising timestamps, computed from
     frame counters (no drift, whatever the frame rate). Map the timestamps onto the
     broadcast with `agent.timeline.Timeline`. Pass `start` = when the last message was
-    sent before the hold, and the first call catches up the time the hold took to begin.
+    sent before the hold, and the first call catches up the time the hold took to begin;
+    a call never returns more than `max_catch_up` seconds of media (a late call, an event
+    loop that stalled): beyond that the slate falls behind the clock instead of bursting.
 
     The messages are RTMP messages as a publisher's (`MediaReceived.message`): the relay
     takes them in where it takes a publisher's, and its classifier (`agent/tags.py`)
@@ -427,19 +429,24 @@ class SlateLoop:
     connects during the hold needs).
     """
 
-    def __init__(self, slate: Slate, start: float) -> None:
+    def __init__(self, slate: Slate, start: float, max_catch_up: float = 5.0) -> None:
         self.slate = slate
         self.start = start
+        self.max_catch_up = max_catch_up
         self._headers_sent = False
         self._video_count = 0
         self._audio_count = 0
 
     def due(self, now: float) -> list[Message]:
         """The messages due by `now` (none twice), in the order to send them."""
+        video, audio = self.slate.video, self.slate.audio
         limit = (now - self.start) * 1000
+        excess = limit - self._next_time() - self.max_catch_up * 1000
+        if excess > 0:
+            self.start += float(excess) / 1000
+            limit -= excess
         messages = [] if self._headers_sent else self.slate.headers()
         self._headers_sent = True
-        video, audio = self.slate.video, self.slate.audio
         while True:
             video_at = self._time(video, self._video_count)
             audio_at = self._time(audio, self._audio_count)
@@ -458,6 +465,10 @@ class SlateLoop:
 
     def next_due(self) -> float:
         """The clock time at which the next frame is due (for the caller's timer)."""
+        return self.start + float(self._next_time()) / 1000
+
+    def _next_time(self) -> Fraction | float:
+        """The slate timestamp (ms) of the next frame of either track."""
         times = [
             t
             for t in (
@@ -466,7 +477,7 @@ class SlateLoop:
             )
             if t is not None
         ]
-        return self.start + float(min(times)) / 1000 if times else float("inf")
+        return min(times) if times else float("inf")
 
     def _next_video(self, video: TrackSlate, at: Fraction) -> Message:
         body = video.frames[self._video_count % len(video.frames)]  # a GOP: keyframe first
@@ -487,16 +498,24 @@ class SlateCache:
     Call `request` as soon as an ingest's facts are known (after the probe of its
     sequence headers), so the slate is ready before any disconnect; `get` is what the
     relay reads when a hold begins (never blocks). One worker thread: slates are made one
-    at a time, so encoding never takes more than one core from the relay.
+    at a time, so encoding never takes more than one core from the relay. At most
+    `max_queued` wait their turn: a newer request cancels the oldest waiting one (its
+    future is cancelled; `get` asks again when a hold needs it), so publishers changing
+    their facts again and again cannot build a backlog.
     """
 
     def __init__(
-        self, max_entries: int = 16, text: str = CARD_TEXT, subtext: str = CARD_SUBTEXT
+        self,
+        max_entries: int = 16,
+        max_queued: int = 4,
+        text: str = CARD_TEXT,
+        subtext: str = CARD_SUBTEXT,
     ) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slate")
         self._futures: OrderedDict[tuple[Any, Any], Future[Slate]] = OrderedDict()
         self._lock = threading.Lock()
         self._max_entries = max_entries
+        self._max_queued = max_queued
         self._text = (text, subtext)
         self.encoded = 0  # slates encoded so far (each set of facts once)
 
@@ -509,14 +528,15 @@ class SlateCache:
             if future is None:
                 future = self._executor.submit(self._encode, video, audio)
                 self._futures[key] = future
-                self._evict()
             self._futures.move_to_end(key)
+            self._cancel_oldest_queued()
+            self._evict()
             return future
 
     def get(self, video: VideoFacts | None, audio: AudioFacts | None) -> Slate | None:
         """The slate if it is encoded already (requesting it otherwise): None while not."""
         future = self.request(video, audio)
-        if future.done() and future.exception() is None:
+        if future.done() and not future.cancelled() and future.exception() is None:
             return future.result()
         return None
 
@@ -528,6 +548,13 @@ class SlateCache:
         slate = encode_slate(video, audio, *self._text)
         self.encoded += 1
         return slate
+
+    def _cancel_oldest_queued(self) -> None:
+        """Cancel the least recently requested slates waiting beyond `max_queued`."""
+        waiting = [key for key, f in self._futures.items() if not (f.done() or f.running())]
+        for key in waiting[: max(0, len(waiting) - self._max_queued)]:
+            if self._futures[key].cancel():  # False: it has just started; let it finish
+                del self._futures[key]
 
     def _evict(self) -> None:
         """Forget the least recently requested finished slates beyond the limit."""

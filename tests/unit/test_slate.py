@@ -48,8 +48,8 @@ def slate_for(video: VideoFacts | None, audio: AudioFacts | None) -> Slate:
 
 
 def play(slate: Slate, seconds: float) -> list[Message]:
-    """What holding for `seconds` sends, in one call (the catch-up path)."""
-    return SlateLoop(slate, start=100.0).due(100.0 + seconds)
+    """What holding for `seconds` sends, in one call (the catch-up path, unbounded)."""
+    return SlateLoop(slate, start=100.0, max_catch_up=math.inf).due(100.0 + seconds)
 
 
 def flv_of(messages: list[Message]) -> bytes:
@@ -286,7 +286,7 @@ def test_a_pixel_format_the_encoder_lacks_becomes_yuv420p():
 
 def test_the_loop_repeats_the_gop_with_rising_timestamps():
     slate = slate_for(SMALL, AAC)
-    loop = SlateLoop(slate, start=10.0)
+    loop = SlateLoop(slate, start=10.0, max_catch_up=math.inf)
     first = loop.due(10.0)
     assert [m.payload for m in first[:2]] == [m.payload for m in slate.headers()]
     assert first[2].type_id == VIDEO and kind(first[2]) is Kind.KEYFRAME and first[2].timestamp == 0
@@ -318,6 +318,17 @@ def test_the_loop_is_paced_by_the_clock_it_is_given():
     assert [m.type_id for m in loop.due(0.03)] == [AUDIO]
     assert loop.next_due() == pytest.approx(0.04)
     assert [(m.type_id, m.timestamp) for m in loop.due(0.047)] == [(VIDEO, 40), (AUDIO, 46)]
+
+
+def test_a_late_call_returns_at_most_max_catch_up_and_keeps_timestamps_continuous():
+    slate = slate_for(SMALL, AAC)
+    loop = SlateLoop(slate, start=0.0, max_catch_up=1.0)
+    burst = loop.due(30.0)  # the event loop stalled for 30 s
+    assert max(m.timestamp for m in burst) <= 1000
+    assert loop.start == pytest.approx(29.0, abs=0.05)  # behind the clock, not bursting
+    after = loop.due(30.5)
+    video = [m.timestamp for m in burst + after if m.type_id == VIDEO][1:]  # after the header
+    assert video == [n * 40 for n in range(len(video))] and video[-1] >= 1440
 
 
 def test_a_fractional_frame_rate_does_not_drift():
@@ -392,6 +403,23 @@ def test_get_never_blocks_while_a_slate_is_being_encoded():
         release.set()
         cache.request(*facts).result(timeout=60)
         assert cache.get(*facts) is not None
+    finally:
+        release.set()
+        cache.close()
+
+
+def test_the_cache_cancels_the_oldest_waiting_requests_beyond_its_queue():
+    cache = SlateCache(max_queued=2)
+    release = threading.Event()
+    cache._executor.submit(release.wait)  # the worker is busy
+    try:
+        keys = [(None, AudioFacts("aac", rate, 1)) for rate in (8000, 11025, 16000, 22050)]
+        futures = [cache.request(*key) for key in keys]
+        assert [f.cancelled() for f in futures] == [True, True, False, False]
+        release.set()
+        assert futures[3].result(timeout=60).audio.facts.sample_rate == 22050
+        assert cache.encoded == 2
+        assert cache.request(*keys[0]).result(timeout=60) is not None  # asked again: made
     finally:
         release.set()
         cache.close()
