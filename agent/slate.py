@@ -183,8 +183,8 @@ def _video_options(encoder: str, facts: VideoFacts, gop: int) -> dict[str, str]:
         profile = _X264_PROFILES.get(facts.profile or "")
         if profile:
             options["profile"] = profile
-        if facts.level and 9 <= facts.level <= 62:
-            options["level"] = f"{facts.level // 10}.{facts.level % 10}"
+        if _is_h264_level(facts.level):
+            options["level"] = facts.level
         return options
     if encoder == "libx265":
         params = f"keyint={gop}:min-keyint={gop}:bframes=0:scenecut=0:open-gop=0"
@@ -206,6 +206,16 @@ def _video_options(encoder: str, facts: VideoFacts, gop: int) -> dict[str, str]:
             "b": "0",
         }
     return {}
+
+
+def _is_h264_level(level: str | None) -> bool:
+    """A level x264 takes as written ("3.1", "1b"; H.264 Annex A goes from 1 to 6.2)."""
+    if level == "1b":
+        return True
+    try:
+        return 1 <= float(level or "") <= 6.2
+    except ValueError:
+        return False
 
 
 def _pixel_format(encoder: str, wanted: str | None) -> str:

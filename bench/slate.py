@@ -37,9 +37,12 @@ OUT = Path(__file__).resolve().parent / "out"
 AAC = AudioFacts("aac", 48000, 2, "stereo", "LC")
 OPUS = AudioFacts("opus", 48000, 2, "stereo")
 SHAPES = {
-    "720p30 H.264/AAC": (VideoFacts("h264", 1280, 720, Fraction(30), "yuv420p", "High", 31), AAC),
+    "720p30 H.264/AAC": (
+        VideoFacts("h264", 1280, 720, Fraction(30), "yuv420p", "High", "3.1"),
+        AAC,
+    ),
     "1080p30 H.264/AAC": (
-        VideoFacts("h264", 1920, 1080, Fraction(30), "yuv420p", "High", 41),
+        VideoFacts("h264", 1920, 1080, Fraction(30), "yuv420p", "High", "4.1"),
         AAC,
     ),
 }
