@@ -39,7 +39,7 @@ class Operation:
     errors: tuple[str, ...] = ()  # HTTP statuses beyond the ones every route can give
     conflicts: tuple[int, ...] = ()  # errorCodes of a 409
     description: str = ""
-    content_type: str = "application/json"  # of the 200 answer
+    content_types: tuple[str, ...] = ("application/json",)  # of the 200 answer
     response_headers: tuple[str, ...] = ()  # components/headers the 200 answer carries
 
 

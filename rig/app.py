@@ -7,7 +7,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from rig import accounts, agents, live, operations, streams, webhooks
+from rig import accounts, agents, docs, live, operations, streams, webhooks
 from rig.appkeys import LOGIN_HASHING, PASSWORD_CHANGE_HASHING, POOL, SETTINGS, TOKENS
 from rig.errors import envelope_middleware, route_of
 from rig.openapi import build_document
@@ -20,7 +20,14 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024  # every request body of the API is a small JSON object
 
 # Every route of the API, in the order the document lists them.
-ROUTE_TABLES = (accounts.routes, streams.routes, agents.routes, live.routes, operations.routes)
+ROUTE_TABLES = (
+    accounts.routes,
+    streams.routes,
+    agents.routes,
+    live.routes,
+    operations.routes,
+    docs.routes,
+)
 
 
 def openapi_document() -> dict:
@@ -90,8 +97,9 @@ def create_app(settings: Settings) -> web.Application:
     if settings.background_tasks:
         app.cleanup_ctx.append(live.claim_sweeper)
         app.cleanup_ctx.append(webhooks.webhook_sender)
-    for table in ROUTE_TABLES[:-1]:
+    for table in (accounts.routes, streams.routes, agents.routes, live.routes):
         app.add_routes(table.table)
+    docs.install(app)
     # health, metrics, docs, limits, CORS: after the routes
     operations.install(app, settings, openapi_document())
     return app

@@ -7,6 +7,7 @@ what no model says: the envelope around every answer, the errorCodes each HTTP s
 carries, the path parameters and the security schemes.
 """
 
+import json
 import types
 import typing
 from collections.abc import Iterable
@@ -17,6 +18,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from rig import __version__
 from rig.api import Operation
+from rig.docs import ASSET_FILES
 
 JSON = "application/json"
 SCHEMA_REF = "#/components/schemas/{model}"
@@ -161,6 +163,13 @@ PATH_PARAMETERS = {
         "description": "a stream's ingest key",
         "schema": {"type": "string", "minLength": 1},
     },
+    "asset": {
+        "name": "asset",
+        "in": "path",
+        "required": True,
+        "description": "a file of the explorer",
+        "schema": {"type": "string", "enum": list(ASSET_FILES)},
+    },
     "claimID": {
         "name": "claimID",
         "in": "path",
@@ -230,18 +239,24 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     ]
 
 
+def _raw_schema(content_type: str) -> dict[str, Any]:
+    """The schema of an answer that is not an envelope."""
+    if content_type == JSON:
+        return {"type": "object"}
+    if content_type.startswith("text/"):
+        return {"type": "string"}
+    return {"type": "string", "contentMediaType": content_type}
+
+
 def _success(op: Operation) -> dict[str, Any]:
     headers = dict(REQUEST_ID)
     for name in op.response_headers:
         headers[name] = {"$ref": f"#/components/headers/{name}"}
     if op.message is None:
-        schema: dict[str, Any] = {"type": "object"} if op.content_type == JSON else {}
-        if op.content_type.startswith("text/"):
-            schema = {"type": "string"}
         return {
             "description": op.summary,
             "headers": headers,
-            "content": {op.content_type: {"schema": schema}},
+            "content": {kind: {"schema": _raw_schema(kind)} for kind in op.content_types},
         }
     envelope = {
         "type": "object",
@@ -252,8 +267,9 @@ def _success(op: Operation) -> dict[str, Any]:
     return {"description": "Success", "headers": headers, "content": {JSON: {"schema": envelope}}}
 
 
-def operation(op: Operation) -> dict[str, Any]:
-    """One operation: its 200 answer and every error status it can give."""
+def operation(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
+    """One operation: its 200 answer, every error status it can give, an example body
+    and a curl command."""
     statuses = set(op.errors) | {"500", "503"}
     if op.auth:
         statuses |= {"401", "403"}
@@ -273,8 +289,10 @@ def operation(op: Operation) -> dict[str, Any]:
         "security": SECURITY.get(op.auth or "", []),
         "responses": responses,
     }
-    if op.description:
-        document["description"] = op.description
+    body = example(ref(op.body.__name__), schemas) if op.body is not None else None
+    command = curl(op, body)
+    document["description"] = "\n\n".join(filter(None, [op.description, f"```sh\n{command}\n```"]))
+    document["x-codeSamples"] = [{"lang": "Shell", "label": "curl", "source": command}]
     parameters = [PATH_PARAMETERS[name] for name in _path_names(op.path)]
     if op.query is not None:
         parameters += _query_parameters(op.query)
@@ -283,13 +301,73 @@ def operation(op: Operation) -> dict[str, Any]:
     if op.body is not None:
         document["requestBody"] = {
             "required": op.body_required,
-            "content": {JSON: {"schema": ref(op.body.__name__)}},
+            "content": {JSON: {"schema": ref(op.body.__name__), "example": body}},
         }
     return document
 
 
 def _path_names(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{")]
+
+
+def example(schema: dict[str, Any], schemas: dict[str, Any]) -> Any:
+    """A value of `schema` made of the examples its fields declare (rig/shapes.py)."""
+    if "examples" in schema:
+        return schema["examples"][0]
+    if "$ref" in schema:
+        return example(schemas[schema["$ref"].rsplit("/", 1)[1]], schemas)
+    if "anyOf" in schema:
+        members = [m for m in schema["anyOf"] if m.get("type") != "null"]
+        return example(members[0], schemas) if members else None
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {
+            name: example(prop, schemas)
+            for name, prop in properties.items()
+            if name in schema.get("required", ()) or _declares_example(prop)
+        }
+    if kind == "array":
+        return [example(schema.get("items", {}), schemas)]
+    return {"boolean": False, "integer": 1, "number": 1.0, "string": "string"}.get(kind)
+
+
+def _declares_example(schema: dict[str, Any]) -> bool:
+    """Optional fields appear in examples when they declare one of their own."""
+    return "examples" in schema or "$ref" in schema
+
+
+# The shell variables of the README's "Try it" section, for the curl snippets.
+CURL_PATH_VARIABLES = {
+    "streamID": "$STREAM_ID",
+    "destinationID": "$DESTINATION_ID",
+    "streamKey": "$STREAM_KEY",
+    "claimID": "$CLAIM_ID",
+    "keyID": "$KEY_ID",
+}
+CURL_AUTH = {
+    "user": '-H "Authorization: Bearer $TOKEN"',
+    "account": '-H "Authorization: Bearer $TOKEN"',
+    "agent": '-H "Authorization: Bearer $AGENT_TOKEN"',
+}
+
+
+def curl(op: Operation, body: Any) -> str:
+    """A curl command for the operation, with the README's shell variables."""
+    path = op.path
+    for name, variable in CURL_PATH_VARIABLES.items():
+        path = path.replace("{" + name + "}", variable)
+    parts = [f'curl -s -X {op.method.upper()} "$API{path}"']
+    if op.auth:
+        parts.append(CURL_AUTH[op.auth])
+    if body is not None:
+        parts.append('-H "Content-Type: application/json"')
+        parts.append("-d '" + json.dumps(body) + "'")
+    return " \\\n     ".join(parts)
 
 
 DESCRIPTION = """\
@@ -300,6 +378,12 @@ Every answer is a JSON envelope: `{"message", "payload"}` with HTTP 200 on succe
 `Content-Type: application/json`; bodies are limited to 64 KiB. Client routes take a
 user token, agent routes an agent token (`Authorization: Bearer <JWT>`).
 
+Every operation shows a curl command. They use the shell variables of the README's
+"Try it" section: `API` (rig's URL, e.g. `http://127.0.0.1:8080`), `TOKEN` (from
+`POST /accounts/auth/local`), `AGENT_TOKEN` (from `POST /agents/auth`), `STREAM_ID`,
+`STREAM_KEY`, `DESTINATION_ID`, `CLAIM_ID`. In this page, "Authorize" takes a token and
+"Try it out" sends the request from your browser.
+
 | errorCode | HTTP | meaning |
 |---|---|---|
 """ + "\n".join(f"| {code} | {http} | {text} |" for code, (http, text) in ERROR_CODES.items())
@@ -308,9 +392,10 @@ user token, agent routes an agent token (`Authorization: Bearer <JWT>`).
 def build_document(operations: Iterable[Operation]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of these operations."""
     operations = list(operations)
+    schemas = component_schemas(operations)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        paths.setdefault(op.path, {})[op.method] = operation(op)
+        paths.setdefault(op.path, {})[op.method] = operation(op, schemas)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -327,7 +412,7 @@ def build_document(operations: Iterable[Operation]) -> dict[str, Any]:
         ],
         "paths": paths,
         "components": {
-            "schemas": component_schemas(operations),
+            "schemas": schemas,
             "headers": HEADERS,
             "securitySchemes": {
                 "userToken": {

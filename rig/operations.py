@@ -3,7 +3,7 @@
 - request ids: `X-Request-Id` taken from the client (when valid) or generated, echoed on
   every response and attached to every log line of the request;
 - `/metrics` (Prometheus), `/healthz` (liveness), `/readyz` (readiness: the database);
-- `/openapi.json` and `/docs`;
+- `/openapi.json` (and `/docs`, rig/docs.py);
 - abuse limits (rig/ratelimit.py) and a deadline per request (`RIG_REQUEST_TIMEOUT`);
 - CORS for the configured origins (rig/cors.py).
 
@@ -22,7 +22,6 @@ import asyncpg
 from aiohttp import web
 
 from rig.api import ApiRoutes
-from rig.apidocs import render_html
 from rig.appkeys import POOL, RATE_LIMITS
 from rig.cors import parse_origins, setup_cors
 from rig.errors import FetchFailed, Handler
@@ -40,7 +39,6 @@ READY_TIMEOUT = 2.0
 
 METRICS = web.AppKey("metrics", RigMetrics)
 DOCUMENT = web.AppKey("openapi_document", bytes)
-DOCS_PAGE = web.AppKey("docs_page", str)
 
 routes = ApiRoutes()
 OPERATIONS = {"tag": "operations"}
@@ -132,7 +130,7 @@ async def readyz(request: web.Request) -> Ready:
     summary="Prometheus metrics: requests by route pattern and status, latency",
     message=None,
     payload=None,
-    content_type="text/plain",
+    content_types=("text/plain",),
 )
 async def serve_metrics(request: web.Request) -> web.Response:
     return await metrics_handler(request, request.app[METRICS])
@@ -150,21 +148,6 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(body=request.app[DOCUMENT], content_type="application/json")
 
 
-@routes.get(
-    "/docs",
-    "docs",
-    **OPERATIONS,
-    summary="This document as a web page",
-    message=None,
-    payload=None,
-    content_type="text/html",
-)
-async def docs(request: web.Request) -> web.Response:
-    response = web.Response(text=request.app[DOCS_PAGE], content_type="text/html")
-    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
-    return response
-
-
 def install(app: web.Application, settings: Settings, document: dict[str, Any]) -> None:
     """Add the operational routes, middlewares and CORS to rig's app (after its routes);
     `document` is the OpenAPI document /openapi.json and /docs serve."""
@@ -179,7 +162,6 @@ def install(app: web.Application, settings: Settings, document: dict[str, Any]) 
     )
     app[RATE_LIMITS] = limits
     app[DOCUMENT] = json.dumps(document).encode()
-    app[DOCS_PAGE] = render_html(document)
 
     app.middlewares.insert(0, request_id_middleware)
     app.middlewares.insert(1, metrics_middleware(metrics))

@@ -174,7 +174,6 @@ CallbackUrl = Annotated[
     _checked(_callback_url_problem),
     because(f"an http:// or https:// URL of at most {CALLBACK_URL_MAX} characters"),
 ]
-Flag = Annotated[bool, Field(examples=[False])]
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -193,6 +192,36 @@ StreamId = Annotated[uuid.UUID, Field(examples=[STREAM_ID_EXAMPLE])]
 
 
 # ------------------------------------------------------------------ request bodies
+
+HEALTH_EXAMPLE = {
+    "ingestUrl": "rtmp://ingest-1.example.net/live",
+    "ingest": {
+        "bytesIn": 1687500,
+        "bitrate": 4500000,
+        "uptime": 3.0,
+        "frameRate": 30.0,
+        "keyframeInterval": 2.0,
+        "videoCodec": "h264",
+        "width": 1280,
+        "height": 720,
+        "audioCodec": "aac",
+        "audioSampleRate": 48000,
+        "audioChannels": 2,
+    },
+    "destinations": [
+        {
+            "id": 1,
+            "service": "YouTube",
+            "state": "live",
+            "lastError": None,
+            "retryIn": None,
+            "bytesSent": 1680000,
+            "reconnects": 0,
+            "liveSeconds": 2.9,
+            "droppedPackets": 0,
+        }
+    ],
+}
 
 
 class Body(BaseModel):
@@ -214,13 +243,16 @@ class Login(Body):
 
 class PasswordChange(Body):
     oldPassword: Annotated[Text, Field(examples=["correct horse"])]
-    newPassword: Password
+    newPassword: Annotated[Password, Field(examples=["battery staple"])]
 
 
 class StreamChange(Body):
     isActive: Annotated[
-        Flag | None,
-        Field(description="false deactivates (a live publish is ended), true reactivates"),
+        bool | None,
+        Field(
+            description="false deactivates (a live publish is ended), true reactivates",
+            examples=[False],
+        ),
     ] = None
 
 
@@ -231,8 +263,10 @@ class NewDestination(Body):
 
 
 class DestinationChange(Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"isActive": False}]})
+
     streamKey: DestinationKey | None = None
-    isActive: Flag | None = None
+    isActive: bool | None = None
     rtmpUrl: RtmpServerUrl | None = None
 
 
@@ -243,7 +277,10 @@ class WebhookChange(Body):
 
 
 class AgentAuth(Body):
-    apiKey: Annotated[Text, Field(description="from `rig agents create NAME`")]
+    apiKey: Annotated[
+        Text,
+        Field(description="from `rig agents create NAME`", examples=["rigagent_3q2-Xk..."]),
+    ]
 
 
 class ClaimRequest(Body):
@@ -260,13 +297,21 @@ def _claims_list(value: Any) -> Any:
 class ClaimBeat(Body):
     claimId: Annotated[
         uuid.UUID,
-        Field(strict=False, description="from the claim answer"),
+        Field(
+            strict=False,
+            description="from the claim answer",
+            examples=["2b0c6e0e-5d7a-4a52-9a1c-6b8d0f3e4a17"],
+        ),
         because("a claim id from the claim answer"),
     ]
     streamKey: Annotated[Text, Field(examples=[STREAM_KEY_EXAMPLE])]
     health: Annotated[
         dict[str, Any] | None,
-        Field(description="the stream's statistics, as the agent measures them"),
+        Field(
+            description="the stream's statistics, as the agent measures them (README:"
+            " the agent-side contract)",
+            examples=[HEALTH_EXAMPLE],
+        ),
         because("an object"),
     ] = None
 

@@ -78,3 +78,29 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 async def client(aiohttp_client, settings: Settings, db: asyncpg.Connection):
     """A test client for a rig app on the shared, emptied-after-use database."""
     return await aiohttp_client(create_app(settings))
+
+
+# ---------------------------------------------------------------- a real browser
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; scripts/test installs it, Playwright never downloads one
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    """Headless Chromium driven by Playwright (async API: the tests' loop runs rig too)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
