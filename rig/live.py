@@ -8,12 +8,23 @@ their claims with one heartbeat every few seconds; a claim not renewed expires
 keys without an operator. Rotating a stream's key, deactivating or deleting the
 stream deletes its claim: the agent's next heartbeat learns the claim is revoked and
 ends the publish.
+
+Disconnect protection and backup ingest (issue 15): a stream has a primary and
+optionally a backup key; both are claimed here, and the claim is the stream's *broadcast*
+on one agent. A claim by the agent that already holds the stream answers that same claim
+(a backup joining as standby, the primary coming back during the grace), so the agent
+routes every publisher of the stream into one relay. A claim on another agent is refused
+(1009, details say where the stream is held) unless the holding agent last reported
+`ingestState: "holding"` (nothing but the slate feeds the destinations): then the new
+agent takes the stream over and the old one is revoked at its next heartbeat. Heartbeats
+report `ingestState`; each change emits `stream.interrupted` or `stream.resumed`.
 """
 
 import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -27,14 +38,16 @@ from rig.appkeys import POOL, SETTINGS
 from rig.auth import require_agent
 from rig.body import invalid, read_body
 from rig.errors import InUse, NotFound
-from rig.payloads import fetch_destinations
+from rig.payloads import disconnect_protection, fetch_destinations
 from rig.shapes import (
     INGEST_URL_MAX,
     ClaimAnswer,
+    ClaimBeat,
     Claimed,
     ClaimRequest,
     Heartbeat,
     HeartbeatAnswer,
+    IngestState,
 )
 
 log = logging.getLogger(__name__)
@@ -43,13 +56,25 @@ AGENTS = {"tag": "agents", "auth": "agent"}
 
 SWEEP_SECONDS = 1.0
 FAILING_STATES = ("backoff", "failed")
+INGEST_STATES: tuple[IngestState, ...] = ("live", "backup", "holding")
+# What feeds the destinations when a broadcast starts with a publisher of this key.
+STATE_OF_ROLE: dict[str, IngestState] = {"primary": "live", "backup": "backup"}
 
 
-async def _active_stream(conn: asyncpg.Connection, stream_key: str) -> asyncpg.Record | None:
+async def stream_of_key(
+    conn: asyncpg.Connection, stream_key: str, *, lock: bool = False
+) -> asyncpg.Record | None:
+    """The active stream an ingest key (primary or backup) belongs to, with the key's
+    `role` and the stream's disconnect protection. `lock` holds the stream's row until
+    the transaction ends, so the claims of one stream are decided one at a time."""
     if "\x00" in stream_key:  # PostgreSQL text cannot hold NUL: no stream has this key
         return None
     return await conn.fetchrow(
-        "SELECT id FROM streams WHERE stream_key = $1 AND is_active", stream_key
+        """SELECT s.id, k.role, s.backup_stream_key, s.protection_enabled, s.grace_seconds
+             FROM ingest_keys k JOIN streams s ON s.id = k.stream_id
+            WHERE k.key = $1 AND s.is_active"""
+        + (" FOR NO KEY UPDATE OF s" if lock else ""),
+        stream_key,
     )
 
 
@@ -60,28 +85,84 @@ async def grant_claim(
     agent_id: uuid.UUID,
     ingest_url: str,
     ttl: int,
+    state: IngestState = "live",
+    *,
+    take_over_holding: bool = False,
 ) -> asyncpg.Record | None:
-    """Atomically claim a stream; None when another agent holds a live claim.
+    """Atomically claim a stream as a new broadcast; None when another agent holds a
+    live claim (and, with `take_over_holding`, is not holding).
 
-    An expired claim, or one held by the same agent (which knows it no longer
-    publishes that key, e.g. after a restart), is taken over.
+    An expired claim, or one held by the same agent, is replaced.
     """
     return await conn.fetchrow(
-        """INSERT INTO stream_claims (stream_id, claim_id, agent_id, ingest_url, expires_at)
-           VALUES ($1, $2, $3, $4, now() + $5 * interval '1 second')
+        """INSERT INTO stream_claims
+                  (stream_id, claim_id, agent_id, ingest_url, expires_at, ingest_state)
+           VALUES ($1, $2, $3, $4, now() + $5 * interval '1 second', $6)
            ON CONFLICT (stream_id) DO UPDATE
               SET claim_id = EXCLUDED.claim_id, agent_id = EXCLUDED.agent_id,
                   ingest_url = EXCLUDED.ingest_url, since = now(),
-                  expires_at = EXCLUDED.expires_at, health = NULL
+                  expires_at = EXCLUDED.expires_at, health = NULL,
+                  ingest_state = EXCLUDED.ingest_state, state_since = now(),
+                  holding_seconds = 0
             WHERE stream_claims.expires_at <= now()
                OR stream_claims.agent_id = EXCLUDED.agent_id
+               OR ($7 AND stream_claims.ingest_state = 'holding')
            RETURNING claim_id, since, expires_at""",
         stream_id,
         claim_id,
         agent_id,
         ingest_url,
         ttl,
+        state,
+        take_over_holding,
     )
+
+
+async def join_claim(
+    conn: asyncpg.Connection, claim_id: uuid.UUID, ingest_url: str | None, ttl: int
+) -> asyncpg.Record:
+    """Another publisher of the stream on the agent that holds it: the same claim,
+    renewed; a primary publisher's ingest URL becomes the claim's."""
+    return await conn.fetchrow(
+        """UPDATE stream_claims
+              SET expires_at = now() + $3 * interval '1 second',
+                  ingest_url = coalesce($2, ingest_url)
+            WHERE claim_id = $1
+        RETURNING claim_id, since, expires_at""",
+        claim_id,
+        ingest_url,
+        ttl,
+    )
+
+
+def state_transition(
+    old: str, new: str, agent_name: str | None
+) -> tuple[str, dict[str, Any]] | None:
+    """The webhook for a change of ingestState: the slate started feeding the
+    destinations (`stream.interrupted`) or a publisher took over from it
+    (`stream.resumed`). A switch between primary and backup is neither."""
+    data = {"from": old, "to": new, "agent": agent_name}
+    if new == "holding" and old != "holding":
+        return "stream.interrupted", data
+    if old == "holding" and new != "holding":
+        return "stream.resumed", data
+    return None
+
+
+def in_use(role: str, held: asyncpg.Record) -> InUse:
+    """1009 for a claim on an agent that does not hold the stream, saying where it is held
+    (an agent name and its public ingest URL: no secrets)."""
+    if role == "backup":
+        reason = "the backup must publish to the agent that holds the stream"
+    else:
+        reason = "the stream is live on another agent"
+    details = {
+        "reason": reason,
+        "agent": held["agent_name"],
+        "ingestUrl": held["ingest_url"],
+        "ingestState": held["ingest_state"],
+    }
+    return InUse("Stream already live on another agent", details=details)
 
 
 def _is_ingest_url(url: Any) -> bool:
@@ -104,28 +185,60 @@ def _is_ingest_url(url: Any) -> bool:
     conflicts=(1009,),
 )
 async def claim(request: web.Request) -> Claimed:
-    """Claim a stream key for a publish starting on this agent; returns its destinations."""
+    """Claim a stream key (primary or backup) for a publish starting on this agent;
+    returns the stream's broadcast on this agent (see the module docstring)."""
     agent = await require_agent(request)
     ingest_url = (await read_body(request, ClaimRequest)).ingestUrl
-    settings = request.app[SETTINGS]
+    ttl = request.app[SETTINGS].claim_ttl
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        stream = await _active_stream(conn, request.match_info["streamKey"])
+        stream = await stream_of_key(conn, request.match_info["streamKey"], lock=True)
         if stream is None:
             raise NotFound("Stream not found")
-        granted = await grant_claim(
-            conn, stream["id"], uuid.uuid4(), agent.id, ingest_url, settings.claim_ttl
+        role, state = stream["role"], STATE_OF_ROLE[stream["role"]]
+        held = await conn.fetchrow(
+            """SELECT c.claim_id, c.agent_id, c.ingest_url, c.ingest_state,
+                      c.expires_at > now() AS live, a.name AS agent_name
+                 FROM stream_claims c JOIN agents a ON a.id = c.agent_id
+                WHERE c.stream_id = $1""",
+            stream["id"],
         )
-        if granted is None:
-            raise InUse("Stream already live on another agent")
-        await webhooks.enqueue(
-            conn, stream["id"], "stream.live", {"agent": agent.name, "ingestUrl": ingest_url}
+        if held is not None and held["agent_id"] == agent.id:
+            primary_url = ingest_url if role == "primary" else None
+            granted = await join_claim(conn, held["claim_id"], primary_url, ttl)
+        else:
+            taking_over = held is not None and held["live"]
+            if taking_over and held["ingest_state"] != "holding":
+                raise in_use(role, held)
+            granted = await grant_claim(
+                conn,
+                stream["id"],
+                uuid.uuid4(),
+                agent.id,
+                ingest_url,
+                ttl,
+                state,
+                take_over_holding=True,
+            )
+            if granted is None:  # a heartbeat re-granted another agent's claim meanwhile
+                raise InUse("Stream already live on another agent")
+            if taking_over:
+                event, data = (
+                    "stream.resumed",
+                    {"from": "holding", "to": state, "agent": agent.name},
+                )
+            else:
+                event, data = "stream.live", {"agent": agent.name, "ingestUrl": ingest_url}
+            await webhooks.enqueue(conn, stream["id"], event, data)
+        destinations = await fetch_destinations(
+            conn, stream["id"], request.app[SETTINGS].service_urls
         )
-        destinations = await fetch_destinations(conn, stream["id"], settings.service_urls)
     return Claimed(
         claimId=granted["claim_id"],
         streamId=stream["id"],
         expiresAt=granted["expires_at"],
         destinations=destinations,
+        role=role,
+        disconnectProtection=disconnect_protection(stream),
     )
 
 
@@ -182,6 +295,8 @@ def _health_problem(health: Any) -> str | None:
         return "ingestUrl: an rtmp:// or rtmps:// URL of at most 512 characters"
     if health.get("ingest") is not None and not isinstance(health["ingest"], dict):
         return "ingest: an object"
+    if health.get("ingestState") is not None and health["ingestState"] not in INGEST_STATES:
+        return "ingestState: live, backup or holding"
     destinations = health.get("destinations")
     if destinations is not None and (
         not isinstance(destinations, list)
@@ -194,14 +309,24 @@ def _health_problem(health: Any) -> str | None:
     return None
 
 
-def _claims_of(body: Heartbeat) -> list[tuple[uuid.UUID, str, dict]]:
+def _claims_of(body: Heartbeat) -> list[tuple[ClaimBeat, dict]]:
     parsed = []
     for item in body.claims:
         health = item.health or {}  # absent or null: nothing reported
         if problem := _health_problem(health):
             raise invalid("health", problem)
-        parsed.append((item.claimId, item.streamKey, health))
+        parsed.append((item, health))
     return parsed
+
+
+def _backup_status(stream: asyncpg.Record, backup_key: str | None) -> str | None:
+    """`revoked` when the backup publisher's key is no longer the stream's backup key
+    (rotated): the agent ends that publisher. None when the entry named no backup."""
+    if backup_key is None:
+        return None
+    current = stream["backup_stream_key"]
+    same = current is not None and secrets.compare_digest(current.encode(), backup_key.encode())
+    return "live" if same else "revoked"
 
 
 def destination_transitions(old: Any, new: Mapping[str, Any]) -> list[tuple[str, dict]]:
@@ -223,18 +348,18 @@ def destination_transitions(old: Any, new: Mapping[str, Any]) -> list[tuple[str,
 async def _renew(
     conn: asyncpg.Connection,
     agent: Any,
-    claim_id: uuid.UUID,
-    key: str,
+    item: ClaimBeat,
     health: dict,
     ttl: int,
     service_urls: Mapping[str, str],
 ) -> ClaimAnswer:
     """Renew one claim (re-granting it if it expired meanwhile) or say it is revoked."""
-    stream = await _active_stream(conn, key)
+    claim_id = item.claimId
+    stream = await stream_of_key(conn, item.streamKey)
     if stream is None:  # key rotated, stream deactivated or deleted
         return ClaimAnswer(claimId=claim_id, status="revoked")
     old = await conn.fetchrow(
-        "SELECT health FROM stream_claims WHERE claim_id = $1 AND agent_id = $2"
+        "SELECT health, ingest_state FROM stream_claims WHERE claim_id = $1 AND agent_id = $2"
         " AND stream_id = $3 FOR UPDATE",
         claim_id,
         agent.id,
@@ -252,22 +377,37 @@ async def _renew(
         if granted is None:
             return ClaimAnswer(claimId=claim_id, status="revoked")
         await webhooks.enqueue(conn, stream["id"], "stream.live", {"agent": agent.name})
-        old_health = None
+        old_health, old_state = None, "live"
     else:
         old_health = json.loads(old["health"]) if old["health"] else None
+        old_state = old["ingest_state"]
+    state = health.get("ingestState") or "live"
+    # SET expressions read the row as it was: a holding period that ends here is added.
     await conn.execute(
-        "UPDATE stream_claims SET expires_at = now() + $2 * interval '1 second', health = $3"
-        " WHERE claim_id = $1",
+        """UPDATE stream_claims
+              SET expires_at = now() + $2 * interval '1 second', health = $3,
+                  ingest_state = $4,
+                  state_since = CASE WHEN ingest_state = $4 THEN state_since ELSE now() END,
+                  holding_seconds = holding_seconds
+                      + CASE WHEN ingest_state = 'holding' AND $4 <> 'holding'
+                             THEN extract(epoch FROM now() - state_since) ELSE 0 END
+            WHERE claim_id = $1""",
         claim_id,
         ttl,
         json.dumps(health),
+        state,
     )
-    for event, data in destination_transitions(old_health, health):
+    events = destination_transitions(old_health, health)
+    if transition := state_transition(old_state, state, agent.name):
+        events.insert(0, transition)
+    for event, data in events:
         await webhooks.enqueue(conn, stream["id"], event, data)
     return ClaimAnswer(
         claimId=claim_id,
         status="live",
         destinations=await fetch_destinations(conn, stream["id"], service_urls),
+        disconnectProtection=disconnect_protection(stream),
+        backupStatus=_backup_status(stream, item.backupStreamKey),
     )
 
 
@@ -291,14 +431,13 @@ async def heartbeat(request: web.Request) -> HeartbeatAnswer:
     settings = request.app[SETTINGS]
     answers = []
     async with request.app[POOL].acquire() as conn:
-        for claim_id, key, health in claims:
+        for item, health in claims:
             async with conn.transaction():
                 answers.append(
                     await _renew(
                         conn,
                         agent,
-                        claim_id,
-                        key,
+                        item,
                         health,
                         settings.claim_ttl,
                         settings.service_urls,

@@ -9,11 +9,18 @@ from typing import Any
 import asyncpg
 
 from rig.services import CUSTOM, ingest_url
-from rig.shapes import Destination, ProvisionStatus, Stream, StreamDetail
+from rig.shapes import (
+    Destination,
+    DisconnectProtection,
+    ProvisionStatus,
+    Stream,
+    StreamDetail,
+)
 
 # A stream joined with its live claim (if any): everything a stream payload needs.
-STREAM_COLUMNS = """s.id, s.stream_key, s.is_active,
-       c.claim_id, c.ingest_url, c.since, c.health, a.name AS agent_name"""
+STREAM_COLUMNS = """s.id, s.stream_key, s.is_active, s.backup_stream_key,
+       s.protection_enabled, s.grace_seconds,
+       c.claim_id, c.ingest_url, c.since, c.health, c.ingest_state, a.name AS agent_name"""
 STREAM_FROM = """streams s
        LEFT JOIN stream_claims c ON c.stream_id = s.id AND c.expires_at > now()
        LEFT JOIN agents a ON a.id = c.agent_id"""
@@ -24,6 +31,19 @@ def provision_status(row: Mapping[str, Any]) -> ProvisionStatus | None:
     if row["claim_id"] is None:
         return None
     return ProvisionStatus(agent=row["agent_name"], ingestUrl=row["ingest_url"], since=row["since"])
+
+
+def ingest_state(row: Mapping[str, Any]) -> str:
+    """What feeds the destinations: `offline` without a live claim, else the state its
+    agent last reported (`live`, `backup`, `holding`)."""
+    return "offline" if row["claim_id"] is None else row["ingest_state"]
+
+
+def disconnect_protection(row: Mapping[str, Any]) -> DisconnectProtection:
+    """The stream's setting, from a row with protection_enabled and grace_seconds."""
+    return DisconnectProtection(
+        enabled=row["protection_enabled"], graceSeconds=row["grace_seconds"]
+    )
 
 
 def health_of(row: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -43,6 +63,9 @@ def _stream_fields(
         "provisionStatus": None if listing else provision_status(row),
         "isStreaming": row["claim_id"] is not None,
         "isActive": row["is_active"],
+        "backupStreamKey": row["backup_stream_key"],
+        "disconnectProtection": disconnect_protection(row),
+        "ingestState": ingest_state(row),
     }
 
 

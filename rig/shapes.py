@@ -35,6 +35,7 @@ DESTINATION_KEY_MAX = 512
 CALLBACK_URL_MAX = 2048
 INGEST_URL_MAX = 512
 HEARTBEAT_CLAIMS_MAX = 1000
+GRACE_SECONDS_MAX = 600
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 
 STREAM_KEY_EXAMPLE = "_mYrirpvU-OkH5LoVDci4g"
@@ -174,6 +175,19 @@ CallbackUrl = Annotated[
     _checked(_callback_url_problem),
     because(f"an http:// or https:// URL of at most {CALLBACK_URL_MAX} characters"),
 ]
+GraceSeconds = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=GRACE_SECONDS_MAX,
+        description="how long the destinations are held (with a slate) for the publisher"
+        " to come back, seconds",
+        examples=[30],
+    ),
+    because(f"an integer from 0 to {GRACE_SECONDS_MAX}"),
+]
+IngestState = Literal["live", "backup", "holding"]
+"""What feeds a live stream's destinations: the primary, the backup, or the slate."""
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -246,6 +260,13 @@ class PasswordChange(Body):
     newPassword: Annotated[Password, Field(examples=["battery staple"])]
 
 
+class DisconnectProtectionChange(Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"graceSeconds": 60}]})
+
+    enabled: bool | None = None
+    graceSeconds: GraceSeconds | None = None
+
+
 class StreamChange(Body):
     isActive: Annotated[
         bool | None,
@@ -253,6 +274,13 @@ class StreamChange(Body):
             description="false deactivates (a live publish is ended), true reactivates",
             examples=[False],
         ),
+    ] = None
+    disconnectProtection: Annotated[
+        DisconnectProtectionChange | None,
+        Field(
+            description="either field or both; a live stream's agent applies it within a heartbeat"
+        ),
+        because("an object with enabled and/or graceSeconds"),
     ] = None
 
 
@@ -314,6 +342,14 @@ class ClaimBeat(Body):
         ),
         because("an object"),
     ] = None
+    backupStreamKey: Annotated[
+        Text | None,
+        Field(
+            description="the key of the backup publisher attached to this claim's broadcast,"
+            " if one is; answered with backupStatus",
+            examples=[STREAM_KEY_EXAMPLE],
+        ),
+    ] = None
 
 
 class Heartbeat(Body):
@@ -364,6 +400,22 @@ class ProvisionStatus(Answer):
     since: Time
 
 
+class DisconnectProtection(Answer):
+    """Hold the destinations (with a slate) when the publisher drops without unpublishing."""
+
+    enabled: bool
+    graceSeconds: Annotated[int, Field(ge=0, le=GRACE_SECONDS_MAX, examples=[30])]
+
+
+StreamIngestState = Annotated[
+    Literal["offline", "live", "backup", "holding"],
+    Field(
+        description="offline: no live claim; live: the primary feeds the destinations;"
+        " backup: the backup does; holding: the slate does, waiting for a publisher"
+    ),
+]
+
+
 class Stream(Answer):
     id: StreamId
     streamKey: Annotated[str, Field(description="the ingest key OBS uses")]
@@ -371,6 +423,12 @@ class Stream(Answer):
     provisionStatus: ProvisionStatus | None
     isStreaming: bool
     isActive: bool
+    backupStreamKey: Annotated[
+        str | None,
+        Field(description="the second ingest key (POST .../backupKey); null until created"),
+    ]
+    disconnectProtection: DisconnectProtection
+    ingestState: StreamIngestState
 
 
 class StreamDetail(Stream):
@@ -403,6 +461,7 @@ class DestinationStats(Answer):
 class StreamStats(Answer):
     isStreaming: bool
     provisionStatus: ProvisionStatus | None
+    ingestState: StreamIngestState
     ingest: Annotated[
         dict[str, Any] | None,
         Field(
@@ -423,10 +482,20 @@ class AgentToken(Answer):
 
 
 class Claimed(Answer):
-    claimId: uuid.UUID
+    claimId: Annotated[
+        uuid.UUID,
+        Field(
+            description="the stream's broadcast on this agent: the same id when this agent"
+            " already holds the stream (a backup joining, the primary coming back)"
+        ),
+    ]
     streamId: uuid.UUID
     expiresAt: Time
     destinations: list[Destination]
+    role: Annotated[
+        Literal["primary", "backup"], Field(description="which of the stream's keys was claimed")
+    ]
+    disconnectProtection: DisconnectProtection
 
 
 def _is_none(value: Any) -> bool:
@@ -441,6 +510,18 @@ class ClaimAnswer(Answer):
     destinations: Annotated[
         list[Destination] | None,
         Field(description="the current destinations (live claims only)", exclude_if=_is_none),
+    ] = None
+    disconnectProtection: Annotated[
+        DisconnectProtection | None,
+        Field(description="the current setting (live claims only)", exclude_if=_is_none),
+    ] = None
+    backupStatus: Annotated[
+        Literal["live", "revoked"] | None,
+        Field(
+            description="only when the entry named a backupStreamKey: revoked when that key is"
+            " no longer the stream's backup key (end the backup publisher, keep the broadcast)",
+            exclude_if=_is_none,
+        ),
     ] = None
 
 

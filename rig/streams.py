@@ -26,6 +26,7 @@ from rig.payloads import (
     destination_payload,
     fetch_destinations,
     health_of,
+    ingest_state,
     provision_status,
     stream_detail_payload,
     stream_payload,
@@ -78,6 +79,18 @@ async def owned_stream(request: web.Request) -> asyncpg.Record:
     return row
 
 
+async def stream_row(
+    conn: asyncpg.Connection | asyncpg.Pool, stream_id: uuid.UUID
+) -> asyncpg.Record:
+    """The stream with its live state (a stream deleted meanwhile is not found)."""
+    row = await conn.fetchrow(
+        f"SELECT {STREAM_COLUMNS} FROM {STREAM_FROM} WHERE s.id = $1", stream_id
+    )
+    if row is None:
+        raise NotFound("Stream not found")
+    return row
+
+
 async def revoke_live_claim(conn: asyncpg.Connection, stream_id: uuid.UUID, reason: str) -> None:
     """End the stream's live session: its agent learns at the next heartbeat and kicks
     the publisher (a leaked key, once rotated, must throw the intruder out)."""
@@ -107,10 +120,7 @@ async def create_stream(request: web.Request) -> Stream:
         new_stream_key(),
         webhooks.new_webhook_secret(),
     )
-    row = await request.app[POOL].fetchrow(
-        f"SELECT {STREAM_COLUMNS} FROM {STREAM_FROM} WHERE s.id = $1", stream_id
-    )
-    return stream_payload(row, None)
+    return stream_payload(await stream_row(request.app[POOL], stream_id), None)
 
 
 @routes.get(
@@ -149,31 +159,51 @@ async def stream_detail(request: web.Request) -> StreamDetail:
     return stream_detail_payload(row, destinations)
 
 
+def stream_changes(body: StreamChange) -> dict[str, Any]:
+    """The streams columns a PATCH body changes (none: 1004)."""
+    changes: dict[str, Any] = {}
+    if body.isActive is not None:
+        changes["is_active"] = body.isActive
+    protection = body.disconnectProtection
+    if protection is not None:
+        if protection.enabled is None and protection.graceSeconds is None:
+            raise MissingInput(
+                "Nothing to update: give disconnectProtection.enabled or .graceSeconds",
+                details={"field": "disconnectProtection"},
+            )
+        if protection.enabled is not None:
+            changes["protection_enabled"] = protection.enabled
+        if protection.graceSeconds is not None:
+            changes["grace_seconds"] = protection.graceSeconds
+    if not changes:
+        raise missing("isActive")
+    return changes
+
+
 @routes.patch(
     "/streams/{streamID}",
     "updateStream",
     **ONE_STREAM,
-    summary="Activate or deactivate a stream (extension)",
+    summary="Activate or deactivate a stream; change its disconnect protection (extension)",
     message="Stream updated",
     payload=Stream,
     body=StreamChange,
-    description="Deactivating ends a live publish within one agent heartbeat.",
+    description="Deactivating ends a live publish within one agent heartbeat; a changed"
+    " disconnectProtection reaches a live stream's agent with its next heartbeat.",
 )
 async def update_stream(request: web.Request) -> Stream:
-    """Extension: activate or deactivate a stream. Deactivating ends its live session."""
+    """Extension: activate or deactivate a stream, change its disconnect protection
+    (partial). Deactivating ends its live session."""
     row = await owned_stream(request)
-    body = await read_body(request, StreamChange)
-    if body.isActive is None:
-        raise missing("isActive")
+    changes = stream_changes(await read_body(request, StreamChange))
+    assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
     async with request.app[POOL].acquire() as conn, conn.transaction():
         await conn.execute(
-            "UPDATE streams SET is_active = $2 WHERE id = $1", row["id"], body.isActive
+            f"UPDATE streams SET {assignments} WHERE id = $1", row["id"], *changes.values()
         )
-        if not body.isActive:
+        if changes.get("is_active") is False:
             await revoke_live_claim(conn, row["id"], "deactivated")
-        updated = await conn.fetchrow(
-            f"SELECT {STREAM_COLUMNS} FROM {STREAM_FROM} WHERE s.id = $1", row["id"]
-        )
+        updated = await stream_row(conn, row["id"])
     return stream_payload(updated, None)
 
 
@@ -333,6 +363,31 @@ async def change_key(request: web.Request) -> KeyChanged:
     return KeyChanged(key=key, streamID=row["id"])
 
 
+@routes.post(
+    "/streams/{streamID}/backupKey",
+    "createBackupKey",
+    **ONE_STREAM,
+    summary="Create or rotate the backup ingest key; a live backup publish with the old key"
+    " is ended (extension)",
+    message="New backup stream key",
+    payload=Stream,
+    description="Takes no body. The answer is the stream with its new `backupStreamKey`. A"
+    " backup publisher still live on the old key is ended within one agent heartbeat; the"
+    " broadcast goes on.",
+)
+async def create_backup_key(request: web.Request) -> Stream:
+    """Extension: a fresh backup key (128 bits, as stream keys). The agent learns at its
+    next heartbeat that the old one is gone (backupStatus `revoked`) and ends that
+    publisher only."""
+    row = await owned_stream(request)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE streams SET backup_stream_key = $2 WHERE id = $1", row["id"], new_stream_key()
+        )
+        updated = await stream_row(conn, row["id"])
+    return stream_payload(updated, None)
+
+
 @routes.get(
     "/streams/{streamID}/stats",
     "getStreamStats",
@@ -367,6 +422,7 @@ async def stream_stats(request: web.Request) -> StreamStats:
     return StreamStats(
         isStreaming=row["claim_id"] is not None,
         provisionStatus=provision_status(row),
+        ingestState=ingest_state(row),
         ingest=health.get("ingest"),
         destinations=per_destination,
     )

@@ -8,8 +8,8 @@ receiver, so one slow receiver never delays another's events. Failures are retri
 with exponential backoff. Nothing here ever blocks an API request or an agent.
 
 Each POST carries:
-- `X-Rig-Event`: the event name (`stream.live`, `stream.offline`,
-  `destination.failed`, `destination.recovered`);
+- `X-Rig-Event`: the event name (`stream.live`, `stream.offline`, `stream.interrupted`,
+  `stream.resumed`, `destination.failed`, `destination.recovered`);
 - `X-Rig-Delivery`: the delivery id (the same on every retry of one event: deduplicate on it);
 - `X-Rig-Timestamp`: Unix time of this attempt;
 - `X-Rig-Signature`: `sha256=` + hex HMAC-SHA256 keyed with the stream's webhook
@@ -37,7 +37,14 @@ from rig.appkeys import POOL
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("stream.live", "stream.offline", "destination.failed", "destination.recovered")
+EVENTS = (
+    "stream.live",
+    "stream.offline",
+    "stream.interrupted",
+    "stream.resumed",
+    "destination.failed",
+    "destination.recovered",
+)
 MAX_ATTEMPTS = 10
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 300.0

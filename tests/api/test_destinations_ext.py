@@ -315,7 +315,14 @@ async def test_live_agent_sees_destination_changes_at_heartbeat(api, make_agent,
     )
     await expect_ok(resp, "Stream destination deleted")
     answers = await agent.beat([{"claimId": claim["claimId"], "streamKey": stream["streamKey"]}])
-    assert answers == [{"claimId": claim["claimId"], "status": "live", "destinations": [paused]}]
+    assert answers == [
+        {
+            "claimId": claim["claimId"],
+            "status": "live",
+            "destinations": [paused],
+            "disconnectProtection": {"enabled": True, "graceSeconds": 30},
+        }
+    ]
 
 
 # ---------------------------------------------------------------- PATCH / DELETE stream

@@ -17,6 +17,8 @@ from rig.live import sweep_expired
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 INGEST = "rtmp://edge-1.example.net:1935/live"
+# What a heartbeat answers beside the destinations of a live claim (the default setting).
+PROTECTED = {"disconnectProtection": {"enabled": True, "graceSeconds": 30}}
 
 
 def parse_iso(value: str) -> float:
@@ -62,7 +64,12 @@ async def test_claim_makes_the_stream_live(api, settings, expect_ok):
     )
     claim = await expect_ok(resp, "Stream claimed")
     after = time.time()
-    assert set(claim) == {"claimId", "streamId", "expiresAt", "destinations"}
+    assert set(claim) == {
+        *("claimId", "streamId", "expiresAt", "destinations"),
+        *("role", "disconnectProtection"),
+    }
+    assert claim["role"] == "primary"
+    assert claim["disconnectProtection"] == {"enabled": True, "graceSeconds": 30}
     assert UUID4.match(claim["claimId"])
     assert claim["streamId"] == stream["id"]
     expires = parse_iso(claim["expiresAt"])
@@ -112,20 +119,26 @@ async def test_second_agent_is_refused_with_1009(api, make_agent, expect_error):
     assert (await api.detail(account, stream["id"]))["provisionStatus"]["agent"] == "edge-a"
 
 
-async def test_same_agent_claiming_again_takes_over(api, make_agent, expect_error):
+async def test_same_agent_claiming_again_gets_its_claim_back(api, make_agent, expect_ok):
+    """The claim is the stream's broadcast on an agent: claiming again from the agent that
+    holds it (the publisher back during the grace, or after an agent restart) answers the
+    same claim, renewed; the primary's new ingest URL becomes the claim's."""
     account = await api.account()
     stream = await api.stream(account)
     agent = await make_agent()
     first = await agent.claimed(stream["streamKey"], "rtmp://edge.example/live")
+    await api.db.execute("UPDATE stream_claims SET expires_at = now() + interval '1 second'")
+    before = await claim_row(api.db, stream["id"])
     second = await agent.claimed(stream["streamKey"], "rtmps://edge.example:443/live")
-    assert second["claimId"] != first["claimId"]
+    assert second["claimId"] == first["claimId"]
+    assert second["role"] == "primary"
     assert await api.db.fetchval("SELECT count(*) FROM stream_claims") == 1
     row = await claim_row(api.db, stream["id"])
-    assert str(row["claim_id"]) == second["claimId"]
     assert row["ingest_url"] == "rtmps://edge.example:443/live"
-    # The replaced claim is gone: releasing it finds nothing, the new one stays live.
-    await expect_error(await agent.release(first["claimId"]), 1000, 404)
-    assert (await api.detail(account, stream["id"]))["isStreaming"] is True
+    assert row["since"] == before["since"]
+    assert (row["expires_at"] - before["expires_at"]).total_seconds() >= 10  # renewed
+    await expect_ok(await agent.release(first["claimId"]), "Claim released")
+    assert (await api.detail(account, stream["id"]))["isStreaming"] is False
 
 
 async def test_claim_of_unknown_or_inactive_key_is_1000(api, make_agent, expect_error, case):
@@ -386,7 +399,12 @@ async def test_heartbeat_renews_and_stores_health(api, make_agent, expect_ok):
         [{"claimId": claim["claimId"], "streamKey": stream["streamKey"], "health": health}]
     )
     assert answers == [
-        {"claimId": claim["claimId"], "status": "live", "destinations": [youtube, twitch, kick]}
+        {
+            "claimId": claim["claimId"],
+            "status": "live",
+            "destinations": [youtube, twitch, kick],
+            **PROTECTED,
+        }
     ]
     after = await claim_row(api.db, stream["id"])
     assert after["claim_id"] == before["claim_id"]
@@ -403,6 +421,7 @@ async def test_heartbeat_renews_and_stores_health(api, make_agent, expect_ok):
     assert stats == {
         "isStreaming": True,
         "provisionStatus": detail["provisionStatus"],
+        "ingestState": "live",
         "ingest": health["ingest"],
         "destinations": [
             {
@@ -444,6 +463,7 @@ async def test_stats_of_an_offline_stream(api, expect_ok, expect_error):
     assert await expect_ok(resp, "Stream statistics") == {
         "isStreaming": False,
         "provisionStatus": None,
+        "ingestState": "offline",
         "ingest": None,
         "destinations": [
             {
@@ -471,11 +491,11 @@ async def test_heartbeat_answers_current_destinations(api, make_agent):
     claim = await agent.claimed(stream["streamKey"])
     beat = [{"claimId": claim["claimId"], "streamKey": stream["streamKey"]}]
     assert await agent.beat(beat) == [
-        {"claimId": claim["claimId"], "status": "live", "destinations": []}
+        {"claimId": claim["claimId"], "status": "live", "destinations": [], **PROTECTED}
     ]
     added = await api.destination(account, stream["id"], "Twitch", "tw-new")
     assert await agent.beat(beat) == [
-        {"claimId": claim["claimId"], "status": "live", "destinations": [added]}
+        {"claimId": claim["claimId"], "status": "live", "destinations": [added], **PROTECTED}
     ]
     # No health given: stored as an empty object.
     assert (await api.detail(account, stream["id"]))["health"] == {}
@@ -510,7 +530,7 @@ async def test_heartbeat_revokes_claims_of_changed_streams(api, make_agent, expe
     )
     assert answers == [
         {"claimId": claim["claimId"], "status": "revoked"},
-        {"claimId": kept["claimId"], "status": "live", "destinations": []},
+        {"claimId": kept["claimId"], "status": "live", "destinations": [], **PROTECTED},
     ]
     rows = await api.db.fetch("SELECT claim_id FROM stream_claims")
     assert [str(r["claim_id"]) for r in rows] == [kept["claimId"]]
@@ -529,7 +549,9 @@ async def test_heartbeat_regrants_an_expired_swept_claim(api, make_agent, expect
     answers = await agent.beat(
         [{"claimId": claim["claimId"], "streamKey": stream["streamKey"], "health": health}]
     )
-    assert answers == [{"claimId": claim["claimId"], "status": "live", "destinations": []}]
+    assert answers == [
+        {"claimId": claim["claimId"], "status": "live", "destinations": [], **PROTECTED}
+    ]
     row = await claim_row(api.db, stream["id"])
     assert str(row["claim_id"]) == claim["claimId"]
     assert row["agent_id"] == agent.id
@@ -585,7 +607,7 @@ async def test_heartbeat_naming_another_streams_key_is_revoked(api, make_agent):
     )
     assert answers == [
         {"claimId": claim["claimId"], "status": "revoked"},
-        {"claimId": claim["claimId"], "status": "live", "destinations": []},
+        {"claimId": claim["claimId"], "status": "live", "destinations": [], **PROTECTED},
     ]
     assert str((await claim_row(api.db, stream["id"]))["claim_id"]) == claim["claimId"]
     assert str((await claim_row(api.db, other["id"]))["claim_id"]) == theirs["claimId"]

@@ -12,7 +12,10 @@ from rig.appkeys import TOKENS
 
 STREAM_KEY = re.compile(r"^[A-Za-z0-9_-]{22}$")
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-STREAM_FIELDS = {"id", "streamKey", "destinations", "provisionStatus", "isStreaming", "isActive"}
+STREAM_FIELDS = {
+    *("id", "streamKey", "destinations", "provisionStatus", "isStreaming", "isActive"),
+    *("backupStreamKey", "disconnectProtection", "ingestState"),  # extensions (issue 15)
+}
 DESTINATION_FIELDS = {"id", "service", "streamKey", "rtmpUrl", "isActive"}
 MALFORMED_IDS = ["not-a-uuid", "123", f"{uuid.uuid4()}x", "00000000-0000-0000-0000"]
 
@@ -26,6 +29,9 @@ def check_new_stream(stream):
     assert stream["provisionStatus"] is None
     assert stream["isStreaming"] is False
     assert stream["isActive"] is True
+    assert stream["backupStreamKey"] is None
+    assert stream["disconnectProtection"] == {"enabled": True, "graceSeconds": 30}
+    assert stream["ingestState"] == "offline"
 
 
 async def test_create_stream(api, expect_ok):
