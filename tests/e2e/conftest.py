@@ -31,7 +31,12 @@ from .harness import (
     start_publish,
 )
 
-TOOLS = ("ffmpeg", "ffprobe", "nginx", "stunnel4", "openssl")
+TOOLS = ("ffmpeg", "ffprobe", "nginx", "stunnel4", "openssl", "gst-launch-1.0", "gst-inspect-1.0")
+# What the GStreamer publishers of the conformance matrix use (scripts/test installs them).
+GSTREAMER_ELEMENTS = (
+    "videotestsrc", "audiotestsrc", "x264enc", "h264parse", "voaacenc", "aacparse",
+    "flvmux", "rtmp2sink", "rtmpsink",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,10 +77,16 @@ def e2e_tools() -> None:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if not RTMP_MODULE.exists():
         missing.append(f"{RTMP_MODULE} (libnginx-mod-rtmp)")
+    if shutil.which("gst-inspect-1.0"):
+        missing += [
+            f"GStreamer element {element}"
+            for element in GSTREAMER_ELEMENTS
+            if subprocess.run(["gst-inspect-1.0", "--exists", element], check=False).returncode
+        ]
     if missing:
         pytest.fail(
             "end-to-end tests need: " + ", ".join(missing) + " (run scripts/test, which"
-            " installs ffmpeg, nginx, libnginx-mod-rtmp and stunnel4)",
+            " installs ffmpeg, nginx, libnginx-mod-rtmp, stunnel4 and GStreamer)",
             pytrace=False,
         )
 

@@ -1,0 +1,263 @@
+"""Conformance matrix: real, independent publishers through the agent into real receivers.
+
+Each case publishes a few seconds from a real encoder (ffmpeg 5.1, GStreamer
+`rtmp2sink` and `rtmpsink`, FFmpeg 8 through PyAV with Enhanced RTMP codecs) through a
+recording proxy to the agent, which relays it to two destinations, each behind a
+recording proxy: nginx-rtmp (recording to a file) and an FFmpeg 8 listener (PyAV,
+demuxing and decoding). Checks (see `conformance.py` for what each allows):
+
+- on the wire: every message the agent sent each destination is the publisher's,
+  same bytes, same timestamp, same order, nothing lost, nothing added;
+- nginx-rtmp recorded the publisher's frames (except what nginx-rtmp 1.2.2 cannot
+  record: Enhanced RTMP video);
+- FFmpeg 8 demuxed the same packets from the destination as from what the publisher
+  sent, and they decode as the publisher's do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .conformance import (
+    assert_nginx_recording,
+    assert_same_demux,
+    assert_unchanged,
+)
+from .conftest import HARNESS, Harness
+from .crafted import (
+    CraftedPublisher,
+    CraftedTag,
+    Scenario,
+    corrupt_video,
+    cue_points_and_text,
+    make_base,
+    new_sequence_header,
+    read_tags,
+    second_metadata,
+    timestamps_jump,
+)
+from .flvtools import parse_flv
+from .harness import Agent, Api, Receiver
+from .matrix import PUBLISHERS, Case, Destination, Publisher, StreamFacts
+from .pyav_receiver import read_flv
+from .rtmp_capture import Message, read_capture, read_flv_messages, write_flv
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Relay:
+    """rig, one agent and one nginx-rtmp shared by the module's cases."""
+
+    harness: Harness
+    agent: Agent
+    api: Api
+    nginx: Receiver
+
+
+@pytest.fixture(scope="module")
+def relay(e2e_tools, tmp_path_factory, make_database) -> Iterator[Relay]:
+    harness = Harness(tmp_path_factory.mktemp("conformance"), make_database)
+    try:
+        nginx = harness.receiver("app")
+        rig = harness.rig()
+        agent = harness.agent(rig)
+        yield Relay(harness, agent, harness.api(rig), nginx)
+    finally:
+        harness.close()
+
+
+class CaseLogs:
+    """The module's process logs and the case's, for a failed test's report."""
+
+    def __init__(self, relay: Relay, case: Case) -> None:
+        self.relay, self.case = relay, case
+
+    def logs(self) -> str:
+        return self.relay.harness.logs() + "\n" + self.case.logs()
+
+
+@pytest.fixture
+def case(relay: Relay, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Case]:
+    case = Case(tmp_path, relay.agent, relay.api, relay.nginx)
+    request.node.stash[HARNESS] = CaseLogs(relay, case)  # type: ignore[assignment]
+    try:
+        yield case
+    finally:
+        case.close()
+    assert relay.agent.process.running, "the agent died"
+
+
+@dataclass
+class Checks:
+    """Runs every check of a case and reports all failures together (so one run says
+    which receivers a defect reaches, not only the first)."""
+
+    failures: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def check(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except AssertionError as exc:
+            self.failures.append(f"[{what}] {exc}")
+
+    def done(self) -> None:
+        if self.failures:
+            raise AssertionError("\n".join(self.failures))
+
+
+def check_destinations(
+    case: Case,
+    sent: list[Message],
+    nginx: Destination | None,
+    ffmpeg: Destination | None,
+    clean: bool = True,
+    checks: Checks | None = None,
+    nginx_recording: bool = True,
+) -> None:
+    """Every check of a stream relayed from its start, at both destinations (failures
+    gathered in `checks` when given, else raised at the end)."""
+    mine = checks is None
+    checks = checks or Checks()
+    for dest in (d for d in (nginx, ffmpeg) if d is not None):
+        with checks.check(f"wire -> {dest.name}"):
+            assert_unchanged(sent, dest.only_capture().relayed, f"agent -> {dest.name}")
+    if nginx is not None and nginx_recording:
+        with checks.check("nginx-rtmp recording"):
+            assert_nginx_recording(parse_flv(case.nginx.recording(nginx.key)), sent, "nginx-rtmp")
+    if ffmpeg is not None:
+        with checks.check("FFmpeg 8 receiver"):
+            check_ffmpeg_received(case, sent, ffmpeg, clean)
+    if mine:
+        checks.done()
+
+
+def check_ffmpeg_received(
+    case: Case, sent: list[Message], ffmpeg: Destination, clean: bool = True
+) -> None:
+    """What FFmpeg 8's RTMP server received: the publisher's messages, and the same
+    packets and decoding for FFmpeg's demuxer and decoders."""
+    received = ffmpeg.received()
+    messages, truncated = read_flv_messages(received)
+    assert not truncated, f"{received.name} ends inside a tag"
+    assert_unchanged(sent, messages, "FFmpeg 8's RTMP server")
+    reference = read_flv(write_flv(sent, case.root / "sent.flv"))
+    assert_same_demux(read_flv(received), reference, "FFmpeg 8 demuxer", clean)
+
+
+def publish_and_capture(case: Case, argv_for, destinations: list[Destination]) -> list[Message]:
+    """Publish through the ingest proxy to a new stream with these destinations; wait
+    until everything is delivered; return what the publisher sent."""
+    ingest = case.ingest()
+    stream = case.stream(destinations)
+    publish = case.publish(argv_for(f"{ingest.url('live')}/{stream.key}"))
+    assert publish.wait(90) == 0, f"publisher failed: {publish.stderr[-2000:]}"
+    case.wait_delivered(destinations)
+    captures = [read_capture(path) for path in ingest.upstreams()]
+    assert len(captures) == 1, f"{len(captures)} publisher connections"
+    capture = captures[0]
+    assert "publish" in capture.commands(), capture.commands()
+    return capture.relayed
+
+
+# Today's relay (demux and re-mux with PyAV) fails the rest of the matrix; it joins here
+# with the byte-for-byte relay of issue 11.
+RELAYED_TODAY = ("ffmpeg-h264-bframes-aac", "ffmpeg-audio-only", "ffmpeg-video-only")
+
+
+@pytest.mark.parametrize(
+    "publisher", [p for p in PUBLISHERS if p.id in RELAYED_TODAY], ids=lambda p: p.id
+)
+def test_publisher_relayed_unchanged(case: Case, publisher: Publisher) -> None:
+    nginx = case.nginx_destination()
+    ffmpeg = case.ffmpeg_destination()
+    sent = publish_and_capture(case, publisher.argv, [nginx, ffmpeg])
+    publisher.check(StreamFacts.of(sent))
+    check_destinations(case, sent, nginx, ffmpeg)
+
+
+# --- Control: the same publishers straight into the receivers, no agent. Proves that
+# the checks pass when nothing alters the stream (so a failure above is the agent's),
+# and pins what nginx-rtmp records of each stream.
+
+
+@pytest.mark.parametrize("publisher", PUBLISHERS, ids=lambda p: p.id)
+def test_control_publisher_straight_to_receivers(case: Case, publisher: Publisher) -> None:
+    nginx = case.nginx_destination()
+    ffmpeg = case.ffmpeg_destination()
+    to_nginx = case.publish(publisher.argv(f"{nginx.rtmp_url}/{nginx.key}"), "to-nginx")
+    to_ffmpeg = case.publish(publisher.argv(f"{ffmpeg.rtmp_url}/{ffmpeg.key}"), "to-ffmpeg")
+    for publish in (to_nginx, to_ffmpeg):
+        assert publish.wait(90) == 0, f"publisher failed: {publish.stderr[-2000:]}"
+    case.wait_delivered([nginx, ffmpeg])
+    for dest in (nginx, ffmpeg):
+        publisher.check(StreamFacts.of(dest.only_capture().relayed))
+    recording = parse_flv(case.nginx.recording(nginx.key))
+    assert_nginx_recording(recording, nginx.only_capture().relayed, "nginx-rtmp")
+    check_ffmpeg_received(case, ffmpeg.only_capture().relayed, ffmpeg)
+
+
+# --- Failure cases: crafted streams sent live by FFmpeg's RTMP client (`crafted.py`).
+
+
+@pytest.fixture(scope="module")
+def base(e2e_tools, tmp_path_factory) -> list[CraftedTag]:
+    """4 s of 320x240 30 fps H.264 (B-frames, a keyframe a second) + 48 kHz AAC."""
+    return read_tags(make_base(tmp_path_factory.mktemp("crafted") / "base.flv", 4))
+
+
+@pytest.fixture(scope="module")
+def scenarios(base: list[CraftedTag], tmp_path_factory) -> dict[str, Scenario]:
+    path = tmp_path_factory.mktemp("crafted") / "base640.flv"
+    base_640 = read_tags(make_base(path, 2, size="640x360", frequency=880))
+    return {
+        "corrupt-video": corrupt_video(base),
+        "second-onmetadata": second_metadata(base),
+        "timestamps-jump": timestamps_jump(base),
+        "cue-points-and-text": cue_points_and_text(base),
+        "new-sequence-header": new_sequence_header(base, base_640),
+    }
+
+
+SCENARIOS = [
+    "corrupt-video",
+    "second-onmetadata",
+    "timestamps-jump",
+    "cue-points-and-text",
+    "new-sequence-header",
+]
+
+
+def start_crafted(case: Case, tags: list[CraftedTag], url: str) -> CraftedPublisher:
+    """FFmpeg's RTMP client publishing crafted tags live to `url`."""
+    publisher = CraftedPublisher(tags, url, case.root / f"crafted-{len(case.crafted)}.err")
+    case.crafted.append(publisher)
+    return publisher
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_control_crafted_stream_straight_to_receivers(
+    case: Case, scenarios: dict[str, Scenario], name: str
+) -> None:
+    scenario = scenarios[name]
+    nginx, ffmpeg = case.nginx_destination(), case.ffmpeg_destination()
+    publishers = [
+        start_crafted(case, scenario.tags, f"{dest.rtmp_url}/{dest.key}")
+        for dest in (nginx, ffmpeg)
+    ]
+    for publisher in publishers:
+        assert publisher.wait(60) == 0, f"ffmpeg failed: {publisher.stderr[-2000:]}"
+    case.wait_delivered([nginx, ffmpeg])
+    for dest in (nginx, ffmpeg):
+        scenario.check_sent(dest.only_capture().relayed)
+    if scenario.nginx_recording:
+        recording = parse_flv(case.nginx.recording(nginx.key))
+        assert_nginx_recording(recording, nginx.only_capture().relayed, "nginx-rtmp")
+    check_ffmpeg_received(case, ffmpeg.only_capture().relayed, ffmpeg, scenario.clean)
+    scenario.check_decoded(read_flv(ffmpeg.received()))
