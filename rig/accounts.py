@@ -117,7 +117,7 @@ async def change_password(request: web.Request) -> PasswordChanged:
     Wrong old passwords are limited per user (a stolen token is no guessing oracle), and
     password changes hash one at a time, so a flood of them leaves log-ins fast.
     """
-    user = await require_user(request)
+    user = await require_user(request, own_login=True)
     body = await read_body(request, PasswordChange)
     guess = request.app[RATE_LIMITS].old_password_guess(str(user.id))
     pool = request.app[POOL]

@@ -5,7 +5,6 @@ once. The agent exchanges that key for a short-lived agent JWT at `POST /agents/
 and asks `GET /agents/config/{streamKey}` what to do with each publish.
 """
 
-import hashlib
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -20,15 +19,11 @@ from rig.body import read_body
 from rig.errors import InvalidCredentials, NotFound
 from rig.payloads import destination_payload
 from rig.shapes import AgentAuth, AgentToken, Destination
+from rig.tokens import hash_api_key
 
 routes = ApiRoutes()
 
 API_KEY_PREFIX = "rigagent_"
-
-
-def hash_api_key(api_key: str) -> bytes:
-    """SHA-256 of the key: 256 random bits need no slow hash, and this is indexable."""
-    return hashlib.sha256(api_key.encode()).digest()
 
 
 async def create_agent(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> tuple[uuid.UUID, str]:

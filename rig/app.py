@@ -7,7 +7,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from rig import accounts, agents, docs, live, operations, streams, webhooks
+from rig import accounts, agents, apikeys, docs, live, operations, streams, webhooks
 from rig.appkeys import LOGIN_HASHING, PASSWORD_CHANGE_HASHING, POOL, SETTINGS, TOKENS
 from rig.errors import envelope_middleware, route_of
 from rig.openapi import build_document
@@ -22,6 +22,7 @@ MAX_BODY_BYTES = 64 * 1024  # every request body of the API is a small JSON obje
 # Every route of the API, in the order the document lists them.
 ROUTE_TABLES = (
     accounts.routes,
+    apikeys.routes,
     streams.routes,
     agents.routes,
     live.routes,
@@ -97,7 +98,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.background_tasks:
         app.cleanup_ctx.append(live.claim_sweeper)
         app.cleanup_ctx.append(webhooks.webhook_sender)
-    for table in (accounts.routes, streams.routes, agents.routes, live.routes):
+    for table in (accounts.routes, apikeys.routes, streams.routes, agents.routes, live.routes):
         app.add_routes(table.table)
     docs.install(app)
     # health, metrics, docs, limits, CORS: after the routes

@@ -1,7 +1,7 @@
 """CORS for web clients (aiohttp-cors), off unless RIG_CORS_ORIGINS names origins.
 
 Each allowed origin may call every route with the methods that route has, sending
-`Authorization`, `Content-Type` and `X-Request-Id`; it may read `X-Request-Id`,
+`Authorization`, `Content-Type`, `X-Api-Key` and `X-Request-Id`; it may read `X-Request-Id`,
 `Retry-After`, `Allow` and `WWW-Authenticate`. No cookies are involved (tokens travel
 in `Authorization`), so credentials are not allowed. A preflight (`OPTIONS` with
 `Origin` and `Access-Control-Request-Method`) from an allowed origin is answered 200
@@ -14,7 +14,7 @@ from collections import defaultdict
 import aiohttp_cors
 from aiohttp import web
 
-ALLOW_HEADERS = ("Authorization", "Content-Type", "X-Request-Id")
+ALLOW_HEADERS = ("Authorization", "Content-Type", "X-Api-Key", "X-Request-Id")
 EXPOSE_HEADERS = ("X-Request-Id", "Retry-After", "Allow", "WWW-Authenticate")
 MAX_AGE = 600
 

@@ -170,6 +170,13 @@ PATH_PARAMETERS = {
         "description": "a file of the explorer",
         "schema": {"type": "string", "enum": list(ASSET_FILES)},
     },
+    "keyID": {
+        "name": "keyID",
+        "in": "path",
+        "required": True,
+        "description": "an API key's id",
+        "schema": UUID,
+    },
     "claimID": {
         "name": "claimID",
         "in": "path",
@@ -180,7 +187,7 @@ PATH_PARAMETERS = {
 }
 
 SECURITY: dict[str, list[dict[str, list]]] = {
-    "user": [{"userToken": []}],
+    "user": [{"userToken": []}, {"apiKey": []}],
     "account": [{"userToken": []}],
     "agent": [{"agentToken": []}],
 }
@@ -420,6 +427,13 @@ def build_document(operations: Iterable[Operation]) -> dict[str, Any]:
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
                     "description": "a user token from POST /accounts/auth/local",
+                },
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Api-Key",
+                    "description": "an API key from POST /accounts/apikeys, in place of a"
+                    " user token on every user route but the account's own",
                 },
                 "agentToken": {
                     "type": "http",

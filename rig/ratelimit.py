@@ -42,6 +42,7 @@ LIMITED_ROUTES = {
     ("POST", "/accounts/auth/local"),
     ("POST", "/accounts/"),
     ("POST", "/accounts/password"),
+    ("POST", "/accounts/token"),
     ("POST", "/agents/auth"),
 }
 

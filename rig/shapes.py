@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -360,6 +361,43 @@ class Heartbeat(Body):
     ]
 
 
+API_KEY_EXAMPLE = "rigkey_Zr3q2-Xk8pQeW1tYbN4vL0sD7fGhJ2mC5aR9uI6oE3w"
+
+
+class NewApiKey(Body):
+    name: Annotated[
+        Text,
+        Field(min_length=1, max_length=64, examples=["stream deck"]),
+        because("1 to 64 characters"),
+    ]
+    scope: Annotated[
+        Literal["full", "read"],
+        Field(description="`read`: GET routes only", examples=["read"]),
+        because("full or read"),
+    ] = "full"
+    streamId: Annotated[
+        uuid.UUID | None,
+        Field(
+            strict=False,
+            description="the one stream the key may see and change (null: all; creating"
+            " streams is then refused)",
+        ),
+        because("a stream id"),
+    ] = None
+    expiresAt: Annotated[
+        AwareDatetime | None,
+        Field(
+            strict=False,
+            description="when the key stops working (ISO 8601 with a time zone; null: never)",
+        ),
+        because("a future date-time with a time zone, e.g. 2030-01-01T00:00:00Z"),
+    ] = None
+
+
+class TokenRequest(Body):
+    apiKey: Annotated[Text, Field(description="an API key's secret", examples=[API_KEY_EXAMPLE])]
+
+
 # ------------------------------------------------------------------ answers
 
 
@@ -523,6 +561,37 @@ class ClaimAnswer(Answer):
             exclude_if=_is_none,
         ),
     ] = None
+
+
+class ApiKey(Answer):
+    """An API key, never its secret."""
+
+    id: uuid.UUID
+    name: str
+    scope: Literal["full", "read"]
+    streamId: uuid.UUID | None
+    createdAt: Time
+    expiresAt: Time | None
+    lastUsedAt: Annotated[Time | None, Field(description="to the minute")]
+
+
+class ApiKeyCreated(ApiKey):
+    apiKey: Annotated[
+        str,
+        Field(
+            description="the secret: shown this once (rig keeps only a hash)",
+            examples=[API_KEY_EXAMPLE],
+        ),
+    ]
+
+
+class ApiKeyRevoked(Answer):
+    id: uuid.UUID
+
+
+class AccessToken(Answer):
+    token: Annotated[str, Field(description="send as `Authorization: Bearer <token>`")]
+    expiresAt: Time
 
 
 class HeartbeatAnswer(Answer):

@@ -16,7 +16,7 @@ from aiohttp import web
 from rig import webhooks
 from rig.api import ApiRoutes
 from rig.appkeys import POOL, SETTINGS
-from rig.auth import require_user
+from rig.auth import require_any_stream, require_user
 from rig.body import invalid, missing, read_body
 from rig.errors import CreateFailed, MissingInput, NotFound, UpdateFailed
 from rig.payloads import (
@@ -67,14 +67,16 @@ def parse_uuid(request: web.Request, name: str, what: str) -> uuid.UUID:
 
 
 async def owned_stream(request: web.Request) -> asyncpg.Record:
-    """The stream named in the path, with its live state, if the caller owns it."""
+    """The stream named in the path, with its live state, if the caller owns it (and,
+    with an API key restricted to one stream, if it is that stream)."""
     user = await require_user(request)
+    stream_id = parse_uuid(request, "streamID", "Stream")
     row = await request.app[POOL].fetchrow(
         f"SELECT {STREAM_COLUMNS} FROM {STREAM_FROM} WHERE s.id = $1 AND s.user_id = $2",
-        parse_uuid(request, "streamID", "Stream"),
+        stream_id,
         user.id,
     )
-    if row is None:
+    if row is None or not user.may_see(stream_id):
         raise NotFound("Stream not found")
     return row
 
@@ -112,6 +114,7 @@ async def revoke_live_claim(conn: asyncpg.Connection, stream_id: uuid.UUID, reas
 async def create_stream(request: web.Request) -> Stream:
     """A new stream with a fresh ingest key. Takes no body."""
     user = await require_user(request)
+    require_any_stream(user)
     stream_id = uuid.uuid4()
     await request.app[POOL].execute(
         "INSERT INTO streams (id, user_id, stream_key, webhook_secret) VALUES ($1, $2, $3, $4)",
@@ -134,10 +137,12 @@ async def create_stream(request: web.Request) -> Stream:
 async def list_streams(request: web.Request) -> list[Stream]:
     """The caller's streams, oldest first, without destinations."""
     user = await require_user(request)
+    only = user.grant.stream_id if user.grant else None
     rows = await request.app[POOL].fetch(
         f"SELECT {STREAM_COLUMNS} FROM {STREAM_FROM} WHERE s.user_id = $1"
-        " ORDER BY s.created_at, s.id",
+        " AND ($2::uuid IS NULL OR s.id = $2) ORDER BY s.created_at, s.id",
         user.id,
+        only,
     )
     return [stream_payload(row, None, listing=True) for row in rows]
 

@@ -5,6 +5,7 @@ User tokens also carry the user's token generation, bumped on password change, s
 password change invalidates every earlier token.
 """
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -27,6 +28,13 @@ class Claims:
     issued_at: int
     expires_at: int
     generation: int = 0
+    api_key: str | None = None  # the API key a user token was made from (its id)
+
+
+def hash_api_key(api_key: str) -> bytes:
+    """SHA-256 of an API key (agents' and users'): 256 random bits need no slow hash,
+    and this is indexable. Only this is stored."""
+    return hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).digest()
 
 
 class TokenError(Exception):
@@ -47,9 +55,16 @@ class TokenIssuer:
         self._verified: dict[str, Claims] = {}
 
     def issue(
-        self, subject: str, token_type: TokenType, ttl: int, generation: int = 0
+        self,
+        subject: str,
+        token_type: TokenType,
+        ttl: int,
+        generation: int = 0,
+        api_key: str | None = None,
     ) -> tuple[str, int]:
-        """Return (token, expiry as a Unix time)."""
+        """Return (token, expiry as a Unix time). A user token made from an API key
+        names the key (`key`) instead of a password generation: it lives and dies with
+        the key, not with the password."""
         now = int(time.time())
         claims = {
             "sub": subject,
@@ -60,7 +75,9 @@ class TokenIssuer:
             "aud": AUDIENCE,
             "iss": ISSUER,
         }
-        if token_type == "user":
+        if api_key is not None:
+            claims["key"] = api_key
+        elif token_type == "user":
             claims["gen"] = generation
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), now + ttl
 
@@ -91,7 +108,12 @@ class TokenIssuer:
             raise TokenError(str(exc)) from exc
         token_type = claims["typ"]
         generation = claims.get("gen", 0)
-        if token_type not in ("user", "agent") or not isinstance(generation, int):
+        api_key = claims.get("key")
+        if (
+            token_type not in ("user", "agent")
+            or not isinstance(generation, int)
+            or not isinstance(api_key, str | None)
+        ):
             raise TokenError("unknown token type")
         return Claims(
             subject=str(claims["sub"]),
@@ -99,4 +121,5 @@ class TokenIssuer:
             issued_at=int(claims["iat"]),
             expires_at=int(claims["exp"]),
             generation=generation,
+            api_key=api_key,
         )

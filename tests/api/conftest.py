@@ -152,6 +152,19 @@ class Api:
         resp = await self.client.get(f"/streams/{stream_id}", headers=account.headers)
         return await expect_ok(resp, "Stream detail")
 
+    async def api_key(self, account: Account, **fields: Any) -> dict[str, Any]:
+        """A new API key of the account (`name` "bot" unless given); the answer has
+        its secret in `apiKey`."""
+        resp = await self.client.post(
+            "/accounts/apikeys", json={"name": "bot", **fields}, headers=account.headers
+        )
+        return await expect_ok(resp, "API key created")
+
+    async def access_token(self, api_key: str) -> dict[str, Any]:
+        """`POST /accounts/token`: {"token", "expiresAt"} for an API key's secret."""
+        resp = await self.client.post("/accounts/token", json={"apiKey": api_key})
+        return await expect_ok(resp, "Access token created")
+
     async def agent_key(self, name: str | None = None) -> str:
         _agent_id, key = await create_agent(self.db, name or f"agent{next(_names)}")
         return key

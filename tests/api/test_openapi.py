@@ -49,8 +49,15 @@ def test_document_shape():
     document = build_document()
     assert document["openapi"] == "3.1.0"
     schemes = document["components"]["securitySchemes"]
-    assert {s["scheme"] for s in schemes.values()} == {"bearer"}
-    assert {s["bearerFormat"] for s in schemes.values()} == {"JWT"}
+    bearers = [s for s in schemes.values() if s["type"] == "http"]
+    assert {s["scheme"] for s in bearers} == {"bearer"}
+    assert {s["bearerFormat"] for s in bearers} == {"JWT"}
+    assert schemes["apiKey"] | {"description": ""} == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Api-Key",
+        "description": "",
+    }
     error = document["components"]["schemas"]["Error"]
     assert error["required"] == ["message", "errorCode", "details"]
     assert error["properties"]["errorCode"]["enum"] == list(range(1000, 1011))
@@ -96,6 +103,7 @@ def test_security_matches_the_routes():
         ("post", "/accounts/"),
         ("post", "/accounts/auth/local"),
         ("post", "/agents/auth"),
+        ("post", "/accounts/token"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
@@ -104,8 +112,10 @@ def test_security_matches_the_routes():
         ("get", "/docs/{asset}"),
     }
     for (method, path), schemes in security.items():
-        if path.startswith("/streams") or path == "/accounts/password":
-            assert schemes == ["userToken"], (method, path)
+        if path.startswith("/streams"):
+            assert schemes == ["userToken", "apiKey"], (method, path)
+        elif path == "/accounts/password" or path.startswith("/accounts/apikeys"):
+            assert schemes == ["userToken"], (method, path)  # the user's own login only
         elif path.startswith("/agents/") and path != "/agents/auth":
             assert schemes == ["agentToken"], (method, path)
     limited = {k for k, _ in security.items() if "429" in paths[k[1]][k[0]]["responses"]}

@@ -1,7 +1,7 @@
 """schemathesis against a live `rig serve` with the OpenAPI document rig serves.
 
-Every documented operation gets generated requests (valid and invalid) three times:
-without a token, with a user token and with an agent token. Each response must not be
+Every documented operation gets generated requests (valid and invalid) four times:
+without a token, with a user token, with an agent token and with a user's API key. Each response must not be
 a 5xx and must conform to the document: a documented status code, content type and
 headers, and a body matching the schema of that status (which names the errorCodes it
 may carry). Invalid input must be rejected. The number of examples is bounded so the
@@ -135,11 +135,13 @@ def live_rig(make_database, tmp_path_factory) -> Iterator[LiveRig]:
             check=True,
         )
         api_key = created.stdout.strip().splitlines()[-1]
+        user_key = _call("POST", f"{url}/accounts/apikeys", {"name": "fuzz"}, token)["apiKey"]
         agent_token = _call("POST", f"{url}/agents/auth", {"apiKey": api_key})["token"]
         headers = {
             "anonymous": {},
             "user": {"Authorization": f"Bearer {token}"},
             "agent": {"Authorization": f"Bearer {agent_token}"},
+            "apikey": {"X-Api-Key": user_key},
         }
         yield LiveRig(url, headers, log_path)
     finally:
@@ -151,7 +153,7 @@ def live_rig(make_database, tmp_path_factory) -> Iterator[LiveRig]:
 
 
 @schema.parametrize()
-@pytest.mark.parametrize("caller", ["anonymous", "user", "agent"])
+@pytest.mark.parametrize("caller", ["anonymous", "user", "agent", "apikey"])
 @settings(
     deadline=None,
     database=None,
@@ -163,9 +165,9 @@ def test_api_conforms_to_its_document(case, caller, live_rig):
     case.validate_response(response, checks=CHECKS, headers=headers)
 
 
-def test_the_document_covers_the_three_callers():
+def test_the_document_covers_the_four_callers():
     """The run above exercises every operation (and the schema's security schemes)."""
     operations = [op.ok() for op in schema.get_all_operations()]
     assert len(operations) == sum(len(item) for item in build_document()["paths"].values())
     schemes = build_document()["components"]["securitySchemes"]
-    assert set(schemes) == {"userToken", "agentToken"}
+    assert set(schemes) == {"userToken", "agentToken", "apiKey"}

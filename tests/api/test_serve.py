@@ -172,12 +172,39 @@ async def test_logs_never_contain_keys_passwords_or_tokens(
         new_key = rotated["payload"]["key"]
         await call(session, "GET", f"{base}/agents/config/{new_key}", 200, headers=agent)
         await call(session, "GET", f"{base}/agents/config/{key}", 404, headers=agent)
+        # An API key: created, sent as X-Api-Key, exchanged for a token, sent wrong.
+        created = await call(
+            session,
+            "POST",
+            f"{base}/accounts/apikeys",
+            200,
+            headers=headers,
+            json={"name": "bot"},
+        )
+        user_key = created["payload"]["apiKey"]
+        by_key = {"X-Api-Key": user_key}
+        await call(session, "GET", f"{base}/streams/", 200, headers=by_key)
+        await call(session, "GET", f"{base}/streams/", 401, headers={"X-Api-Key": user_key + "x"})
+        exchanged = await call(
+            session, "POST", f"{base}/accounts/token", 200, json={"apiKey": user_key}
+        )
+        key_token = exchanged["payload"]["token"]
+        await call(
+            session,
+            "GET",
+            f"{base}/streams/",
+            200,
+            headers={"Authorization": f"Bearer {key_token}"},
+        )
+        await call(session, "POST", f"{base}/accounts/token", 401, json={"apiKey": "rigkey_x"})
         new_password = {"oldPassword": PASSWORD, "newPassword": "another secret pass"}
         await call(
             session, "POST", f"{base}/accounts/password", 200, headers=headers, json=new_password
         )
         await call(session, "GET", f"{base}/streams/", 401, headers=headers)
+        await call(session, "GET", f"{base}/streams/", 200, headers=by_key)  # keys live on
     secrets_seen += [token, agent_token, key, new_key, "dest-secret-key-42", "another secret pass"]
+    secrets_seen += [user_key, key_token]
 
     assert rig.stop() == 0
     log = rig.log()
@@ -188,6 +215,6 @@ async def test_logs_never_contain_keys_passwords_or_tokens(
     # ... and holds none of its secrets, whole or split into JWT segments.
     for secret in secrets_seen:
         assert secret not in log, secret
-    for jwt_token in (token, agent_token):
+    for jwt_token in (token, agent_token, key_token):
         for segment in jwt_token.split("."):
             assert segment not in log, segment
