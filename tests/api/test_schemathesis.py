@@ -1,11 +1,11 @@
 """schemathesis against a live `rig serve` with the OpenAPI document rig serves.
 
 Every documented operation gets generated requests (valid and invalid) four times:
-without a token, with a user token, with an agent token and with a user's API key. Each response must not be
-a 5xx and must conform to the document: a documented status code, content type and
-headers, and a body matching the schema of that status (which names the errorCodes it
-may carry). Invalid input must be rejected. The number of examples is bounded so the
-whole run stays well under a minute.
+without a token, with a user token, with an agent token and with a user's API key.
+Each response must not be a 5xx and must conform to the document: a documented status
+code, content type and headers, and a body matching the schema of that status (which
+names the errorCodes it may carry). Invalid input must be rejected. The number of
+examples is bounded so the whole run stays well under a minute.
 """
 
 import json
