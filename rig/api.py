@@ -7,6 +7,7 @@ that answers something else (an image, extra headers) returns a web.StreamRespon
 """
 
 import functools
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -54,8 +55,12 @@ class ApiRoutes:
     operations: list[Operation] = field(default_factory=list)
 
     def route(self, method: str, path: str, operation_id: str, **meta: Any) -> Callable:
+        """Register a handler. A path parameter may carry aiohttp's pattern
+        (`{path:.+}`: one matching slashes); the document names it plainly (`{path}`)."""
+
         def register(handler: Handler) -> Handler:
-            operation = Operation(method.lower(), path, operation_id, **meta)
+            documented = re.sub(r"{(\w+):[^}]*}", r"{\1}", path)
+            operation = Operation(method.lower(), documented, operation_id, **meta)
             self.operations.append(operation)
 
             @functools.wraps(handler)

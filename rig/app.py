@@ -7,7 +7,19 @@ import asyncpg
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from rig import accounts, agents, apikeys, docs, live, operations, streams, webhooks
+from rig import (
+    accounts,
+    agents,
+    apikeys,
+    dashboard,
+    docs,
+    events,
+    ingest,
+    live,
+    operations,
+    streams,
+    webhooks,
+)
 from rig.appkeys import LOGIN_HASHING, PASSWORD_CHANGE_HASHING, POOL, SETTINGS, TOKENS
 from rig.errors import envelope_middleware, route_of
 from rig.openapi import build_document
@@ -24,8 +36,11 @@ ROUTE_TABLES = (
     accounts.routes,
     apikeys.routes,
     streams.routes,
+    events.routes,
+    ingest.routes,
     agents.routes,
     live.routes,
+    dashboard.routes,
     operations.routes,
     docs.routes,
 )
@@ -95,12 +110,22 @@ def create_app(settings: Settings) -> web.Application:
     app[LOGIN_HASHING] = PasswordWork(cpu_count())
     app[PASSWORD_CHANGE_HASHING] = PasswordWork(1)
     app.cleanup_ctx.append(database_pool)
+    app.cleanup_ctx.append(events.stream_watchers)
     if settings.background_tasks:
         app.cleanup_ctx.append(live.claim_sweeper)
         app.cleanup_ctx.append(webhooks.webhook_sender)
-    for table in (accounts.routes, apikeys.routes, streams.routes, agents.routes, live.routes):
+    for table in (
+        accounts.routes,
+        apikeys.routes,
+        streams.routes,
+        events.routes,
+        ingest.routes,
+        agents.routes,
+        live.routes,
+    ):
         app.add_routes(table.table)
     docs.install(app)
+    dashboard.install(app)
     # health, metrics, docs, limits, CORS: after the routes
     operations.install(app, settings, openapi_document())
     return app

@@ -85,10 +85,14 @@ def success(message: str, payload: Any = None) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+def error_envelope(error: ApiError) -> dict[str, Any]:
+    """The error envelope's body for one of our errors."""
+    return {"message": error.message, "errorCode": error.error_code, "details": error.details}
+
+
 def error_response(error: ApiError) -> web.Response:
     """The error envelope for one of our errors."""
-    body = {"message": error.message, "errorCode": error.error_code, "details": error.details}
-    return web.json_response(body, status=error.status, headers=error.headers)
+    return web.json_response(error_envelope(error), status=error.status, headers=error.headers)
 
 
 def _from_http_exception(exc: web.HTTPException) -> ApiError:

@@ -177,6 +177,13 @@ PATH_PARAMETERS = {
         "description": "an API key's id",
         "schema": UUID,
     },
+    "path": {
+        "name": "path",
+        "in": "path",
+        "required": True,
+        "description": "a file of the dashboard, e.g. `js/main.js`",
+        "schema": {"type": "string", "minLength": 1},
+    },
     "claimID": {
         "name": "claimID",
         "in": "path",
@@ -416,6 +423,7 @@ def build_document(operations: Iterable[Operation]) -> dict[str, Any]:
             {"name": "streams", "description": "a user's streams and their destinations"},
             {"name": "agents", "description": "ingest agents: credentials, config, live state"},
             {"name": "operations", "description": "health, readiness, metrics, this document"},
+            {"name": "dashboard", "description": "the streamer's web page, a client of this API"},
         ],
         "paths": paths,
         "components": {

@@ -67,12 +67,20 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
+def long_lived(handler: Handler) -> Handler:
+    """Mark a handler whose response streams for as long as the client stays (server-sent
+    events): the request deadline does not apply to it."""
+    handler.rig_long_lived = True  # type: ignore[attr-defined]
+    return handler
+
+
 def deadline_middleware(seconds: float) -> Callable:
-    """Answer 503 (1008) when a request takes longer than `seconds`."""
+    """Answer 503 (1008) when a request takes longer than `seconds` (long-lived
+    responses excepted)."""
 
     @web.middleware
     async def deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if seconds <= 0:
+        if seconds <= 0 or getattr(request.match_info.handler, "rig_long_lived", False):
             return await handler(request)
         try:
             async with asyncio.timeout(seconds) as scope:

@@ -11,10 +11,12 @@ import asyncpg
 from rig.services import CUSTOM, ingest_url
 from rig.shapes import (
     Destination,
+    DestinationStats,
     DisconnectProtection,
     ProvisionStatus,
     Stream,
     StreamDetail,
+    StreamStats,
 )
 
 # A stream joined with its live claim (if any): everything a stream payload needs.
@@ -94,6 +96,35 @@ def destination_payload(row: Mapping[str, Any], service_urls: Mapping[str, str])
         streamKey=row["stream_key"],
         rtmpUrl=ingest_url(base, row["stream_key"]) if base else None,
         isActive=row["is_active"],
+    )
+
+
+def stats_payload(row: Mapping[str, Any], destinations: list[Destination]) -> StreamStats:
+    """A stream's live statistics (`GET /streams/{id}/stats`, and each event of
+    `GET /streams/{id}/events`): the ingest and, per destination, its state (`off` when
+    the stream is offline or the destination inactive)."""
+    health = health_of(row) or {}
+    reported = {d.get("id"): d for d in health.get("destinations", []) if isinstance(d, dict)}
+    per_destination = []
+    for dest in destinations:
+        live = (reported.get(dest.id) if dest.isActive else None) or {}
+        per_destination.append(
+            DestinationStats(
+                id=dest.id,
+                service=dest.service,
+                isActive=dest.isActive,
+                state=live.get("state", "off"),
+                lastError=live.get("lastError"),
+                bytesSent=live.get("bytesSent", 0),
+                reconnects=live.get("reconnects", 0),
+            )
+        )
+    return StreamStats(
+        isStreaming=row["claim_id"] is not None,
+        provisionStatus=provision_status(row),
+        ingestState=ingest_state(row),
+        ingest=health.get("ingest"),
+        destinations=per_destination,
     )
 
 

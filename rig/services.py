@@ -69,3 +69,18 @@ def rtmp_server_url_problem(url: str) -> str | None:
     if parts.query or parts.fragment:
         return "no query or fragment (put them in the stream key)"
     return None
+
+
+def parse_ingest_urls(text: str) -> list[str]:
+    """RIG_INGEST_URLS: comma-separated RTMP server URLs; ValueError names a bad one."""
+    urls = [url.strip().rstrip("/") for url in text.split(",") if url.strip()]
+    for url in urls:
+        if problem := rtmp_server_url_problem(url):
+            raise ValueError(f"ingest URL {url!r}: {problem}")
+    return urls
+
+
+def ingest_urls_setting(text: str) -> str:
+    """RIG_INGEST_URLS as an option type: validated, kept as given."""
+    parse_ingest_urls(text)
+    return text

@@ -9,7 +9,7 @@ from pathlib import Path
 from rig.cors import origins_setting
 from rig.logs import log_format
 from rig.ratelimit import networks_setting
-from rig.services import service_urls_from_env
+from rig.services import ingest_urls_setting, service_urls_from_env
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class Settings:
     # Connections to PostgreSQL per rig process: requests beyond it wait for one, which
     # measured as the API's tail latency under load with 10 (bench/, wrk 32 connections).
     database_pool_size: int = 32
+    # The dashboard (rig/dashboard, rig/events.py, rig/ingest.py).
+    ingest_urls: str = ""
+    events_per_user: int = 8
 
 
 # (flag or "" for environment only, environment variable, Settings field, type, help)
@@ -157,6 +160,21 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         int,
         "PostgreSQL connections per rig process (keep processes x size under the server's"
         " max_connections)",
+    ),
+    (
+        "--ingest-urls",
+        "RIG_INGEST_URLS",
+        "ingest_urls",
+        ingest_urls_setting,
+        "comma-separated public RTMP ingest URLs of your agents (rtmp://live.example.com/live),"
+        " shown to streamers as OBS's Server; first one the default",
+    ),
+    (
+        "--events-per-user",
+        "RIG_EVENTS_PER_USER",
+        "events_per_user",
+        int,
+        "live-update connections (GET /streams/{id}/events) per user per rig process",
     ),
 ]
 

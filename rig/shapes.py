@@ -509,6 +509,17 @@ class StreamStats(Answer):
     destinations: list[DestinationStats]
 
 
+class IngestServers(Answer):
+    ingestUrls: Annotated[
+        list[str],
+        Field(
+            description="RTMP server URLs streamers push to (OBS's Server), the default first;"
+            " empty when the operator has not set RIG_INGEST_URLS",
+            examples=[["rtmp://live.example.com/live"]],
+        ),
+    ]
+
+
 class Webhook(Answer):
     callbackUrl: str | None
     secret: Annotated[str | None, Field(description="signs each event (X-Rig-Signature)")]

@@ -25,9 +25,7 @@ from rig.payloads import (
     STREAM_FROM,
     destination_payload,
     fetch_destinations,
-    health_of,
-    ingest_state,
-    provision_status,
+    stats_payload,
     stream_detail_payload,
     stream_payload,
 )
@@ -36,7 +34,6 @@ from rig.shapes import (
     Destination,
     DestinationChange,
     DestinationDeleted,
-    DestinationStats,
     KeyChanged,
     NewDestination,
     Stream,
@@ -408,29 +405,7 @@ async def stream_stats(request: web.Request) -> StreamStats:
     destinations = await fetch_destinations(
         request.app[POOL], row["id"], request.app[SETTINGS].service_urls
     )
-    health = health_of(row) or {}
-    reported = {d.get("id"): d for d in health.get("destinations", []) if isinstance(d, dict)}
-    per_destination = []
-    for dest in destinations:
-        live = (reported.get(dest.id) if dest.isActive else None) or {}
-        per_destination.append(
-            DestinationStats(
-                id=dest.id,
-                service=dest.service,
-                isActive=dest.isActive,
-                state=live.get("state", "off"),
-                lastError=live.get("lastError"),
-                bytesSent=live.get("bytesSent", 0),
-                reconnects=live.get("reconnects", 0),
-            )
-        )
-    return StreamStats(
-        isStreaming=row["claim_id"] is not None,
-        provisionStatus=provision_status(row),
-        ingestState=ingest_state(row),
-        ingest=health.get("ingest"),
-        destinations=per_destination,
-    )
+    return stats_payload(row, destinations)
 
 
 async def _webhook(conn: Any, stream_id: uuid.UUID) -> Webhook:

@@ -41,7 +41,7 @@ async def prepare(api, route: str) -> tuple[str, dict, dict]:
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/"),
+        ("GET", "/dashboard"),  # "/" is the dashboard's page (tests/api/test_dashboard_files.py)
         ("GET", "/nope"),
         ("GET", "/streams"),  # trailing slashes are part of the contract
         ("POST", "/accounts"),

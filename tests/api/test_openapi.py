@@ -82,8 +82,12 @@ def test_document_shape():
                     assert {"400", "413"} <= set(responses), (method, path)
                     content = op["requestBody"]["content"]
                     assert list(content) == ["application/json"], (method, path)
-                ok = responses["200"]["content"]["application/json"]["schema"]
-                assert ok["required"] == ["message", "payload"], (method, path)
+                content = responses["200"]["content"]
+                if path.endswith("/events"):  # server-sent events; its errors are envelopes
+                    assert list(content) == ["text/event-stream"], (method, path)
+                else:
+                    ok = content["application/json"]["schema"]
+                    assert ok["required"] == ["message", "payload"], (method, path)
                 for status, response in responses.items():
                     if status in STATUS_CODES or status == "409":
                         schema = response["content"]["application/json"]["schema"]
@@ -110,6 +114,8 @@ def test_security_matches_the_routes():
         ("get", "/openapi.json"),
         ("get", "/docs"),
         ("get", "/docs/{asset}"),
+        ("get", "/"),
+        ("get", "/dashboard/{path}"),
     }
     for (method, path), schemes in security.items():
         if path.startswith("/streams"):
@@ -119,7 +125,9 @@ def test_security_matches_the_routes():
         elif path.startswith("/agents/") and path != "/agents/auth":
             assert schemes == ["agentToken"], (method, path)
     limited = {k for k, _ in security.items() if "429" in paths[k[1]][k[0]]["responses"]}
-    assert limited == {(method.lower(), path) for method, path in LIMITED_ROUTES}
+    # The rate limits, and the bound on live connections per user (rig/events.py).
+    events = ("get", "/streams/{streamID}/events")
+    assert limited == {(method.lower(), path) for method, path in LIMITED_ROUTES} | {events}
 
 
 async def test_openapi_json_is_served(client):

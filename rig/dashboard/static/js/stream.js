@@ -1,0 +1,83 @@
+// One stream's screen: its live view and encoder settings, destinations, history and
+// settings, under one heading with a tab-like navigation. The live statistics are
+// watched here, so every tab shows the same, current state.
+import { api } from "./api.js";
+import { streamTitle } from "./format.js";
+import { DestinationsPanel } from "./destinations.js";
+import { useStreamEvents } from "./events.js";
+import { HistoryPanel } from "./history.js";
+import { html, useCallback, useEffect, useState } from "./lib.js";
+import { LiveView } from "./live.js";
+import { ObsSettings } from "./obs.js";
+import { STREAM_TABS, paths } from "./router.js";
+import { StreamSettings } from "./stream-settings.js";
+import { Alert, Loading, StateBadge } from "./ui.js";
+
+function sameIds(a, b) {
+  const ids = (list) => (list ?? []).map((d) => d.id).sort().join(",");
+  return ids(a) === ids(b);
+}
+
+export function StreamPage({ streamId, tab }) {
+  const [stream, setStream] = useState(null);
+  const [error, setError] = useState(null);
+  const live = useStreamEvents(streamId);
+  const reload = useCallback(async () => {
+    try {
+      setStream(await api.get(`/streams/${encodeURIComponent(streamId)}`));
+      setError(null);
+    } catch (err) {
+      setError(err);
+    }
+  }, [streamId]);
+  useEffect(() => {
+    setStream(null);
+    reload();
+  }, [streamId]);
+  // Destinations added or removed elsewhere, or the stream going live or offline:
+  // read the stream again (its provisionStatus, its destinations).
+  const stats = live.stats;
+  useEffect(() => {
+    if (!stream || !stats) return;
+    if (stats.isStreaming !== stream.isStreaming || !sameIds(stats.destinations, stream.destinations)) {
+      reload();
+    }
+  }, [stats?.isStreaming, stats?.destinations?.length]);
+
+  if (live.gone) {
+    return html`<h1 id="page-title" tabindex="-1">Stream not found</h1>
+      <p>This stream was deleted. <a href=${`#${paths.streams()}`}>Back to your streams</a></p>`;
+  }
+  if (!stream) {
+    return html`<h1 id="page-title" tabindex="-1">Stream</h1>
+      ${error ? html`<${Alert} error=${error} />` : html`<${Loading} what="the stream" />`}`;
+  }
+  const streaming = stats ? stats.isStreaming : stream.isStreaming;
+  const changed = (fields) => setStream((s) => ({ ...s, ...fields }));
+  const obs = html`<${ObsSettings} stream=${stream} stats=${stats} onChanged=${changed} reload=${reload} />`;
+  return html`
+    <div class="page-head">
+      <p class="breadcrumb"><a href=${`#${paths.streams()}`}>Streams</a></p>
+      <h1 id="page-title" tabindex="-1">
+        ${streamTitle(stream)}
+        ${" "}<${StateBadge} state=${!stream.isActive ? "inactive" : streaming ? "live" : "offline"} />
+      </h1>
+    </div>
+    <nav class="tabs" aria-label="Stream">
+      ${STREAM_TABS.map(
+        (t) => html`<a
+          href=${`#${paths.stream(stream.id, t.id)}`}
+          aria-current=${t.id === tab ? "page" : undefined}
+        >${t.label}</a>`,
+      )}
+    </nav>
+    <${Alert} error=${error} />
+    ${tab === "live" &&
+    (streaming
+      ? html`<${LiveView} stream=${stream} live=${live} />${obs}`
+      : html`${obs}<${LiveView} stream=${stream} live=${live} />`)}
+    ${tab === "destinations" && html`<${DestinationsPanel} stream=${stream} stats=${stats} reload=${reload} />`}
+    ${tab === "history" && html`<${HistoryPanel} streamId=${stream.id} />`}
+    ${tab === "settings" && html`<${StreamSettings} stream=${stream} reload=${reload} />`}
+  `;
+}
