@@ -238,7 +238,7 @@ async def _read_stats(request: web.Request) -> StreamStats:
     ),
     message=None,
     payload=None,
-    content_type="text/event-stream",
+    content_types=("text/event-stream",),
 )
 @long_lived
 async def stream_events(request: web.Request) -> web.StreamResponse:

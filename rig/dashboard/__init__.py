@@ -64,7 +64,7 @@ def _file(path: Path) -> web.FileResponse:
     "dashboard",
     **PAGE,
     summary="The streamer's dashboard: a web page using this API",
-    content_type="text/html",
+    content_types=("text/html",),
 )
 async def index(request: web.Request) -> web.FileResponse:
     """The dashboard's page (its screens are routed in the page, after `#`)."""
@@ -76,7 +76,7 @@ async def index(request: web.Request) -> web.FileResponse:
     "dashboardFile",
     **PAGE,
     summary="One of the dashboard's files (scripts, styles, its vendored library)",
-    content_type="text/javascript",
+    content_types=tuple(sorted({kind.split(";")[0] for kind in CONTENT_TYPES.values()})),
     errors=("404",),
 )
 async def asset(request: web.Request) -> web.FileResponse:
