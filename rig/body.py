@@ -31,6 +31,19 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     return validate(model, body)
 
 
+def read_query(request: web.Request, model: type[M]) -> M:
+    """The request's query parameters validated as `model` (the first of repeated ones)."""
+    return validate(model, {name: request.query.getone(name) for name in request.query})
+
+
+async def read_optional_body(request: web.Request, model: type[M]) -> M | None:
+    """`model` from the body if the request has one, else None (an empty body counts as
+    none: a v1 client posting nothing must not need a Content-Type)."""
+    if not request.body_exists or not await request.read():
+        return None
+    return await read_body(request, model)
+
+
 def validate(model: type[M], data: Any) -> M:
     """`data` as `model`, or the ApiError for its first problem."""
     try:

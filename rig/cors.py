@@ -1,12 +1,13 @@
 """CORS for web clients (aiohttp-cors), off unless RIG_CORS_ORIGINS names origins.
 
 Each allowed origin may call every route with the methods that route has, sending
-`Authorization`, `Content-Type`, `X-Api-Key` and `X-Request-Id`; it may read `X-Request-Id`,
-`Retry-After`, `Allow` and `WWW-Authenticate`. No cookies are involved (tokens travel
-in `Authorization`), so credentials are not allowed. A preflight (`OPTIONS` with
-`Origin` and `Access-Control-Request-Method`) from an allowed origin is answered 200
-with `Access-Control-Allow-Origin`, `-Methods`, `-Headers` and `-Max-Age`; from any
-other origin, or for a method the route does not have, 403 in the error envelope.
+`Authorization`, `Content-Type`, `X-Api-Key` and `X-Request-Id`; it may read
+`X-Request-Id`, `Retry-After`, `Allow`, `WWW-Authenticate` and `X-Total-Count`. No
+cookies are involved (tokens travel in `Authorization`), so credentials are not allowed.
+A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) from an
+allowed origin is answered 200 with `Access-Control-Allow-Origin`, `-Methods`,
+`-Headers` and `-Max-Age`; from any other origin, or for a method the route does not
+have, 403 in the error envelope.
 """
 
 from collections import defaultdict
@@ -15,7 +16,13 @@ import aiohttp_cors
 from aiohttp import web
 
 ALLOW_HEADERS = ("Authorization", "Content-Type", "X-Api-Key", "X-Request-Id")
-EXPOSE_HEADERS = ("X-Request-Id", "Retry-After", "Allow", "WWW-Authenticate")
+EXPOSE_HEADERS = (
+    "X-Request-Id",
+    "Retry-After",
+    "Allow",
+    "WWW-Authenticate",
+    "X-Total-Count",
+)
 MAX_AGE = 600
 
 

@@ -99,6 +99,11 @@ HEADERS: dict[str, Any] = {
         "required": True,
         "schema": {"type": "integer", "minimum": 1},
     },
+    "X-Total-Count": {
+        "description": "how many items the whole list has (paged requests: with `limit`)",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+    },
     "Allow": {
         "description": "the methods of this route",
         "required": True,

@@ -20,7 +20,7 @@ from rig.shapes import (
 )
 
 # A stream joined with its live claim (if any): everything a stream payload needs.
-STREAM_COLUMNS = """s.id, s.stream_key, s.is_active, s.backup_stream_key,
+STREAM_COLUMNS = """s.id, s.name, s.stream_key, s.is_active, s.backup_stream_key,
        s.protection_enabled, s.grace_seconds,
        c.claim_id, c.ingest_url, c.since, c.health, c.ingest_state, a.name AS agent_name"""
 STREAM_FROM = """streams s
@@ -60,6 +60,7 @@ def _stream_fields(
 ) -> dict[str, Any]:
     return {
         "id": row["id"],
+        "name": row["name"],
         "streamKey": row["stream_key"],
         "destinations": destinations or None,
         "provisionStatus": None if listing else provision_status(row),

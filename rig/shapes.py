@@ -198,6 +198,19 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+StreamName = Annotated[
+    Text,
+    Field(
+        min_length=1,
+        max_length=100,
+        description="1-100 characters, no control characters",
+        examples=["Friday night speedruns"],
+    ),
+    _checked(lambda name: None if name.isprintable() else "no control characters"),
+    because("1 to 100 characters, no control characters"),
+]
+
+
 Time = Annotated[
     datetime,
     PlainSerializer(iso, return_type=str),
@@ -268,7 +281,17 @@ class DisconnectProtectionChange(Body):
     graceSeconds: GraceSeconds | None = None
 
 
+class NewStream(Body):
+    """The optional body of `POST /streams/` (no body: a stream without a name)."""
+
+    name: Annotated[StreamName | None, Field(examples=["Friday night speedruns"])] = None
+
+
 class StreamChange(Body):
+    name: Annotated[
+        StreamName | None,
+        Field(description="null removes the name", examples=["Friday night speedruns"]),
+    ] = None
     isActive: Annotated[
         bool | None,
         Field(
@@ -398,6 +421,25 @@ class TokenRequest(Body):
     apiKey: Annotated[Text, Field(description="an API key's secret", examples=[API_KEY_EXAMPLE])]
 
 
+class Query(BaseModel):
+    """Query parameters: text from the URL, so numbers are parsed (lax), extras ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Page(Query):
+    limit: Annotated[
+        int | None,
+        Field(ge=1, le=100, description="items per page, 1-100 (without it: everything)"),
+        because("an integer from 1 to 100"),
+    ] = None
+    page: Annotated[
+        int | None,
+        Field(ge=1, le=1_000_000, description="which page, from 1 (needs limit)"),
+        because("an integer from 1"),
+    ] = None
+
+
 # ------------------------------------------------------------------ answers
 
 
@@ -456,6 +498,7 @@ StreamIngestState = Annotated[
 
 class Stream(Answer):
     id: StreamId
+    name: Annotated[str | None, Field(description="null when unnamed")]
     streamKey: Annotated[str, Field(description="the ingest key OBS uses")]
     destinations: list[Destination] | None
     provisionStatus: ProvisionStatus | None

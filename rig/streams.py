@@ -17,8 +17,9 @@ from rig import webhooks
 from rig.api import ApiRoutes
 from rig.appkeys import POOL, SETTINGS
 from rig.auth import require_any_stream, require_user
-from rig.body import invalid, missing, read_body
-from rig.errors import CreateFailed, MissingInput, NotFound, UpdateFailed
+from rig.body import invalid, missing, read_body, read_optional_body
+from rig.errors import CreateFailed, MissingInput, NotFound, UpdateFailed, success
+from rig.pages import paged, read_page
 from rig.payloads import (
     DESTINATION_COLUMNS,
     STREAM_COLUMNS,
@@ -36,6 +37,8 @@ from rig.shapes import (
     DestinationDeleted,
     KeyChanged,
     NewDestination,
+    NewStream,
+    Page,
     Stream,
     StreamChange,
     StreamDeleted,
@@ -104,21 +107,27 @@ async def revoke_live_claim(conn: asyncpg.Connection, stream_id: uuid.UUID, reas
     "/streams/",
     "createStream",
     **STREAMS,
-    summary="Create a stream with a fresh 128-bit ingest key (no body)",
+    summary="Create a stream with a fresh 128-bit ingest key (optional body: its name)",
     message="New stream created",
     payload=Stream,
+    body=NewStream,
+    body_required=False,
+    description="Without a body it works exactly as in v1 (no Content-Type needed).",
 )
 async def create_stream(request: web.Request) -> Stream:
-    """A new stream with a fresh ingest key. Takes no body."""
+    """A new stream with a fresh ingest key, and (extension) the name in the body."""
     user = await require_user(request)
     require_any_stream(user)
+    body = await read_optional_body(request, NewStream)
     stream_id = uuid.uuid4()
     await request.app[POOL].execute(
-        "INSERT INTO streams (id, user_id, stream_key, webhook_secret) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO streams (id, user_id, stream_key, webhook_secret, name)"
+        " VALUES ($1, $2, $3, $4, $5)",
         stream_id,
         user.id,
         new_stream_key(),
         webhooks.new_webhook_secret(),
+        body.name if body else None,
     )
     return stream_payload(await stream_row(request.app[POOL], stream_id), None)
 
@@ -127,21 +136,42 @@ async def create_stream(request: web.Request) -> Stream:
     "/streams/",
     "listStreams",
     **STREAMS,
-    summary="The caller's streams, oldest first (without destinations)",
+    summary="The caller's streams, oldest first (without destinations); pages with limit",
     message="Stream list for user",
     payload=list[Stream],
+    query=Page,
+    response_headers=("X-Total-Count",),
+    description="With `limit` (and `page`, from 1) one page of the list, still an array;"
+    " the `X-Total-Count` header has the total. A page past the end is an empty array.",
 )
-async def list_streams(request: web.Request) -> list[Stream]:
-    """The caller's streams, oldest first, without destinations."""
+async def list_streams(request: web.Request) -> web.StreamResponse | list[Stream]:
+    """The caller's streams, oldest first, without destinations; (extension) a page."""
     user = await require_user(request)
+    paging = read_page(request)
     only = user.grant.stream_id if user.grant else None
     rows = await request.app[POOL].fetch(
-        f"SELECT {STREAM_COLUMNS} FROM {STREAM_FROM} WHERE s.user_id = $1"
-        " AND ($2::uuid IS NULL OR s.id = $2) ORDER BY s.created_at, s.id",
+        f"SELECT {STREAM_COLUMNS}, count(*) OVER () AS total FROM {STREAM_FROM}"
+        " WHERE s.user_id = $1 AND ($2::uuid IS NULL OR s.id = $2)"
+        " ORDER BY s.created_at, s.id LIMIT $3 OFFSET $4",
         user.id,
         only,
+        paging.limit,
+        paging.offset,
     )
-    return [stream_payload(row, None, listing=True) for row in rows]
+    streams = [stream_payload(row, None, listing=True) for row in rows]
+    if paging.limit is None:
+        return streams
+    total = rows[0]["total"] if rows else await count_streams(request, user.id, only)
+    return paged(success("Stream list for user", streams), total)
+
+
+async def count_streams(request: web.Request, user_id: uuid.UUID, only: uuid.UUID | None) -> int:
+    """The number of streams a caller sees (for a page past the end, which has no rows)."""
+    return await request.app[POOL].fetchval(
+        "SELECT count(*) FROM streams WHERE user_id = $1 AND ($2::uuid IS NULL OR id = $2)",
+        user_id,
+        only,
+    )
 
 
 @routes.get(
@@ -164,6 +194,8 @@ async def stream_detail(request: web.Request) -> StreamDetail:
 def stream_changes(body: StreamChange) -> dict[str, Any]:
     """The streams columns a PATCH body changes (none: 1004)."""
     changes: dict[str, Any] = {}
+    if "name" in body.model_fields_set:  # given, even as null (which removes the name)
+        changes["name"] = body.name
     if body.isActive is not None:
         changes["is_active"] = body.isActive
     protection = body.disconnectProtection

@@ -15,6 +15,7 @@ UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-
 STREAM_FIELDS = {
     *("id", "streamKey", "destinations", "provisionStatus", "isStreaming", "isActive"),
     *("backupStreamKey", "disconnectProtection", "ingestState"),  # extensions (issue 15)
+    "name",  # extension (issue 13): null when unnamed
 }
 DESTINATION_FIELDS = {"id", "service", "streamKey", "rtmpUrl", "isActive"}
 MALFORMED_IDS = ["not-a-uuid", "123", f"{uuid.uuid4()}x", "00000000-0000-0000-0000"]
