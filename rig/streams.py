@@ -274,21 +274,24 @@ async def add_destination(request: web.Request) -> Destination:
         raise missing("rtmpUrl")
     server_url = body.rtmpUrl if body.service == CUSTOM else None
     try:
+        # ON CONFLICT DO NOTHING: a duplicate raises no error, so PostgreSQL logs nothing
+        # about it (an error's DETAIL would print the key; sql/0005).
         dest = await request.app[POOL].fetchrow(
             "INSERT INTO destinations (stream_id, service, stream_key, server_url)"
-            f" VALUES ($1, $2, $3, $4) RETURNING {DESTINATION_COLUMNS}",
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+            f" RETURNING {DESTINATION_COLUMNS}",
             row["id"],
             body.service,
             body.streamKey,
             server_url,
         )
-    except asyncpg.UniqueViolationError as exc:
+    except asyncpg.ForeignKeyViolationError as exc:  # the stream was deleted meanwhile
+        raise NotFound("Stream not found") from exc
+    if dest is None:
         raise CreateFailed(
             "Unable to add destination: it already exists",
             details={"field": "streamKey", "reason": "duplicate destination"},
-        ) from exc
-    except asyncpg.ForeignKeyViolationError as exc:  # the stream was deleted meanwhile
-        raise NotFound("Stream not found") from exc
+        )
     return destination_payload(dest, request.app[SETTINGS].service_urls)
 
 
@@ -342,21 +345,36 @@ async def update_destination(request: web.Request) -> Destination:
             "Nothing to update: give streamKey, isActive or rtmpUrl",
             details={"field": "streamKey"},
         )
-    assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
+    assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=4))
     try:
+        # The duplicate check is part of the UPDATE, so a duplicate raises no error for
+        # PostgreSQL to log with the key; only a concurrent change can still hit the
+        # unique index, whose DETAIL shows a digest of the key (sql/0005).
         updated = await request.app[POOL].fetchrow(
-            f"UPDATE destinations SET {assignments} WHERE id = $1 RETURNING {DESTINATION_COLUMNS}",
+            f"UPDATE destinations d SET {assignments} WHERE d.id = $1 AND NOT EXISTS ("
+            "SELECT 1 FROM destinations o WHERE o.stream_id = d.stream_id AND o.id <> d.id"
+            " AND o.service = d.service AND o.stream_key = $2"
+            " AND coalesce(o.server_url, '') = coalesce($3, ''))"
+            f" RETURNING {DESTINATION_COLUMNS}",
             dest["id"],
+            changes.get("stream_key", dest["stream_key"]),
+            changes.get("server_url", dest["server_url"]),
             *changes.values(),
         )
     except asyncpg.UniqueViolationError as exc:
-        raise UpdateFailed(
-            "Unable to update destination: the same destination already exists",
-            details={"field": "streamKey", "reason": "duplicate destination"},
-        ) from exc
+        raise duplicate_destination() from exc
     if updated is None:
+        if await request.app[POOL].fetchval("SELECT 1 FROM destinations WHERE id = $1", dest["id"]):
+            raise duplicate_destination()
         raise NotFound("Destination not found")
     return destination_payload(updated, request.app[SETTINGS].service_urls)
+
+
+def duplicate_destination() -> UpdateFailed:
+    return UpdateFailed(
+        "Unable to update destination: the same destination already exists",
+        details={"field": "streamKey", "reason": "duplicate destination"},
+    )
 
 
 @routes.delete(
