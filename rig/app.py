@@ -21,6 +21,7 @@ from rig import (
     webhooks,
 )
 from rig.appkeys import LOGIN_HASHING, PASSWORD_CHANGE_HASHING, POOL, SETTINGS, TOKENS
+from rig.background import WORKERS
 from rig.errors import envelope_middleware, route_of
 from rig.openapi import build_document
 from rig.passwords import PasswordWork, cpu_count
@@ -89,9 +90,12 @@ async def reset_connection(conn: asyncpg.Connection) -> None:
 async def database_pool(app: web.Application) -> AsyncIterator[None]:
     """Create the asyncpg pool on start; close it on the way out."""
     settings = app[SETTINGS]
+    # min_size 0: no floor for asyncpg to restore in the background, which logs a
+    # traceback every few seconds while the database is away. The workers use the pool
+    # every second, so a connection stays warm anyway.
     pool = await asyncpg.create_pool(
         settings.database_url,
-        min_size=1,
+        min_size=0,
         max_size=settings.database_pool_size,
         reset=reset_connection,
     )
@@ -109,6 +113,7 @@ def create_app(settings: Settings) -> web.Application:
     app[TOKENS] = TokenIssuer(settings.jwt_secret)
     app[LOGIN_HASHING] = PasswordWork(cpu_count())
     app[PASSWORD_CHANGE_HASHING] = PasswordWork(1)
+    app[WORKERS] = {}
     app.cleanup_ctx.append(database_pool)
     app.cleanup_ctx.append(events.stream_watchers)
     if settings.background_tasks:

@@ -21,7 +21,6 @@ report `ingestState`; each change emits `stream.interrupted` or `stream.resumed`
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -36,6 +35,7 @@ from rig import webhooks
 from rig.api import ApiRoutes
 from rig.appkeys import POOL, SETTINGS
 from rig.auth import require_agent
+from rig.background import OUTAGE_ERRORS, PauseLog, worker
 from rig.body import invalid, read_body
 from rig.errors import InUse, NotFound
 from rig.payloads import disconnect_protection, fetch_destinations
@@ -461,17 +461,16 @@ async def sweep_expired(pool: asyncpg.Pool) -> int:
 
 async def claim_sweeper(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: expire claims in the background while the app runs."""
+    pauses = PauseLog(log, "claim sweeper")
 
     async def loop() -> None:
         while True:
             try:
                 await sweep_expired(app[POOL])
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("claim sweeper paused: %s", exc)
+                pauses.succeeded()
+            except OUTAGE_ERRORS as exc:
+                pauses.failed(exc)
             await asyncio.sleep(SWEEP_SECONDS)
 
-    task = asyncio.create_task(loop(), name="claim-sweeper")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with worker(app, "claim sweeper", loop):
+        yield

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from rig.api import ApiRoutes
 from rig.appkeys import POOL, RATE_LIMITS
+from rig.background import dead_workers
 from rig.cors import parse_origins, setup_cors
 from rig.errors import FetchFailed, Handler
 from rig.logs import request_id_var
@@ -97,12 +98,26 @@ def deadline_middleware(seconds: float) -> Callable:
     "/healthz",
     "healthz",
     **OPERATIONS,
-    summary="Liveness: the process answers",
+    summary="Liveness: the process answers and its background workers run",
     message="OK",
     payload=Alive,
+    errors=("503",),
+    description="200 while the database is unreachable too: that is readiness (`/readyz`),"
+    " and restarting rig would not bring the database back. 503 (1008) only when a"
+    " background worker (claim sweeper, webhook sender) has stopped: restart the process.",
 )
 async def healthz(request: web.Request) -> Alive:
-    """Liveness: the process and its event loop answer."""
+    """Liveness: the event loop answers and no background worker died (rig/background.py).
+
+    A database outage is not a liveness failure: rig pauses its workers, answers 503 on
+    `/readyz` and on the routes that need the database, and recovers by itself when the
+    database is back (tests/api/test_liveness.py).
+    """
+    dead = dead_workers(request.app)
+    if dead:
+        raise FetchFailed(
+            "Not alive: a background worker stopped", details={"workers": dead}, status=503
+        )
     return Alive(status="ok")
 
 

@@ -34,6 +34,7 @@ import asyncpg
 from aiohttp import web
 
 from rig.appkeys import POOL
+from rig.background import OUTAGE_ERRORS, PauseLog, worker
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ async def webhook_sender(app: web.Application) -> AsyncIterator[None]:
     http = aiohttp.ClientSession(timeout=timeout)
     in_flight: set[asyncio.Task] = set()
     room = asyncio.Event()
+    pauses = PauseLog(log, "webhook sender")
 
     def finished(task: asyncio.Task) -> None:
         in_flight.discard(task)
@@ -240,8 +242,9 @@ async def webhook_sender(app: web.Application) -> AsyncIterator[None]:
             free = WEBHOOK_CONCURRENCY - len(in_flight)
             try:
                 rows = await claim_due(app[POOL], free) if free > 0 else []
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("webhook delivery paused: %s", exc)
+                pauses.succeeded()
+            except OUTAGE_ERRORS as exc:
+                pauses.failed(exc)
                 await asyncio.sleep(POLL_SECONDS * 4)
                 continue
             for row in rows:
@@ -253,12 +256,11 @@ async def webhook_sender(app: web.Application) -> AsyncIterator[None]:
                     async with asyncio.timeout(POLL_SECONDS):
                         await room.wait()
 
-    task = asyncio.create_task(loop(), name="webhook-sender")
-    yield
-    task.cancel()
+    async with worker(app, "webhook sender", loop):
+        yield
     for delivery in list(in_flight):
         delivery.cancel()
-    await asyncio.gather(task, *in_flight, return_exceptions=True)
+    await asyncio.gather(*in_flight, return_exceptions=True)
     await http.close()
 
 
@@ -267,5 +269,5 @@ async def _deliver_logged(pool: asyncpg.Pool, http: aiohttp.ClientSession, row: 
     the event is sent again)."""
     try:
         await deliver(pool, http, row)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except OUTAGE_ERRORS as exc:
         log.warning("webhook delivery %s not recorded: %s", row["id"], exc)
