@@ -238,7 +238,10 @@ async def update_stream(request: web.Request) -> Stream:
         if changes.get("is_active") is False:
             await revoke_live_claim(conn, row["id"], "deactivated")
         updated = await stream_row(conn, row["id"])
-    return stream_payload(updated, None)
+        destinations = await fetch_destinations(
+            conn, row["id"], request.app[SETTINGS].service_urls
+        )
+    return stream_payload(updated, destinations)
 
 
 @routes.delete(

@@ -337,7 +337,9 @@ async def test_deactivate_and_reactivate_stream(api, make_agent, expect_ok, expe
     resp = await api.client.patch(
         f"/streams/{stream['id']}", json={"isActive": False}, headers=account.headers
     )
-    assert await expect_ok(resp, "Stream updated") == {**stream, "isActive": False}
+    # The answer is the stream with its destinations, as the detail shows it.
+    updated = await expect_ok(resp, "Stream updated")
+    assert updated == {**stream, "isActive": False, "destinations": [youtube]}
     detail = await api.detail(account, stream["id"])
     assert detail["isActive"] is False
     assert detail["destinations"] == [youtube]
@@ -348,7 +350,7 @@ async def test_deactivate_and_reactivate_stream(api, make_agent, expect_ok, expe
     resp = await api.client.patch(
         f"/streams/{stream['id']}", json={"isActive": True}, headers=account.headers
     )
-    assert await expect_ok(resp, "Stream updated") == stream
+    assert await expect_ok(resp, "Stream updated") == {**stream, "destinations": [youtube]}
     assert await config(api, make_agent, stream["streamKey"], expect_ok) == [youtube]
     await agent.claimed(stream["streamKey"])
 
