@@ -214,9 +214,16 @@ def option_values(
     return values
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add rig's flags to a subcommand's parser."""
-    add_option_arguments(parser, OPTIONS, Settings())
+# What every command needs: where the database is, and how to log. The rest are the
+# server's (`rig serve`); other commands read them from the environment only.
+COMMAND_SETTINGS = ("database_url", "data_dir", "log_level", "log_format")
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, server: bool = False) -> None:
+    """Add rig's flags to a subcommand's parser: all of them for `serve` (`server`),
+    the database and logging ones for the other commands."""
+    options = [o for o in OPTIONS if server or o[2] in COMMAND_SETTINGS]
+    add_option_arguments(parser, options, Settings())
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:

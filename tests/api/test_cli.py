@@ -131,3 +131,36 @@ def test_migrate_and_status(run_rig, rig_env, make_database, tmp_path):
     assert second.returncode == 0, second.stderr
     assert "0001_initial" not in second.stdout
     assert re.search(r"\b0\b", second.stdout), second.stdout
+
+
+SERVER_ONLY_FLAGS = ("--host", "--port", "--token-ttl", "--rate-limit-address", "--cors-origins")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate"],
+        ["agents", "create"],
+        ["agents", "list"],
+        ["agents", "revoke"],
+        ["users", "list"],
+        ["streams", "list"],
+    ],
+)
+def test_each_subcommand_lists_only_its_own_flags(run_rig, rig_env, tmp_path, command):
+    """Only `serve` has the server's flags; every command has the database's and logs'."""
+    result = run_rig(*command, "--help", env=rig_env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for flag in ("--database-url", "--data-dir", "--log-level", "--log-format"):
+        assert flag in result.stdout, (command, flag)
+    for flag in SERVER_ONLY_FLAGS:
+        assert flag not in result.stdout, (command, flag)
+
+
+def test_serve_lists_every_setting_with_a_flag(run_rig, rig_env, tmp_path):
+    from rig.settings import OPTIONS
+
+    result = run_rig("serve", "--help", env=rig_env(), cwd=tmp_path)
+    flags = [flag for flag, *_ in OPTIONS if flag]
+    for flag in flags:
+        assert flag in result.stdout, flag
