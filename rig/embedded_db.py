@@ -7,6 +7,7 @@ of them exits. When run as root, pgserver runs the server as a `pgserver` system
 """
 
 import logging
+import os
 import re
 import warnings
 from pathlib import Path
@@ -41,9 +42,23 @@ def ensure_database(server: Any, name: str) -> str:
     return server.get_uri(name)
 
 
+def is_running(pgdata: Path) -> bool:
+    """Whether a PostgreSQL server runs on `pgdata` (its postmaster.pid names a live process)."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or join) the embedded server in the data dir; return rig's database URL."""
     pgdata = (data_dir / "postgres").resolve()
+    joined = is_running(pgdata)
     url = ensure_database(embedded_server(pgdata), DATABASE_NAME)
-    log.info("started embedded PostgreSQL in %s (set RIG_DATABASE_URL to use another)", pgdata)
+    if joined:
+        log.info("using the embedded PostgreSQL already running in %s", pgdata)
+    else:
+        log.info("started embedded PostgreSQL in %s (set RIG_DATABASE_URL to use another)", pgdata)
     return url

@@ -164,3 +164,21 @@ def test_serve_lists_every_setting_with_a_flag(run_rig, rig_env, tmp_path):
     flags = [flag for flag, *_ in OPTIONS if flag]
     for flag in flags:
         assert flag in result.stdout, flag
+
+
+async def test_commands_say_whether_they_started_or_joined_the_embedded_database(
+    spawn_rig, run_rig, rig_env, tmp_path
+):
+    env = rig_env(RIG_DATA_DIR=str(tmp_path / "data"))
+    alone = run_rig("migrate", env=env, cwd=tmp_path, timeout=120)
+    assert alone.returncode == 0, alone.stderr
+    assert "started embedded PostgreSQL" in alone.stderr  # nothing ran: it started one
+    rig = spawn_rig(env)
+    await rig.wait_ready(timeout=120)
+    assert "started embedded PostgreSQL" in rig.log()
+    for command in (["migrate", "--status"], ["agents", "list"]):
+        joined = run_rig(*command, env=env, cwd=tmp_path, timeout=120)
+        assert joined.returncode == 0, joined.stderr
+        assert "started embedded PostgreSQL" not in joined.stderr, (command, joined.stderr)
+        assert "embedded PostgreSQL already running" in joined.stderr, (command, joined.stderr)
+    assert rig.stop() == 0
