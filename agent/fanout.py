@@ -129,6 +129,7 @@ class Relay:
         self._ingest: IngestReader | None = None
         self._on_ingest_end: Callable[[str], None] | None = None
         self._kicked = False
+        self._kick_reason = "kicked"
         self._next_full_serve = 0.0  # relay thread: when every destination is served next
         self._handed_over = False  # set on the event loop by attach_ingest
         self._thread = threading.Thread(target=self._run, name=f"relay-{label}", daemon=True)
@@ -159,8 +160,9 @@ class Relay:
         self._handover = (reader, buffered, on_end)
         self._wake()
 
-    def kick(self) -> None:
-        """End the publish now (rig revoked it, or the agent shuts down)."""
+    def kick(self, reason: str = "kicked") -> None:
+        """End the publish now: rig revoked it ("kicked"), or the agent shuts down."""
+        self._kick_reason = reason
         self._kicked = True
         self._wake()
 
@@ -315,7 +317,7 @@ class Relay:
         now = time.monotonic()
         if self._ingest is not None:
             if self._kicked:
-                self._end_ingest("kicked")
+                self._end_ingest(self._kick_reason)
             else:
                 try:
                     self._ingest.check_idle(now)
@@ -398,7 +400,8 @@ class Relay:
             if self._handover is not None:
                 self._take_over()
             if self._ingest is not None:  # stopped, or the demuxer failed
-                self._end_ingest("kicked" if self._kicked else "the ingest could not be demuxed")
+                failed = "the ingest could not be demuxed"
+                self._end_ingest(self._kick_reason if self._kicked else failed)
             while any(worker.alive for worker in self._active()):
                 self._wait()
         finally:

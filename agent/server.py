@@ -60,13 +60,15 @@ class LiveIngest:
     peer: str = ""
     started: float = field(default_factory=time.monotonic)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    kick_reason: str = "kicked"
     # Wakes the connection's pending read (set by its IngestConnection).
     wake_reader: Callable[[], None] | None = None
     # Counters at the previous heartbeat, for rates.
     last_sample: tuple[float, int, int] = (0.0, 0, 0)
 
-    def kick(self) -> None:
-        """End this publish: rig revoked it, or the agent is shutting down."""
+    def kick(self, reason: str = "kicked") -> None:
+        """End this publish: rig revoked it ("kicked"), or the agent is shutting down."""
+        self.kick_reason = reason
         self.closing.set()
         if self.wake_reader is not None:
             self.wake_reader()
@@ -184,7 +186,7 @@ class IngestServer:
         if self._heartbeats is not None:
             self._heartbeats.cancel()
         for ingest in list(self.live.values()):
-            ingest.kick()
+            ingest.kick("shutdown")
         if self._connections:
             await asyncio.wait(self._connections, timeout=2.0)
         for task in self._connections:
@@ -308,10 +310,11 @@ class IngestConnection:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 loop.call_soon_threadsafe(resolve, reason)
 
-        self.ingest.wake_reader = relay.kick
+        ingest = self.ingest
+        ingest.wake_reader = lambda: relay.kick(ingest.kick_reason)
         relay.attach_ingest(sock, self.session, buffered, self.server.settings.idle_timeout, on_end)
-        if self.ingest.closing.is_set():
-            relay.kick()
+        if ingest.closing.is_set():
+            relay.kick(ingest.kick_reason)
         return await ended
 
     def _wake_reader(self) -> None:
