@@ -238,9 +238,7 @@ async def update_stream(request: web.Request) -> Stream:
         if changes.get("is_active") is False:
             await revoke_live_claim(conn, row["id"], "deactivated")
         updated = await stream_row(conn, row["id"])
-        destinations = await fetch_destinations(
-            conn, row["id"], request.app[SETTINGS].service_urls
-        )
+        destinations = await fetch_destinations(conn, row["id"], request.app[SETTINGS].service_urls)
     return stream_payload(updated, destinations)
 
 
@@ -278,7 +276,7 @@ async def add_destination(request: web.Request) -> Destination:
     server_url = body.rtmpUrl if body.service == CUSTOM else None
     try:
         # ON CONFLICT DO NOTHING: a duplicate raises no error, so PostgreSQL logs nothing
-        # about it (an error's DETAIL would print the key; sql/0005).
+        # about it (an error's DETAIL would print the key; sql/0007).
         dest = await request.app[POOL].fetchrow(
             "INSERT INTO destinations (stream_id, service, stream_key, server_url)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
@@ -352,7 +350,7 @@ async def update_destination(request: web.Request) -> Destination:
     try:
         # The duplicate check is part of the UPDATE, so a duplicate raises no error for
         # PostgreSQL to log with the key; only a concurrent change can still hit the
-        # unique index, whose DETAIL shows a digest of the key (sql/0005).
+        # unique index, whose DETAIL shows a digest of the key (sql/0007).
         updated = await request.app[POOL].fetchrow(
             f"UPDATE destinations d SET {assignments} WHERE d.id = $1 AND NOT EXISTS ("
             "SELECT 1 FROM destinations o WHERE o.stream_id = d.stream_id AND o.id <> d.id"
