@@ -6,6 +6,7 @@ fields (1004, `details.field` names the first one), then types and rules (1005,
 """
 
 import json
+import math
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -23,12 +24,24 @@ async def read_body(request: web.Request, model: type[M]) -> M:
         raise UnsupportedContentType()
     raw = await request.read()
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInput("Body is not valid JSON", details={"reason": str(exc)}) from exc
     if not isinstance(body, dict):
         raise InvalidInput("Body must be a JSON object", details={"reason": "not an object"})
     return validate(model, body)
+
+
+def _not_a_number(name: str) -> float:
+    # Python reads NaN and Infinity, which JSON does not have (nor PostgreSQL's jsonb).
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: valid JSON, but no number can hold it
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
 
 
 def read_query(request: web.Request, model: type[M]) -> M:

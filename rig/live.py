@@ -36,9 +36,10 @@ from rig.api import ApiRoutes
 from rig.appkeys import POOL, SETTINGS
 from rig.auth import require_agent
 from rig.background import OUTAGE_ERRORS, PauseLog, worker
-from rig.body import invalid, read_body
+from rig.body import invalid, read_body, read_optional_body
 from rig.errors import InUse, NotFound
 from rig.payloads import disconnect_protection, fetch_destinations
+from rig.sessions import CLAIM_HOLDING, end_sessions, open_session, record_health
 from rig.shapes import (
     INGEST_URL_MAX,
     ClaimAnswer,
@@ -48,6 +49,7 @@ from rig.shapes import (
     Heartbeat,
     HeartbeatAnswer,
     IngestState,
+    Release,
 )
 
 log = logging.getLogger(__name__)
@@ -196,10 +198,11 @@ async def claim(request: web.Request) -> Claimed:
             raise NotFound("Stream not found")
         role, state = stream["role"], STATE_OF_ROLE[stream["role"]]
         held = await conn.fetchrow(
-            """SELECT c.claim_id, c.agent_id, c.ingest_url, c.ingest_state,
-                      c.expires_at > now() AS live, a.name AS agent_name
-                 FROM stream_claims c JOIN agents a ON a.id = c.agent_id
-                WHERE c.stream_id = $1""",
+            f"""SELECT c.claim_id, c.agent_id, c.ingest_url, c.ingest_state,
+                       c.expires_at > now() AS live, a.name AS agent_name,
+                       {CLAIM_HOLDING} AS holding
+                  FROM stream_claims c JOIN agents a ON a.id = c.agent_id
+                 WHERE c.stream_id = $1""",
             stream["id"],
         )
         if held is not None and held["agent_id"] == agent.id:
@@ -209,6 +212,8 @@ async def claim(request: web.Request) -> Claimed:
             taking_over = held is not None and held["live"]
             if taking_over and held["ingest_state"] != "holding":
                 raise in_use(role, held)
+            if held is not None:  # its broadcast is over: expired, or holding and taken over
+                await end_sessions(conn, [held], "taken over" if taking_over else "expired")
             granted = await grant_claim(
                 conn,
                 stream["id"],
@@ -221,6 +226,7 @@ async def claim(request: web.Request) -> Claimed:
             )
             if granted is None:  # a heartbeat re-granted another agent's claim meanwhile
                 raise InUse("Stream already live on another agent")
+            await open_session(conn, stream["id"], granted["claim_id"], agent.name, ingest_url)
             if taking_over:
                 event, data = (
                     "stream.resumed",
@@ -246,27 +252,40 @@ async def claim(request: web.Request) -> Claimed:
     "/agents/claims/{claimID}",
     "releaseClaim",
     **AGENTS,
-    summary="The publish ended: release the claim (extension)",
+    summary="The publish ended: release the claim, with the final figures (extension)",
     message="Claim released",
     payload=None,
+    body=Release,
+    body_required=False,
     errors=("404",),
+    description="Without a body the reason is `ended`. With one, its `health` (as in a"
+    " heartbeat) goes into the session before it ends with `reason`.",
 )
 async def release(request: web.Request) -> None:
-    """The publish ended: release the claim (stream goes offline at once)."""
+    """The publish ended: release the claim (stream goes offline at once) and end its
+    session with the agent's reason and final figures."""
     agent = await require_agent(request)
     try:
         claim_id = uuid.UUID(request.match_info["claimID"])
     except ValueError as exc:
         raise NotFound("Claim not found") from exc
+    body = await read_optional_body(request, Release) or Release()
+    health = body.health or {}
+    if problem := _health_problem(health):
+        raise invalid("health", problem)
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        stream_id = await conn.fetchval(
-            "DELETE FROM stream_claims WHERE claim_id = $1 AND agent_id = $2 RETURNING stream_id",
+        if health:
+            await record_health(conn, claim_id, health)
+        gone = await conn.fetchrow(
+            f"DELETE FROM stream_claims WHERE claim_id = $1 AND agent_id = $2"
+            f" RETURNING stream_id, claim_id, {CLAIM_HOLDING} AS holding",
             claim_id,
             agent.id,
         )
-        if stream_id is None:
+        if gone is None:
             raise NotFound("Claim not found")
-        await webhooks.enqueue(conn, stream_id, "stream.offline", {"reason": "ended"})
+        await end_sessions(conn, [gone], body.reason)
+        await webhooks.enqueue(conn, gone["stream_id"], "stream.offline", {"reason": body.reason})
 
 
 def _has_nul(value: Any) -> bool:
@@ -376,6 +395,7 @@ async def _renew(
             granted = None
         if granted is None:
             return ClaimAnswer(claimId=claim_id, status="revoked")
+        await open_session(conn, stream["id"], claim_id, agent.name, ingest_url)
         await webhooks.enqueue(conn, stream["id"], "stream.live", {"agent": agent.name})
         old_health, old_state = None, "live"
     else:
@@ -397,6 +417,8 @@ async def _renew(
         json.dumps(health),
         state,
     )
+    destinations = await fetch_destinations(conn, stream["id"], service_urls)
+    await record_health(conn, claim_id, health, destinations)
     events = destination_transitions(old_health, health)
     if transition := state_transition(old_state, state, agent.name):
         events.insert(0, transition)
@@ -405,7 +427,7 @@ async def _renew(
     return ClaimAnswer(
         claimId=claim_id,
         status="live",
-        destinations=await fetch_destinations(conn, stream["id"], service_urls),
+        destinations=destinations,
         disconnectProtection=disconnect_protection(stream),
         backupStatus=_backup_status(stream, item.backupStreamKey),
     )
@@ -450,8 +472,10 @@ async def sweep_expired(pool: asyncpg.Pool) -> int:
     """Delete expired claims, recording stream.offline for each; returns how many."""
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            "DELETE FROM stream_claims WHERE expires_at <= now() RETURNING stream_id"
+            "DELETE FROM stream_claims WHERE expires_at <= now()"
+            f" RETURNING stream_id, claim_id, {CLAIM_HOLDING} AS holding"
         )
+        await end_sessions(conn, rows, "expired")
         for row in rows:
             await webhooks.enqueue(conn, row["stream_id"], "stream.offline", {"reason": "expired"})
     if rows:

@@ -376,6 +376,27 @@ class ClaimBeat(Body):
     ] = None
 
 
+AgentEndReason = Literal["ended", "kicked", "idle", "error", "shutdown", "grace expired"]
+
+
+class Release(Body):
+    """The optional body of `DELETE /agents/claims/{claimID}` (none: reason `ended`)."""
+
+    reason: Annotated[
+        AgentEndReason,
+        Field(description="why the publish ended", examples=["ended"]),
+        because("ended, kicked, idle, error, shutdown or grace expired"),
+    ] = "ended"
+    health: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description="the final figures, as in a heartbeat: stored before the session ends",
+            examples=[HEALTH_EXAMPLE],
+        ),
+        because("an object"),
+    ] = None
+
+
 class Heartbeat(Body):
     claims: Annotated[
         list[Annotated[ClaimBeat, because("each claim is an object")]],
@@ -646,6 +667,50 @@ class ApiKeyRevoked(Answer):
 class AccessToken(Answer):
     token: Annotated[str, Field(description="send as `Authorization: Bearer <token>`")]
     expiresAt: Time
+
+
+EndReason = Literal[AgentEndReason, "expired", "key changed", "deactivated", "taken over"]
+
+
+class SessionIngest(Answer):
+    """The ingest's facts as its agent last reported them (null: never reported)."""
+
+    videoCodec: Annotated[str | None, Field(examples=["h264"])]
+    audioCodec: Annotated[str | None, Field(examples=["aac"])]
+    width: int | None
+    height: int | None
+    frameRate: float | None
+    audioSampleRate: int | None
+    audioChannels: int | None
+    keyframeInterval: Annotated[float | None, Field(description="seconds, measured")]
+    bytesIn: int
+    averageBitrate: Annotated[int, Field(description="bit/s: bytesIn * 8 / the duration")]
+
+
+class SessionDestination(Answer):
+    id: int
+    service: str | None
+    bytesSent: int
+    liveSeconds: float
+    reconnects: int
+    lastError: str | None
+
+
+class Session(Answer):
+    id: uuid.UUID
+    startedAt: Time
+    endedAt: Annotated[Time | None, Field(description="null: the session is live now")]
+    endReason: Annotated[
+        EndReason | None,
+        Field(
+            description="the agent's (ended, kicked, idle, error, shutdown, grace expired)"
+            " or rig's (expired, key changed, deactivated, taken over); null while live"
+        ),
+    ]
+    agent: Annotated[str | None, Field(description="the agent's name")]
+    ingest: SessionIngest
+    destinations: list[SessionDestination]
+    holdingSeconds: Annotated[float, Field(description="seconds the slate fed the destinations")]
 
 
 class HeartbeatAnswer(Answer):

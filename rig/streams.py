@@ -31,6 +31,7 @@ from rig.payloads import (
     stream_payload,
 )
 from rig.services import CUSTOM
+from rig.sessions import CLAIM_HOLDING, SESSION_COLUMNS, end_sessions, session_payload
 from rig.shapes import (
     Destination,
     DestinationChange,
@@ -39,6 +40,7 @@ from rig.shapes import (
     NewDestination,
     NewStream,
     Page,
+    Session,
     Stream,
     StreamChange,
     StreamDeleted,
@@ -96,10 +98,13 @@ async def stream_row(
 async def revoke_live_claim(conn: asyncpg.Connection, stream_id: uuid.UUID, reason: str) -> None:
     """End the stream's live session: its agent learns at the next heartbeat and kicks
     the publisher (a leaked key, once rotated, must throw the intruder out)."""
-    ended = await conn.fetchval(
-        "DELETE FROM stream_claims WHERE stream_id = $1 RETURNING stream_id", stream_id
+    ended = await conn.fetchrow(
+        "DELETE FROM stream_claims WHERE stream_id = $1"
+        f" RETURNING stream_id, claim_id, {CLAIM_HOLDING} AS holding",
+        stream_id,
     )
     if ended is not None:
+        await end_sessions(conn, [ended], reason)
         await webhooks.enqueue(conn, stream_id, "stream.offline", {"reason": reason})
 
 
@@ -150,7 +155,7 @@ async def list_streams(request: web.Request) -> web.StreamResponse | list[Stream
     paging = read_page(request)
     only = user.grant.stream_id if user.grant else None
     rows = await request.app[POOL].fetch(
-        f"SELECT {STREAM_COLUMNS}, count(*) OVER () AS total FROM {STREAM_FROM}"
+        f"SELECT {STREAM_COLUMNS} FROM {STREAM_FROM}"
         " WHERE s.user_id = $1 AND ($2::uuid IS NULL OR s.id = $2)"
         " ORDER BY s.created_at, s.id LIMIT $3 OFFSET $4",
         user.id,
@@ -161,17 +166,12 @@ async def list_streams(request: web.Request) -> web.StreamResponse | list[Stream
     streams = [stream_payload(row, None, listing=True) for row in rows]
     if paging.limit is None:
         return streams
-    total = rows[0]["total"] if rows else await count_streams(request, user.id, only)
-    return paged(success("Stream list for user", streams), total)
-
-
-async def count_streams(request: web.Request, user_id: uuid.UUID, only: uuid.UUID | None) -> int:
-    """The number of streams a caller sees (for a page past the end, which has no rows)."""
-    return await request.app[POOL].fetchval(
+    total = await request.app[POOL].fetchval(
         "SELECT count(*) FROM streams WHERE user_id = $1 AND ($2::uuid IS NULL OR id = $2)",
-        user_id,
+        user.id,
         only,
     )
+    return paged(success("Stream list for user", streams), total)
 
 
 @routes.get(
@@ -457,6 +457,38 @@ async def stream_stats(request: web.Request) -> StreamStats:
         request.app[POOL], row["id"], request.app[SETTINGS].service_urls
     )
     return stats_payload(row, destinations)
+
+
+@routes.get(
+    "/streams/{streamID}/sessions",
+    "listStreamSessions",
+    **ONE_STREAM,
+    summary="The stream's live sessions, newest first, the current one included (extension)",
+    message="Stream sessions",
+    payload=list[Session],
+    query=Page,
+    response_headers=("X-Total-Count",),
+    description="Each broadcast from its claim to its end: when, why it ended, on which"
+    " agent, the ingest's facts and every destination's bytes, live seconds, reconnects"
+    " and last error. The current session has `endedAt` null. Pages as `GET /streams/`.",
+)
+async def list_sessions(request: web.Request) -> web.StreamResponse | list[Session]:
+    row = await owned_stream(request)
+    paging = read_page(request)
+    rows = await request.app[POOL].fetch(
+        f"SELECT {SESSION_COLUMNS}, now() AS now FROM stream_sessions WHERE stream_id = $1"
+        " ORDER BY started_at DESC, id LIMIT $2 OFFSET $3",
+        row["id"],
+        paging.limit,
+        paging.offset,
+    )
+    sessions = [session_payload(session, session["now"]) for session in rows]
+    if paging.limit is None:
+        return sessions
+    total = await request.app[POOL].fetchval(
+        "SELECT count(*) FROM stream_sessions WHERE stream_id = $1", row["id"]
+    )
+    return paged(success("Stream sessions", sessions), total)
 
 
 async def _webhook(conn: Any, stream_id: uuid.UUID) -> Webhook:

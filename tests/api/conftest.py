@@ -346,8 +346,11 @@ class LiveAgent:
         assert set(payload) == {"claims"}, payload
         return payload["claims"]
 
-    async def release(self, claim_id: str) -> Any:
-        return await self.client.delete(f"/agents/claims/{claim_id}", headers=self.headers)
+    async def release(self, claim_id: str, body: dict[str, Any] | None = None) -> Any:
+        """DELETE the claim, with a JSON body (reason, final health) when given."""
+        return await self.client.delete(
+            f"/agents/claims/{claim_id}", headers=self.headers, json=body
+        )
 
 
 @pytest.fixture

@@ -212,3 +212,24 @@ async def test_nul_character_in_a_field_is_an_input_error(api, expect_error, rou
     )
     error = await expect_error(resp, 1005, 400)
     assert error["details"]["field"] == name
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN", "Infinity", "-Infinity"])
+async def test_numbers_json_cannot_hold_are_1005(api, make_agent, expect_error, number):
+    """Python reads them (as inf or nan); PostgreSQL's jsonb cannot store them: a heartbeat
+    carrying one was a 500."""
+    account = await api.account()
+    stream = await api.stream(account)
+    agent = await make_agent()
+    claim = await agent.claimed(stream["streamKey"])
+    beat = {"claimId": claim["claimId"], "streamKey": stream["streamKey"], "health": "HEALTH"}
+    raw = json.dumps({"claims": [beat]}).replace(
+        '"HEALTH"', f'{{"ingest": {{"bitrate": {number}}}}}'
+    )
+    resp = await api.client.post(
+        "/agents/heartbeat",
+        data=raw,
+        headers={**agent.headers, "Content-Type": "application/json"},
+    )
+    error = await expect_error(resp, 1005, 400)
+    assert error["message"] == "Body is not valid JSON"
