@@ -183,15 +183,16 @@ class Harness:
         self.stuck.append(stuck)
         return stuck
 
-    def rig(self, **service_urls: str) -> Rig:
+    def rig(self, env: dict[str, str] | None = None, **service_urls: str) -> Rig:
         rig = Rig(self._dir("rig"), self._make_database(), service_urls)
+        rig.env.update(env or {})
         self.rigs.append(rig)
         rig.start()
         return rig
 
-    def agent(self, rig: Rig, **settings: object) -> Agent:
+    def agent(self, rig: Rig, port: int | None = None, **settings: object) -> Agent:
         key = rig.create_agent_key(f"agent-{self._n}")
-        agent = Agent(self._dir("agent"), rig, key, **settings)
+        agent = Agent(self._dir("agent"), rig, key, port, **settings)
         self.agents.append(agent)
         agent.start()
         return agent

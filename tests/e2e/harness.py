@@ -420,8 +420,10 @@ class Rig:
 class Agent:
     """`python -m agent` (rig-agent) relaying for one rig."""
 
-    def __init__(self, root: Path, rig: Rig, key: str, **settings: object) -> None:
-        self.port = free_port()
+    def __init__(
+        self, root: Path, rig: Rig, key: str, port: int | None = None, **settings: object
+    ) -> None:
+        self.port = port or free_port()
         self.env = clean_env(
             RIG_URL=rig.url,
             RIG_AGENT_KEY=key,

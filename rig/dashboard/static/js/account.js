@@ -1,5 +1,5 @@
 // The account: who is signed in, changing the password, API keys, signing out.
-import { changePassword, currentSession, signOut } from "./auth.js";
+import { changePassword, currentSession } from "./auth.js";
 import { ApiKeysSection } from "./integrations.js";
 import { html, useState } from "./lib.js";
 import { Alert, Field, Notice, fieldError, formError, useAction } from "./ui.js";
@@ -58,8 +58,5 @@ export function AccountPage() {
       <${ChangePassword} />
       <${ApiKeysSection} />
     </div>
-    <button type="button" class="secondary" onClick=${() => signOut("You are signed out.")}>
-      Sign out
-    </button>
   `;
 }

@@ -34,7 +34,8 @@ export class ApiError extends Error {
 
   // The reason alone (e.g. "1 to 512 characters, no spaces"), for a field's own label.
   get reason() {
-    return this.details?.reason || this.words;
+    const reason = this.details?.reason;
+    return reason ? `${reason[0].toUpperCase()}${reason.slice(1)}.` : this.words;
   }
 }
 

@@ -16,6 +16,13 @@ import {
   useAction,
 } from "./ui.js";
 
+// An active destination of a stream that is not live is ready, not "off".
+export function destinationState(destination, stats) {
+  if (!destination.isActive) return "inactive";
+  const state = stats?.state ?? "off";
+  return state === "off" ? "ready" : state;
+}
+
 export const SERVICES = ["YouTube", "Twitch", "Facebook", "Kick", "Custom"];
 
 const WHERE_IS_THE_KEY = {
@@ -154,7 +161,7 @@ function DestinationCard({ streamId, destination, state, onChanged }) {
   return html`<li class="card destination" data-destination=${destination.id}>
     <div class="destination-head">
       <h3>${name}</h3>
-      <${StateBadge} state=${destination.isActive ? (state?.state ?? "off") : "inactive"} />
+      <${StateBadge} state=${destinationState(destination, state)} />
     </div>
     ${state?.lastError &&
     destination.isActive &&

@@ -14,6 +14,7 @@ export function bytes(n) {
 
 export function bitrate(bitsPerSecond) {
   if (bitsPerSecond == null) return "–";
+  if (bitsPerSecond === 0) return "0";
   if (bitsPerSecond >= 1e6) return `${(bitsPerSecond / 1e6).toFixed(2)} Mbit/s`;
   return `${Math.round(bitsPerSecond / 1e3)} kbit/s`;
 }

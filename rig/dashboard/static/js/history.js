@@ -122,7 +122,7 @@ export function HistoryPanel({ streamId }) {
   useEffect(() => {
     load(1);
   }, [streamId]);
-  if (unavailable) return html`<p class="notice">This rig does not record sessions yet.</p>`;
+  if (unavailable) return html`<p class="notice warn">This rig does not record sessions yet.</p>`;
   if (sessions === null) return html`${busy && html`<${Loading} what="sessions" />`}<${Alert} error=${error} />`;
   return html`<div class="history">
     ${sessions.length

@@ -118,12 +118,14 @@ function ApiKeyRow({ apiKey, streams, onRevoked }) {
       <span class="badge">${apiKey.scope === "read" ? "Read only" : "Full access"}</span>
     </div>
     <p class="hint">
-      ${apiKey.streamId
-        ? `Only ${stream?.name || `stream ${apiKey.streamId.slice(0, 8)}`}`
-        : "All streams"}
-      · created ${format.dateTime(apiKey.createdAt)}
-      · ${apiKey.expiresAt ? `expires ${format.dateTime(apiKey.expiresAt)}` : "never expires"}
-      · ${apiKey.lastUsedAt ? `last used ${format.dateTime(apiKey.lastUsedAt)}` : "never used"}
+      ${[
+        apiKey.streamId
+          ? `Only ${stream?.name || `stream ${apiKey.streamId.slice(0, 8)}`}`
+          : "All streams",
+        `created ${format.dateTime(apiKey.createdAt)}`,
+        apiKey.expiresAt ? `expires ${format.dateTime(apiKey.expiresAt)}` : "never expires",
+        apiKey.lastUsedAt ? `last used ${format.dateTime(apiKey.lastUsedAt)}` : "never used",
+      ].join(" · ")}
     </p>
     <${ConfirmButton}
       label=${`Revoke ${apiKey.name}`}
@@ -162,7 +164,7 @@ export function ApiKeysSection() {
       password or other keys.
     </p>
     ${unavailable
-      ? html`<p class="notice">This rig does not offer API keys yet.</p>`
+      ? html`<p class="notice warn">This rig does not offer API keys yet.</p>`
       : html`
           ${created &&
           html`<${NewKeySecret} created=${created} onDone=${() => setCreated(null)} />`}

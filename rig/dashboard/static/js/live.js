@@ -2,6 +2,7 @@
 // by the stream's events (events.js) without reloading.
 import { fetchImage } from "./api.js";
 import { BitrateChart } from "./chart.js";
+import { destinationState } from "./destinations.js";
 import * as format from "./format.js";
 import { html, useEffect, useState } from "./lib.js";
 import { paths } from "./router.js";
@@ -117,7 +118,7 @@ export function DestinationStates({ streamId, stats, receivedAt, now }) {
         <div class="state-head">
           <strong>${d.service}</strong>
           <${StateBadge}
-            state=${d.isActive ? d.state : "inactive"}
+            state=${destinationState(d, d)}
             retryAt=${retryAt(d, receivedAt)}
             now=${now}
           />
@@ -170,7 +171,7 @@ export function LiveView({ stream, live }) {
         </span>
       </h2>
       ${INGEST_STATE_WORDS[ingestState] &&
-      html`<p class="notice" role="status">${INGEST_STATE_WORDS[ingestState]}</p>`}
+      html`<p class="notice warn" role="status">${INGEST_STATE_WORDS[ingestState]}</p>`}
       <p class="connection" role="status">${CONNECTION_WORDS[connection]}</p>
     </section>
     <div class="live-grid">

@@ -22,7 +22,7 @@ function ServerUrls({ liveUrl, configured }) {
   // Live: the agent that took the stream said where it is. Else: the operator's list.
   const urls = liveUrl ? [liveUrl, ...configured.filter((u) => u !== liveUrl)] : configured;
   if (!urls.length) {
-    return html`<p class="notice">
+    return html`<p class="notice warn">
       This rig does not publish its ingest address yet. Ask its operator for the Server
       URL (they set <code>RIG_INGEST_URLS</code>); it also shows here while you are live.
     </p>`;

@@ -44,25 +44,35 @@ export function StreamPage({ streamId, tab }) {
     }
   }, [stats?.isStreaming, stats?.destinations?.length]);
 
+  // The heading keeps its place in every state, so the focus a change of screen put on
+  // it stays there while the stream loads.
+  const heading = (title, badge = null) => html`<div class="page-head">
+    <p class="breadcrumb"><a href=${`#${paths.streams()}`}>Streams</a></p>
+    <h1 id="page-title" tabindex="-1">${title}${badge && html` ${badge}`}</h1>
+  </div>`;
   if (live.gone) {
-    return html`<h1 id="page-title" tabindex="-1">Stream not found</h1>
+    return html`${heading("Stream not found")}
       <p>This stream was deleted. <a href=${`#${paths.streams()}`}>Back to your streams</a></p>`;
   }
   if (!stream) {
-    return html`<h1 id="page-title" tabindex="-1">Stream</h1>
+    return html`${heading("Stream")}
       ${error ? html`<${Alert} error=${error} />` : html`<${Loading} what="the stream" />`}`;
   }
   const streaming = stats ? stats.isStreaming : stream.isStreaming;
   const changed = (fields) => setStream((s) => ({ ...s, ...fields }));
-  const obs = html`<${ObsSettings} stream=${stream} stats=${stats} onChanged=${changed} reload=${reload} />`;
+  // Keyed, so going live or offline reorders them without rebuilding either (a revealed
+  // key or an open confirmation stays as it was).
+  const obs = html`<${ObsSettings}
+    key="obs"
+    stream=${stream}
+    stats=${stats}
+    onChanged=${changed}
+    reload=${reload}
+  />`;
+  const view = html`<${LiveView} key="live" stream=${stream} live=${live} />`;
+  const state = !stream.isActive ? "inactive" : streaming ? "live" : "offline";
   return html`
-    <div class="page-head">
-      <p class="breadcrumb"><a href=${`#${paths.streams()}`}>Streams</a></p>
-      <h1 id="page-title" tabindex="-1">
-        ${streamTitle(stream)}
-        ${" "}<${StateBadge} state=${!stream.isActive ? "inactive" : streaming ? "live" : "offline"} />
-      </h1>
-    </div>
+    ${heading(streamTitle(stream), html`<${StateBadge} state=${state} />`)}
     <nav class="tabs" aria-label="Stream">
       ${STREAM_TABS.map(
         (t) => html`<a
@@ -73,9 +83,7 @@ export function StreamPage({ streamId, tab }) {
     </nav>
     <${Alert} error=${error} />
     ${tab === "live" &&
-    (streaming
-      ? html`<${LiveView} stream=${stream} live=${live} />${obs}`
-      : html`${obs}<${LiveView} stream=${stream} live=${live} />`)}
+    (streaming ? [view, obs] : [obs, view])}
     ${tab === "destinations" && html`<${DestinationsPanel} stream=${stream} stats=${stats} reload=${reload} />`}
     ${tab === "history" && html`<${HistoryPanel} streamId=${stream.id} />`}
     ${tab === "settings" && html`<${StreamSettings} stream=${stream} reload=${reload} />`}

@@ -176,6 +176,7 @@ const STATE_WORDS = {
   backoff: "Retrying",
   failed: "Failed",
   off: "Off",
+  ready: "Ready",
   offline: "Offline",
   inactive: "Inactive",
   holding: "Holding",

@@ -1,0 +1,268 @@
+"""The streamer's dashboard in a real browser against real processes: rig, an agent,
+nginx-rtmp receivers standing in for YouTube and Twitch, and an ffmpeg publisher that
+pushes with the server URL and stream key the page shows.
+
+Every screen is checked with axe-core and photographed at desktop and phone width
+(tests/e2e/dashboard_page.py says where).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from .dashboard_page import Dashboard, axe_source, chromium
+from .harness import Publish, free_port, key_id
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def axe() -> str:
+    return axe_source()
+
+
+def stack(e2e):
+    """Two receivers, rig (announcing its agent's ingest URL) and an agent renewing its
+    claims every second."""
+    youtube, twitch = e2e.receiver("live2"), e2e.receiver("app")
+    agent_port = free_port()
+    rig = e2e.rig(
+        env={"RIG_INGEST_URLS": f"rtmp://127.0.0.1:{agent_port}/live"},
+        YouTube=youtube.url,
+        Twitch=twitch.url,
+    )
+    agent = e2e.agent(rig, agent_port, heartbeat_interval=1)
+    return youtube, twitch, rig, agent
+
+
+def publish_looping(e2e, media, url: str) -> Publish:
+    """ffmpeg pushing the media in a loop, as OBS would, until the test stops it."""
+    log_path = e2e.root / f"ffmpeg-{len(e2e.publishes)}.err"
+    with log_path.open("wb") as err:
+        process = subprocess.Popen(
+            [
+                "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
+                "-stream_loop", "-1", "-i", str(media.path), "-c", "copy", "-f", "flv", url,
+            ],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    publish = Publish(process, log_path, 0.0)
+    e2e.publishes.append(publish)
+    return publish
+
+
+def sign_up(dash: Dashboard, username: str) -> None:
+    dash.open("/")
+    dash.page.get_by_role("heading", name="Sign in to rig").wait_for()
+    dash.check_screen("sign-in")
+    dash.link("Create one").click()
+    dash.field("Username").fill(username)
+    dash.field("Email").fill(f"{username}@example.org")
+    dash.field("Password").fill("short")
+    dash.button("Create account").click()
+    # The API's refusal, in words, next to the field that caused it.
+    assert "8 to 1024 characters" in dash.field_error("signup-password")
+    dash.check_screen("sign-up-error")
+    dash.field("Password").fill(PASSWORD)
+    dash.button("Create account").click()
+    dash.page.get_by_role("heading", name="Your streams").wait_for()
+
+
+def state_of(dash: Dashboard, service: str) -> str:
+    item = dash.page.locator(".state-item", has_text=service)
+    return item.locator(".badge").inner_text()
+
+
+def test_dashboard_sign_up_to_live_failing_recovering_rotated(e2e, long_media, browser, axe):
+    youtube, twitch, rig, agent = stack(e2e)
+    dash = Dashboard(browser, rig.url, axe)
+    username = f"dash{secrets.token_hex(3)}"
+    sign_up(dash, username)
+    dash.check_screen("streams-empty")
+
+    dash.field("Name (optional)").fill("Saturday speedruns")
+    dash.button("Create stream").click()
+    dash.page.get_by_role("navigation", name="Stream").wait_for()
+    dash.check_screen("stream-offline")
+
+    # Destinations: a key with a space is refused in words next to the key field.
+    dash.tab("Destinations").click()
+    yt_key, tw_key = f"yt-{secrets.token_hex(5)}", f"tw-{secrets.token_hex(5)}"
+    dash.field("Service").select_option("YouTube")
+    dash.field("YouTube key").fill("has a space")
+    dash.button("Add destination").click()
+    assert "no spaces" in dash.field_error("new-key")
+    dash.field("YouTube key").fill(yt_key)
+    dash.button("Add destination").click()
+    dash.page.locator(".destination", has_text="YouTube").wait_for()
+    dash.field("Service").select_option("Twitch")
+    dash.field("Twitch key").fill(tw_key)
+    dash.button("Add destination").click()
+    dash.page.locator(".destination", has_text="Twitch").wait_for()
+    dash.check_screen("destinations")
+
+    # OBS settings: the server URL the operator announced, the key masked until revealed.
+    dash.tab("Live").click()
+    server = dash.page.locator(".server-url").first.inner_text()
+    assert server == f"rtmp://127.0.0.1:{agent.port}/live"
+    key_box = dash.page.locator("#stream-key")
+    assert "hidden" in key_box.inner_text()
+    dash.page.get_by_role("button", name="Reveal Stream key").click()
+    stream_key = key_box.inner_text().strip()
+    assert len(stream_key) == 22
+    dash.page.get_by_role("button", name="Copy Stream key").click()
+    assert dash.page.evaluate("navigator.clipboard.readText()") == stream_key
+
+    # Go live the way a streamer does: the encoder gets exactly what the page showed.
+    publish = publish_looping(e2e, long_media, f"{server}/{stream_key}")
+    dash.wait_for_text(".status-line", r"Live for")
+    dash.wait_for_text(".state-item:has-text('YouTube') .badge", r"^Live$")
+    dash.wait_for_text(".state-item:has-text('Twitch') .badge", r"^Live$")
+    dash.wait_for_text(".facts", "640 \N{MULTIPLICATION SIGN} 360")
+    dash.wait_for_text(".facts", r"H264")
+    dash.wait_for_text(".connection", r"Updating live")  # server-sent events, not polling
+    dash.page.wait_for_timeout(2500)  # a few bitrate samples for the chart
+    assert dash.page.locator(".chart polyline, .chart circle").count() >= 1
+    dash.check_screen("stream-live")
+
+    # Twitch's server dies: the page says it is retrying, and why, without a reload.
+    twitch.kill()
+    dash.wait_for_text(".state-item:has-text('Twitch') .badge", r"Retrying|Connecting|Failed")
+    error = dash.wait_for_text(".state-item:has-text('Twitch') .last-error", r"Last error: \S")
+    assert tw_key not in error and stream_key not in error
+    assert state_of(dash, "YouTube") == "Live"  # the other destination is untouched
+    dash.check_screen("destination-failing")
+    # ... and back: live again at the next connection attempt.
+    twitch.start()
+    dash.wait_for_text(".state-item:has-text('Twitch') .badge", r"^Live$")
+
+    dash.tab("History").click()
+    dash.page.locator(".history, .notice").first.wait_for()
+    dash.check_screen("history")
+    dash.tab("Settings").click()
+    dash.page.get_by_role("heading", name="Webhook").wait_for()
+    dash.check_screen("settings")
+
+    # Rotating the key asks first; the live publish with the old key is ended.
+    dash.tab("Live").click()
+    dash.button("Rotate stream key").click()
+    dash.page.wait_for_function("() => document.activeElement.innerText.trim() === 'Cancel'")
+    dash.button("Rotate the key").click()
+    dash.wait_for_text(".status-line", r"Offline")
+    dash.page.get_by_role("button", name="Reveal Stream key").click()
+    new_key = dash.page.locator("#stream-key").inner_text().strip()
+    assert new_key != stream_key and len(new_key) == 22
+    assert publish.wait(30) != 0  # the agent dropped the old key's publisher
+    agent.wait_for_log(rf"stream {key_id(stream_key)}.*(revoked|kicked)")
+    dash.check_screen("stream-rotated")
+    dash.close()
+    # What the page called live was real: the receivers recorded the relayed stream.
+    assert youtube.recordings(yt_key) and youtube.recordings(yt_key)[0].stat().st_size > 100_000
+    assert len(twitch.recordings(tw_key)) >= 2  # before the kill, and after the restart
+
+
+def api_call(base: str, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict]:
+    request = urllib.request.Request(base + path, method=method, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read())
+        exc.close()
+        return exc.code, body
+
+
+def test_dashboard_keyboard_only_account_and_api_keys(e2e, browser, axe):
+    _youtube, _twitch, rig, _agent = stack(e2e)
+    dash = Dashboard(browser, rig.url, axe)
+    page = dash.page
+    username = f"keys{secrets.token_hex(3)}"
+    sign_up(dash, username)
+    dash.link("Account").click()
+    page.get_by_role("heading", name="Account").wait_for()
+    dash.button("Sign out").click()
+    page.get_by_role("heading", name="Sign in to rig").wait_for()
+    dash.wait_for_focus_on_heading()  # the new screen announces itself
+
+    # Sign in and create a stream with the keyboard alone.
+    dash.tab_to(lambda f: f["id"] == "signin-username")
+    page.keyboard.type(username)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Account").wait_for()  # back where the user was
+    dash.wait_for_focus_on_heading()
+    dash.tab_to(lambda f: f["tag"] == "A" and f["text"] == "Streams")
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Your streams").wait_for()
+    dash.wait_for_focus_on_heading()
+    dash.tab_to(lambda f: f["id"] == "new-stream-name")
+    page.keyboard.type("Keyboard stream")
+    page.keyboard.press("Enter")
+    page.get_by_role("navigation", name="Stream").wait_for()
+    dash.wait_for_focus_on_heading()
+    dash.tab_to(lambda f: f["tag"] == "A" and f["text"] == "Destinations")
+    page.keyboard.press("Enter")
+    dash.wait_for_focus_on_heading()
+    dash.tab_to(lambda f: f["id"] == "new-key")
+    page.keyboard.type(f"yt-{secrets.token_hex(4)}")
+    page.keyboard.press("Enter")
+    page.locator(".destination", has_text="YouTube").wait_for()
+
+    # Change password: a wrong current password is said next to that field; then it works
+    # and the page signs in again with the new one.
+    dash.link("Account").click()
+    dash.field("Current password").fill("not my password")
+    dash.field("New password").fill("an even better passphrase")
+    dash.button("Change password").click()
+    assert "Invalid old password" in dash.field_error("old-password") or dash.field_error(
+        "old-password"
+    )
+    dash.field("Current password").fill(PASSWORD)
+    dash.button("Change password").click()
+    dash.wait_for_text(".notice", r"Password changed")
+
+    # An API key: created with a scope, its secret shown once, working, then revoked.
+    dash.field("Name").fill("stream deck")
+    dash.field("Access").select_option("read")
+    dash.button("Create key").click()
+    secret = page.locator("#new-api-key").inner_text().strip()
+    assert len(secret) >= 32
+    dash.check_screen("api-key-created")
+    status, body = api_call(rig.url, "GET", "/streams/", {"X-Api-Key": secret})
+    assert status == 200 and len(body["payload"]) == 1
+    status, body = api_call(rig.url, "POST", "/streams/", {"X-Api-Key": secret})
+    assert (status, body["errorCode"]) == (403, 1003)  # read only
+    dash.button("I have copied it").click()
+    assert page.locator("#new-api-key").count() == 0  # shown once
+    row = page.locator(".api-key", has_text="stream deck")
+    assert "Read only" in row.inner_text()
+    dash.check_screen("account")
+    row.get_by_role("button", name="Revoke stream deck").click()
+    page.get_by_role("button", name="Revoke", exact=True).click()
+    row.wait_for(state="detached")
+    status, body = api_call(rig.url, "GET", "/streams/", {"X-Api-Key": secret})
+    assert (status, body["errorCode"]) == (401, 1003)
+
+    # Signing out forgets the token: a reload shows the sign-in screen.
+    dash.page.get_by_role("navigation", name="Main").get_by_role("button", name="Sign out").click()
+    page.get_by_role("heading", name="Sign in to rig").wait_for()
+    assert page.evaluate("sessionStorage.length") == 0
+    page.reload()
+    page.get_by_role("heading", name="Sign in to rig").wait_for()
+    dash.close()
