@@ -36,6 +36,7 @@ class Operation:
     auth: Auth = None
     body: type[BaseModel] | None = None
     body_required: bool = True
+    raw_body: str | None = None  # the content type of a body that is not JSON
     query: type[BaseModel] | None = None
     errors: tuple[str, ...] = ()  # HTTP statuses beyond the ones every route can give
     conflicts: tuple[int, ...] = ()  # errorCodes of a 409

@@ -18,6 +18,7 @@ from rig import (
     live,
     operations,
     streams,
+    thumbnails,
     webhooks,
 )
 from rig.appkeys import LOGIN_HASHING, PASSWORD_CHANGE_HASHING, POOL, SETTINGS, TOKENS
@@ -41,6 +42,7 @@ ROUTE_TABLES = (
     ingest.routes,
     agents.routes,
     live.routes,
+    thumbnails.routes,
     dashboard.routes,
     operations.routes,
     docs.routes,
@@ -127,6 +129,7 @@ def create_app(settings: Settings) -> web.Application:
         ingest.routes,
         agents.routes,
         live.routes,
+        thumbnails.routes,
     ):
         app.add_routes(table.table)
     docs.install(app)

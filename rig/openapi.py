@@ -292,7 +292,7 @@ def operation(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     statuses = set(op.errors) | {"500", "503"}
     if op.auth:
         statuses |= {"401", "403"}
-    if op.body is not None:
+    if op.body is not None or op.raw_body is not None:
         statuses |= {"400", "413"}
     if op.query is not None:
         statuses.add("400")
@@ -321,6 +321,11 @@ def operation(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
         document["requestBody"] = {
             "required": op.body_required,
             "content": {JSON: {"schema": ref(op.body.__name__), "example": body}},
+        }
+    if op.raw_body is not None:
+        document["requestBody"] = {
+            "required": True,
+            "content": {op.raw_body: {"schema": {"type": "string", "format": "binary"}}},
         }
     return document
 
@@ -386,6 +391,9 @@ def curl(op: Operation, body: Any) -> str:
     if body is not None:
         parts.append('-H "Content-Type: application/json"')
         parts.append("-d '" + json.dumps(body) + "'")
+    if op.raw_body is not None:
+        parts.append(f'-H "Content-Type: {op.raw_body}"')
+        parts.append("--data-binary @thumbnail.jpg")
     return " \\\n     ".join(parts)
 
 

@@ -713,6 +713,12 @@ class Session(Answer):
     holdingSeconds: Annotated[float, Field(description="seconds the slate fed the destinations")]
 
 
+class ThumbnailStored(Answer):
+    width: int
+    height: int
+    takenAt: Time
+
+
 class HeartbeatAnswer(Answer):
     claims: list[ClaimAnswer]
 

@@ -81,10 +81,13 @@ def test_document_shape():
                 if "requestBody" in op:
                     assert {"400", "413"} <= set(responses), (method, path)
                     content = op["requestBody"]["content"]
-                    assert list(content) == ["application/json"], (method, path)
+                    expected = "image/jpeg" if path.endswith("/thumbnail") else "application/json"
+                    assert list(content) == [expected], (method, path)
                 content = responses["200"]["content"]
                 if path.endswith("/events"):  # server-sent events; its errors are envelopes
                     assert list(content) == ["text/event-stream"], (method, path)
+                elif (method, path) == ("get", "/streams/{streamID}/thumbnail"):
+                    assert list(content) == ["image/jpeg"]  # the picture; errors are envelopes
                 else:
                     ok = content["application/json"]["schema"]
                     assert ok["required"] == ["message", "payload"], (method, path)
@@ -125,9 +128,12 @@ def test_security_matches_the_routes():
         elif path.startswith("/agents/") and path != "/agents/auth":
             assert schemes == ["agentToken"], (method, path)
     limited = {k for k, _ in security.items() if "429" in paths[k[1]][k[0]]["responses"]}
-    # The rate limits, and the bound on live connections per user (rig/events.py).
+    # The rate limits, the bound on live connections per user (rig/events.py) and one
+    # thumbnail per 5 s per stream (rig/thumbnails.py).
     events = ("get", "/streams/{streamID}/events")
-    assert limited == {(method.lower(), path) for method, path in LIMITED_ROUTES} | {events}
+    thumbnail = ("put", "/agents/claims/{claimID}/thumbnail")
+    expected = {(method.lower(), path) for method, path in LIMITED_ROUTES} | {events, thumbnail}
+    assert limited == expected
 
 
 async def test_openapi_json_is_served(client):
@@ -165,6 +171,10 @@ def test_every_body_has_an_example_its_model_accepts():
             assert samples[0]["lang"] == "Shell" and samples[0]["source"].startswith("curl")
             assert op.method.upper() in samples[0]["source"]
             assert samples[0]["source"] in documented_op["description"]
+            if op.raw_body is not None:
+                assert list(documented_op["requestBody"]["content"]) == [op.raw_body]
+                assert f"Content-Type: {op.raw_body}" in samples[0]["source"]
+                continue
             if op.body is None:
                 assert "requestBody" not in documented_op, op.path
                 continue
