@@ -505,27 +505,47 @@ async def test_a_regranted_claim_that_is_holding_reports_interrupted(
     ]
 
 
-async def test_holding_time_is_summed_on_the_claim(api, make_agent):
-    """The sum of the holding periods that ended (what the session history shows)."""
+async def test_holding_time_in_the_session_history(api, make_agent, expect_ok):
+    """holdingSeconds sums every holding period of a session, the current one included;
+    a takeover ends the holder's session with its holding time, the new one starts at 0."""
     account = await api.account()
     stream = await api.stream(account)
-    agent = await make_agent()
+    backup = (await new_backup_key(api, account, stream["id"], expect_ok))["backupStreamKey"]
+    agent, other = await make_agent("edge-a"), await make_agent("edge-b")
     claim = await agent.claimed(stream["streamKey"])
 
-    async def hold_for(seconds, back_as):
+    async def hold_for(seconds, then=None):
+        """Report holding, make it `seconds` old without waiting, report it again, then
+        `then` (None: stay holding)."""
         await agent.beat([beat_of(claim, stream["streamKey"], "holding")])
         await api.db.execute(
             "UPDATE stream_claims SET state_since = state_since - $1 * interval '1 second'",
             seconds,
         )
-        await agent.beat([beat_of(claim, stream["streamKey"], "holding")])  # still holding
-        await agent.beat([beat_of(claim, stream["streamKey"], back_as)])
+        await agent.beat([beat_of(claim, stream["streamKey"], "holding")])
+        if then is not None:
+            await agent.beat([beat_of(claim, stream["streamKey"], then)])
 
-    await hold_for(6, "live")
-    await hold_for(20, "backup")
-    await agent.beat([beat_of(claim, stream["streamKey"], "live")])
-    held = await api.db.fetchval("SELECT holding_seconds FROM stream_claims")
+    async def history():
+        resp = await api.client.get(f"/streams/{stream['id']}/sessions", headers=account.headers)
+        listed = await expect_ok(resp, "Stream sessions")
+        return [(s["agent"], s["endReason"], s["holdingSeconds"]) for s in listed]
+
+    await hold_for(6, then="live")
+    await hold_for(20, then="backup")
+    await agent.beat([beat_of(claim, stream["streamKey"], "live")])  # no hold: no time
+    ((name, reason, held),) = await history()
+    assert (name, reason) == ("edge-a", None)
     assert 26 <= held < 28, held
+    await hold_for(4)  # holding now: counted up to the last heartbeat
+    ((_, _, held),) = await history()
+    assert 30 <= held < 32, held
+
+    await other.claimed(backup, EDGE_B)  # takes the holding stream over
+    (new, old) = await history()
+    assert new == ("edge-b", None, 0.0)
+    assert old[:2] == ("edge-a", "taken over")
+    assert 30 <= old[2] < 32, old
 
 
 # ---------------------------------------------------------------- the backup key rotated
