@@ -8,6 +8,8 @@ import logging
 import signal
 import sys
 
+import uvloop
+
 from agent.health import HealthServer
 from agent.rig_client import RigClient
 from agent.server import IngestServer
@@ -71,14 +73,14 @@ async def serve(settings: AgentSettings) -> None:
     log.info("agent stopped")
 
 
-# glibc's mallopt(M_ARENA_MAX): without a cap every relay thread gets a malloc arena of
-# its own (up to 8 per core), each holding freed memory: measured 206 MB of RSS at 32
-# ingests, against 2 arenas for the whole process.
+# glibc's mallopt(M_ARENA_MAX): without a cap every thread that allocates (the PyAV
+# probe worker, asyncio's resolver threads) may get a malloc arena of its own (up to 8
+# per core), each holding freed memory; 2 are plenty for one event loop.
 M_ARENA_MAX = -8
 
 
 def limit_malloc_arenas(count: int = 2) -> None:
-    """Cap glibc's malloc arenas (before any relay thread starts); no-op elsewhere."""
+    """Cap glibc's malloc arenas (before any thread starts); no-op elsewhere."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(M_ARENA_MAX, count)
@@ -98,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     if not settings.agent_key:
         parser.error("RIG_AGENT_KEY is not set (create one with: rig agents create NAME)")
+    # One event loop serves every socket; uvloop (libuv, in C) by default: see the
+    # README's Performance section for what it saves.
+    loop_factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
     try:
-        asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(settings))
     except OSError as exc:
         log.error("%s", exc)
         return 1

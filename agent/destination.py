@@ -1,31 +1,49 @@
-"""One destination of one ingest: its own queue, its own thread, its own connection.
+"""One destination of one stream: its connection, its bounded queue, its retries.
 
-The worker connects (RtmpPublisher) and sends the ingest's media messages, muxed once
-for every destination by the fan-out (`agent.remux`), taking everything queued in one
-write. A destination that fails is retried with capped exponential backoff and
-jitter; each (re)connection starts with the publisher's metadata and the current
-codec configuration (AVC/HEVC/AAC sequence headers), then media from a keyframe.
-Nothing a destination does can block the ingest or another destination: the fan-out
-only ever appends to this worker's bounded MediaQueue.
+A `DestinationWorker` is an asyncio task that connects (`agent.egress.open_publish`,
+with a deadline), and once the destination accepted the publish, starts it with what
+the stream's relay says a new connection needs (the publisher's latest onMetaData, the
+latest sequence header of every track, then media from the newest video keyframe). From
+then on the relay hands it every message (`send`), already chunked when it can share
+the bytes with the other destinations. A destination that falls behind (its connection's
+write buffer full) queues in its own bounded MediaQueue, which drops whole GOPs; one
+that stops reading for the write deadline, refuses, or drops is retried with capped
+exponential backoff and jitter, and resumes from a keyframe with the original
+timestamps. Nothing here can block the ingest or another destination.
 """
 
+from __future__ import annotations
+
+import asyncio
+import contextlib
 import enum
 import logging
 import random
 import ssl
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from agent.egress import EgressError, RtmpPublisher, RtmpTarget, parse_target
-from agent.flv import SCRIPT, add_set_data_frame
+from agent.egress import (
+    FALLBACK_CHUNK_SIZE,
+    LARGE_CHUNK_SIZE,
+    EgressError,
+    RtmpPublish,
+    RtmpTarget,
+    open_publish,
+    parse_target,
+)
 from agent.media_queue import MediaMessage, MediaQueue
-
-if TYPE_CHECKING:
-    from agent.remux import Remuxer
+from agent.rtmp.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, message_chunks
+from agent.tags import AUDIO, VIDEO
 
 log = logging.getLogger(__name__)
+
+# A connection made with the large chunk size that fails sooner than this after it
+# started is retried with the size OBS and FFmpeg use (a destination may refuse the
+# Set Chunk Size, or the first large chunk).
+CHUNK_SIZE_PROBATION = 10.0
+# Messages moved from a destination's queue to its connection at a time.
+DRAIN_BATCH = 32
 
 
 class DestinationState(enum.StrEnum):
@@ -61,34 +79,7 @@ class EgressSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     tls_context: ssl.SSLContext | None = None
-
-
-class InputStreams:
-    """What every connection of an ingest starts with, published once by the fan-out."""
-
-    def __init__(self) -> None:
-        self._ready = threading.Event()
-        self.has_video = False
-        # The current codec configuration (sequence headers), replaced whole by the
-        # demux thread when the publisher sends a new one.
-        self.headers: list[MediaMessage] = []
-        # The publisher's latest onMetaData as an FLV script body (set by the fan-out).
-        self.script: bytes | None = None
-        self.ended_early = False
-
-    def publish(self, remuxer: "Remuxer | None") -> None:
-        """The ingest's tracks are known (None: it ended before any); wake the workers."""
-        if remuxer is None:
-            self.ended_early = True
-        else:
-            self.has_video = remuxer.has_video
-            self.headers = remuxer.headers()
-        self._ready.set()
-
-    @property
-    def ready(self) -> bool:
-        """The tracks are known (or the ingest ended before any)."""
-        return self._ready.is_set()
+    chunk_size: int = LARGE_CHUNK_SIZE
 
 
 class Backoff:
@@ -109,24 +100,60 @@ class Backoff:
         self.attempt = 0
 
 
-class DestinationWorker:
-    """Relays one ingest to one destination.
+_CSID = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO}
 
-    Connecting (TCP, TLS, RTMP handshake, publish: blocking, with deadlines) runs in a
-    connector thread of its own, so a slow destination never holds up anything else.
-    Once connected, the socket is handed to the ingest's relay thread, which calls
-    `service` after every packet and whenever the socket is ready: it moves queued
-    messages to the socket without blocking. Media queued meanwhile is kept (bounded)
-    and sent from a keyframe.
-    """
+
+def encode(messages: Sequence[MediaMessage], stream_id: int, chunk_size: int) -> bytes:
+    """Messages chunked for one connection (audio, video and data on their own chunk
+    streams, as FFmpeg sends them)."""
+    parts: list[bytes | memoryview] = []
+    for m in messages:
+        csid = _CSID.get(m.type_id, CSID_DATA)
+        parts += message_chunks(csid, stream_id, m.type_id, m.timestamp, m.body, chunk_size)
+    return b"".join(parts)
+
+
+class Chunked:
+    """A batch of messages, chunked at most once per (message stream id, chunk size): the
+    bytes are the same for every destination sharing those (usually all of them)."""
+
+    __slots__ = ("_bytes", "messages")
+
+    def __init__(self, messages: list[MediaMessage]) -> None:
+        self.messages = messages
+        self._bytes: dict[tuple[int, int], bytes] = {}
+
+    def for_connection(self, connection: RtmpPublish) -> bytes:
+        key = connection.chunk_key
+        data = self._bytes.get(key)
+        if data is None:
+            data = self._bytes[key] = encode(self.messages, *key)
+        return data
+
+
+class StreamStart:
+    """What the relay gives a destination that (re)connects."""
+
+    def start_messages(self) -> list[MediaMessage]:
+        """Latest metadata and codec configuration, then media from a keyframe."""
+        raise NotImplementedError
+
+    @property
+    def needs_keyframe(self) -> bool:
+        """Video frames must wait for the next keyframe (no keyframe to start from)."""
+        raise NotImplementedError
+
+
+class DestinationWorker:
+    """Relays one stream to one destination."""
 
     def __init__(
         self,
         destination: Destination,
         label: str,
-        inputs: InputStreams,
+        stream: StreamStart,
         settings: EgressSettings,
-        wake: Callable[[], None] = lambda: None,
+        on_done: Callable[[DestinationWorker], None] = lambda worker: None,
     ) -> None:
         self.destination = destination
         self.label = label
@@ -134,246 +161,248 @@ class DestinationWorker:
         self.state = DestinationState.CONNECTING
         self.last_error: str | None = None
         self.reconnects = 0
-        self.done = False  # nothing more to do: ended, stopped or failed for good
-        self._bytes_sent_before = 0  # by earlier connections
-        self._inputs = inputs
+        self._stream = stream
         self._settings = settings
-        self._wake = wake  # wakes the relay thread
+        self._on_done = on_done
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
-        self._stop = threading.Event()
-        self._interrupt = threading.Event()  # ends a connector's backoff wait early
-        self._connector: threading.Thread | None = None
-        self._target: RtmpTarget | None = None  # parsed from the URL by start()
-        self._connected: RtmpPublisher | None = None  # handed over by the connector
-        self._publisher: RtmpPublisher | None = None  # driven by the relay thread
-        self._attached_before = False
-        self._waiting_for_keyframe = False
-        self._started = False
+        self._chunk_size = settings.chunk_size
+        self._connection: RtmpPublish | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()  # ends a backoff wait early (the stream ended)
+        self._ending = False  # the stream is over: drain, unpublish, close
+        self._wait_keyframe = False
+        self._retry_at: float | None = None
+        self._live_since: float | None = None
+        self._live_before = 0.0
+        self._bytes_before = 0
+        self._finished = False
 
-    # ------------------------------------------------------- called from any thread
+    # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Start connecting at once: media queues up meanwhile and is sent from a keyframe."""
+        """Start connecting at once."""
         try:
             target = parse_target(self.destination.url)
         except EgressError as exc:
             self.last_error = str(exc)
-            self.state = DestinationState.FAILED
-            self.done = True
             log.error("%s: %s; giving up", self.label, exc)
+            self._finish(DestinationState.FAILED)
             return
-        self._target = target
-        self._connect(delay=0.0)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(target), name=f"destination {self.label}"
+        )
 
     def finish(self) -> None:
-        """The publisher stopped: send what is queued, then close cleanly."""
-        self.queue.end()
-        self._interrupt.set()
-        self._wake()
+        """The stream ended: send what is queued, unpublish, close; stop retrying."""
+        if self._ending:
+            return
+        self._ending = True
+        self._wakeup.set()
+        connection = self._connection
+        if connection is not None:
+            if not self.queue:
+                connection.close(clean=True, drain_timeout=self._settings.write_timeout)
+            # else: _drain closes it once the queue is sent (or the write deadline fails it)
+        elif self._task is not None:
+            self._task.cancel()  # connecting or waiting to retry: nothing left to deliver
 
     def stop(self) -> None:
         """Stop now, sending nothing more (agent shutdown after the drain deadline)."""
-        self._stop.set()
-        self.finish()
+        self._ending = True
+        self._wakeup.set()
+        if self._connection is not None:
+            self._connection.close(clean=False)
+        if self._task is not None:
+            self._task.cancel()
+
+    @property
+    def done(self) -> bool:
+        """Nothing more to do: ended, stopped or failed for good."""
+        return self._finished
+
+    async def wait(self) -> None:
+        """Until the worker is done."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._task)
+
+    # ------------------------------------------------------------------ the media path
+
+    def send(self, batch: Chunked) -> None:
+        """Relay a batch of the publisher's messages (called for every batch)."""
+        connection = self._connection
+        if connection is None or connection.closed.done():
+            return  # not live: a (re)connection starts from the relay's keyframe
+        messages = batch.messages
+        if self._wait_keyframe:
+            messages = self._from_keyframe(messages)
+            if not messages:
+                return
+            if messages is not batch.messages:
+                batch = Chunked(messages)
+        if self.queue or connection.paused:
+            self.queue.put_many(messages)  # bounded: drops whole GOPs when over
+            return
+        connection.write(batch.for_connection(connection))
+
+    def check(self, now: float) -> None:
+        """Fail a connection whose destination stopped reading for the write deadline."""
+        connection = self._connection
+        if connection is None or connection.paused_since is None:
+            return
+        if now - connection.paused_since > self._settings.write_timeout:
+            target = connection.target.safe_name
+            connection.fail(EgressError(f"{target} stopped reading (write timed out)"))
+
+    # ------------------------------------------------------------------ statistics
 
     @property
     def bytes_sent(self) -> int:
         """Bytes sent to the destination over every connection so far."""
-        current = self._publisher.bytes_sent if self._publisher is not None else 0
-        return self._bytes_sent_before + current
+        connection = self._connection
+        return self._bytes_before + (connection.bytes_sent if connection is not None else 0)
 
-    def health(self) -> dict[str, object]:
+    @property
+    def dropped_packets(self) -> int:
+        """Messages dropped because the destination fell behind."""
+        return self.queue.dropped_packets
+
+    def live_seconds(self, now: float) -> float:
+        """Seconds live, over every connection."""
+        since = self._live_since
+        return self._live_before + (now - since if since is not None else 0.0)
+
+    def health(self, now: float) -> dict[str, object]:
         """The destination's state for heartbeats (no URL: it holds the key)."""
+        retry_in = None
+        if self.state is DestinationState.BACKOFF and self._retry_at is not None:
+            retry_in = round(max(0.0, self._retry_at - now), 1)
         return {
             "id": self.destination.id,
             "service": self.destination.service,
             "state": self.state.value,
             "lastError": self.last_error,
+            "retryIn": retry_in,
             "bytesSent": self.bytes_sent,
             "reconnects": self.reconnects,
-            "droppedPackets": self.queue.dropped_packets,
+            "liveSeconds": round(self.live_seconds(now), 1),
+            "droppedPackets": self.dropped_packets,
         }
 
-    @property
-    def alive(self) -> bool:
-        """The destination still has work: connecting, sending or draining."""
-        return not self.done or self._connector_alive()
+    # ------------------------------------------------------------------ internals
 
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the connector thread; True if the worker has nothing left to do."""
-        connector = self._connector
-        if connector is not None:
-            connector.join(timeout)
-        return not self.alive
-
-    # ------------------------------------------------------- called by the relay thread
-
-    def fileno(self) -> int | None:
-        """The connected socket, for the relay thread's poll(); None when not connected."""
-        return self._publisher.fileno() if self._publisher is not None else None
-
-    @property
-    def wants_write(self) -> bool:
-        """Bytes are waiting for the socket to become writable."""
-        return self._publisher is not None and self._publisher.pending > 0
-
-    def on_readable(self) -> None:
-        """The destination sent something (acks, pings, a close)."""
-        if self._publisher is not None:
-            try:
-                self._publisher.read_some()
-            except EgressError as exc:
-                self._lost(exc)
-
-    def service(self, now: float) -> None:
-        """Move queued media to the connection without blocking; notice the end."""
-        if self.done:
-            return
-        if self._stop.is_set():
-            self._close(clean=False)
-            return
-        if self._publisher is None and not self._attach():
-            return
+    async def _run(self, target: RtmpTarget) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            self._pump(now)
-        except EgressError as exc:
-            self._lost(exc)
+            while not self._ending:
+                self.state = DestinationState.CONNECTING
+                try:
+                    connection = await open_publish(
+                        target,
+                        chunk_size=self._chunk_size,
+                        timeout=self._settings.connect_timeout,
+                        tls_context=self._settings.tls_context,
+                    )
+                except EgressError as exc:
+                    await self._retry(exc, loop, lived=None)
+                    continue
+                started = loop.time()
+                error = await self._serve(connection, loop)
+                if error is None:
+                    break
+                if self._ending:
+                    log.warning("%s: %s; the stream has ended, not reconnecting", self.label, error)
+                    self.last_error = str(error)
+                    break
+                await self._retry(error, loop, lived=loop.time() - started)
+        except asyncio.CancelledError:
+            if self._connection is not None:
+                self._connection.close(clean=False)
+        finally:
+            self._detach(loop)
+            self._finish(DestinationState.OFF)
 
-    def _attach(self) -> bool:
-        """Take over a connection the connector made, once the ingest's tracks are known."""
-        if self._connected is None or not self._inputs.ready:
-            return False
-        publisher, self._connected = self._connected, None
-        if self._inputs.ended_early:
-            publisher.close(clean=True)
-            self._end("the ingest ended before any media")
-            return False
-        if self._attached_before:
-            self.queue.skip_to_latest_keyframe()  # resume live, not with stale media
-        self._attached_before = True
-        self._publisher = publisher
-        self._waiting_for_keyframe = self._inputs.has_video
-        self._started = False
+    async def _serve(
+        self, connection: RtmpPublish, loop: asyncio.AbstractEventLoop
+    ) -> EgressError | None:
+        """Live on `connection` until it ends; returns the EgressError that ended it (None:
+        we closed it)."""
+        self._connection = connection
+        connection.on_resume = self._drain
         self.state = DestinationState.LIVE
+        self.last_error = None
+        self._live_since = loop.time()
         self._backoff.reset()
-        log.info("%s: live on %s", self.label, publisher.target.safe_name)
-        return True
+        log.info("%s: live on %s", self.label, connection.target.safe_name)
+        start = self._stream.start_messages()
+        self._wait_keyframe = self._stream.needs_keyframe
+        connection.write(encode(start, connection.stream_id, connection.chunk_size))
+        if self._ending and not self.queue:
+            connection.close(clean=True, drain_timeout=self._settings.write_timeout)
+        error = await connection.closed
+        self._detach(loop)
+        if error is None and self._ending:
+            log.info("%s: stream ended, destination closed", self.label)
+        return error
 
-    def _pump(self, now: float) -> None:
-        publisher = self._publisher
-        assert publisher is not None
-        if publisher.pending:
-            publisher.write_some(now)
-            if publisher.pending:
-                return  # the socket is full: media waits in the bounded queue
-        batch = self.queue.take() if len(self.queue) else []
-        if not batch:
-            if self.queue.ended:
-                self._close(clean=True)
-            return
-        if self._waiting_for_keyframe:
-            # Start (or restart) on a video keyframe; what precedes it is useless.
-            start = next((i for i, m in enumerate(batch) if m.starts_gop), None)
-            if start is None:
-                return
-            batch = batch[start:]
-            self._waiting_for_keyframe = False
-        out = [(m.type_id, m.timestamp, m.body) for m in batch]
-        if not self._started:
-            # What a (re)connection starts with: the publisher's own onMetaData, then each
-            # track's sequence header (with the muxer's timestamp, 0 unless the publisher
-            # changed it mid-stream, as a fresh FFmpeg muxer would send it: receivers such
-            # as nginx-rtmp's recorder then keep absolute timestamps); then media.
-            self._started = True
-            inputs = self._inputs
-            head = []
-            if inputs.script is not None:
-                head.append((SCRIPT, batch[0].timestamp, add_set_data_frame(inputs.script)))
-            head += [(h.type_id, h.timestamp, h.body) for h in inputs.headers]
-            out = head + out
-        publisher.queue(out)
-        publisher.write_some(now)
+    def _detach(self, loop: asyncio.AbstractEventLoop) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._bytes_before += connection.bytes_sent
+        if self._live_since is not None:
+            self._live_before += loop.time() - self._live_since
+            self._live_since = None
+        self.queue.clear()
 
-    def _lost(self, exc: Exception) -> None:
-        """The connection failed: close it and reconnect after a backoff delay."""
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            publisher.close(clean=False)
-            self._bytes_sent_before += publisher.bytes_sent
-        self.last_error = str(exc)
+    async def _retry(
+        self, error: EgressError, loop: asyncio.AbstractEventLoop, lived: float | None
+    ) -> None:
+        """Count the failure, wait the backoff delay (or until the stream ends)."""
+        self.last_error = str(error)
         self.reconnects += 1
-        if self.queue.ended:
-            log.warning("%s: %s; the stream has ended, not reconnecting", self.label, exc)
-            self._end(None)
+        if self._ending:
+            log.warning("%s: %s; the stream has ended, not reconnecting", self.label, error)
             return
+        if (
+            self._chunk_size > FALLBACK_CHUNK_SIZE
+            and error.connected
+            and not error.refused
+            and (lived is None or lived < CHUNK_SIZE_PROBATION)
+        ):
+            self._chunk_size = FALLBACK_CHUNK_SIZE
+            log.info("%s: next attempt with chunk size %d", self.label, FALLBACK_CHUNK_SIZE)
         self.state = DestinationState.BACKOFF
         delay = self._backoff.next_delay()
-        log.warning("%s: %s; retrying in %.1f s", self.label, exc, delay)
-        self._connect(delay)
+        self._retry_at = loop.time() + delay
+        log.warning("%s: %s; retrying in %.1f s", self.label, error, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), delay)
+        self._retry_at = None
 
-    def _close(self, *, clean: bool) -> None:
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            publisher.close(clean=clean)
-            self._bytes_sent_before += publisher.bytes_sent
-        connected, self._connected = self._connected, None
-        if connected is not None:
-            connected.close(clean=False)
-        self._end("stream ended, destination closed" if clean else None)
-
-    def _end(self, message: str | None) -> None:
-        if message:
-            log.info("%s: %s", self.label, message)
-        self.state = DestinationState.OFF
-        self.done = True
-
-    # ------------------------------------------------------------ connector thread
-
-    def _connector_alive(self) -> bool:
-        return self._connector is not None and self._connector.is_alive()
-
-    def _connect(self, delay: float) -> None:
-        self._connector = threading.Thread(
-            target=self._connect_loop,
-            args=(self._target, delay),
-            name=f"connect-{self.label}",
-            daemon=True,
-        )
-        self._connector.start()
-
-    def _connect_loop(self, target: RtmpTarget, delay: float) -> None:
-        """Connect and publish, retrying with backoff; hand the connection over."""
-        settings = self._settings
-        while True:
-            if delay:
-                self._interrupt.wait(delay)
-            if self._stop.is_set():
-                self._end(None)
-                return
-            if self.queue.ended and (self._attached_before or delay):
-                # The stream ended while this destination was down: nothing live is left
-                # to deliver, so stop instead of retrying forever.
-                self._end("stream ended while the destination was down")
-                self._wake()
-                return
-            self.state = DestinationState.CONNECTING
-            publisher = RtmpPublisher(
-                target,
-                connect_timeout=settings.connect_timeout,
-                write_timeout=settings.write_timeout,
-                tls_context=settings.tls_context,
-            )
-            try:
-                publisher.open()
-                publisher.start_streaming()
-            except (EgressError, OSError) as exc:
-                publisher.close(clean=False)
-                self.last_error = str(exc)
-                self.reconnects += 1
-                self.state = DestinationState.BACKOFF
-                delay = self._backoff.next_delay()
-                log.warning("%s: %s; retrying in %.1f s", self.label, exc, delay)
-                continue
-            self._connected = publisher
-            self._wake()
+    def _drain(self) -> None:
+        """The connection takes data again: move queued messages to it."""
+        connection = self._connection
+        if connection is None:
             return
+        queue = self.queue
+        while queue and not connection.paused:
+            batch = queue.take(DRAIN_BATCH)
+            connection.write(encode(batch, connection.stream_id, connection.chunk_size))
+        if self._ending and not queue:
+            connection.close(clean=True, drain_timeout=self._settings.write_timeout)
+
+    def _from_keyframe(self, messages: list[MediaMessage]) -> list[MediaMessage]:
+        """Drop video frames until a keyframe (audio, data and codec configuration pass);
+        clears `_wait_keyframe` once one is found."""
+        for index, message in enumerate(messages):
+            if message.starts_gop:
+                self._wait_keyframe = False
+                return [m for m in messages[:index] if not m.is_video_frame] + messages[index:]
+        return [m for m in messages if not m.is_video_frame]
+
+    def _finish(self, state: DestinationState) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.state = state
+        self._on_done(self)

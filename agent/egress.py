@@ -1,32 +1,69 @@
-"""Our outgoing RTMP/RTMPS publish to one destination.
+"""Our outgoing RTMP/RTMPS publish to one destination, on the agent's event loop.
 
-PyAV cannot pass socket options to an `rtmp://` output, so the socket is ours:
-TCP_NODELAY (no Nagle stalls), a connect deadline, a write deadline (a destination
-that stops reading is failed instead of holding media forever) and TLS for
-`rtmps://`. The protocol itself is the sans-I/O `ClientSession`.
+The protocol is the sans-I/O `ClientSession`; this module only moves its bytes. The
+socket is ours, not PyAV's (which opens `rtmp://` outputs with no options): TCP_NODELAY
+(no Nagle stalls), a deadline on connecting (TCP, TLS, handshake, publish, all together),
+TLS for `rtmps://`, and flow control: `paused` says the connection's write buffer is full,
+and how long it has been, so that a destination that stops reading fails after the write
+deadline instead of holding media forever.
 
-`open` connects and publishes over a blocking socket (in a connector thread); after
-that the socket is non-blocking and the ingest's relay thread drives it: `queue`
-media, `write_some` when the socket is writable, `read_some` when it is readable.
+Media goes out already chunked (`agent.rtmp.chunk.message_chunks`): the relay chunks
+each message once for every destination with the same chunk size and message stream id
+(`chunk_key`). Control and command messages (acks, pings, unpublish) are the session's.
 """
 
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
 import socket
 import ssl
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 from agent.rtmp import ClientSession, ProtocolError
 from agent.rtmp.events import PublishRefused, PublishStarted, ServerClosed
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443}
+#: The chunk size we send with: large chunks mean fewer headers and fewer Python
+#: objects per message. nginx-rtmp accepts up to 10 MiB (NGX_RTMP_MAX_CHUNK_SIZE), SRS
+#: 128-65536 (SRS_CONSTS_RTMP_MAX_CHUNK_SIZE; larger ones only warn), FFmpeg any;
+#: YouTube and Twitch publish no limit and receive 4096 from OBS and FFmpeg.
+LARGE_CHUNK_SIZE = 65536
+#: What OBS and FFmpeg send with: used for a destination that refused a large one.
+FALLBACK_CHUNK_SIZE = 4096
+#: Write buffer above which a destination counts as backed up (media then waits in the
+#: destination's own bounded queue, where whole GOPs can be dropped).
+WRITE_BUFFER_HIGH = 256 * 1024
+
+# What a refusal's status code means, in words for lastError (never the peer's text).
+_REFUSALS = {
+    "NetStream.Publish.BadName": " (bad stream key or stream already publishing)",
+    "NetStream.Publish.Denied": " (publishing denied)",
+    "NetStream.Publish.BadConnection": " (bad connection)",
+    "NetConnection.Connect.Rejected": " (connection rejected)",
+    "NetConnection.Connect.Failed": " (connect failed)",
+    "NetConnection.Connect.InvalidApp": " (unknown application)",
+}
 
 
 class EgressError(Exception):
     """The destination cannot be reached, refused the publish, or stopped reading.
 
     Messages never contain the destination URL: it embeds the destination's stream key.
+    `connected`: it happened once the connection was up (during the RTMP session);
+    `refused`: the destination answered the publish with an error.
     """
+
+    def __init__(self, message: str, *, connected: bool = False, refused: bool = False) -> None:
+        super().__init__(message)
+        self.connected = connected
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -71,184 +108,205 @@ def parse_target(url: str) -> RtmpTarget:
     return RtmpTarget(parts.scheme, parts.hostname, port, app, name)
 
 
-class RtmpPublisher:
-    """One publish to a destination: connect, handshake, publish, send media, close."""
+def _os_error_words(exc: OSError) -> str:
+    """What an OS error means, without the addresses asyncio adds to its text."""
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
 
-    def __init__(
-        self,
-        target: RtmpTarget,
-        *,
-        connect_timeout: float = 10.0,
-        write_timeout: float = 10.0,
-        tls_context: ssl.SSLContext | None = None,
-    ) -> None:
+
+class RtmpPublish(asyncio.Protocol):
+    """One publish to a destination: made by `open_publish`, then fed chunked media.
+
+    `closed` resolves when the connection is over: with None after our own `close`,
+    with the EgressError that ended it otherwise.
+    """
+
+    def __init__(self, target: RtmpTarget, chunk_size: int) -> None:
         self.target = target
-        self._connect_timeout = connect_timeout
-        self._write_timeout = write_timeout
-        self._tls_context = tls_context
-        self._session = ClientSession(target.app, target.tc_url, target.stream_name)
-        self._sock: socket.socket | None = None
+        self._session = ClientSession(
+            target.app, target.tc_url, target.stream_name, chunk_size=chunk_size
+        )
+        self._transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.started: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[EgressError | None] = loop.create_future()
         self.bytes_sent = 0
-        # Non-blocking phase: bytes accepted by `queue` and not yet taken by the socket.
-        self._out = bytearray()
-        self._retry_len = 0  # TLS: a write that wanted to be retried, with this length
-        self._tls = False
-        self._last_progress = 0.0
+        self.paused_since: float | None = None  # loop time the write buffer filled up
+        self.on_resume: Callable[[], None] | None = None  # called when writable again
+        self._closing = False
+        self._abort_timer: asyncio.TimerHandle | None = None
 
-    def open(self) -> None:
-        """Connect and publish; returns once the destination said NetStream.Publish.Start."""
-        deadline = time.monotonic() + self._connect_timeout
-        target = self.target
-        try:
-            sock = socket.create_connection((target.host, target.port), self._connect_timeout)
-        except OSError as exc:
-            raise EgressError(
-                f"cannot connect to {target.safe_name}: {exc.strerror or exc}"
-            ) from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if target.scheme == "rtmps":
-            context = self._tls_context or ssl.create_default_context()
-            try:
-                sock = context.wrap_socket(sock, server_hostname=target.host)
-            except (OSError, ssl.SSLError) as exc:
-                sock.close()
-                raise EgressError(f"TLS with {target.safe_name} failed: {exc}") from exc
-        self._sock = sock
-        self._session.start()
-        while True:
-            self._flush()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise EgressError(f"{target.safe_name} did not accept the publish in time")
-            sock.settimeout(remaining)
-            for event in self._receive(self._recv()):
-                if isinstance(event, PublishStarted):
-                    sock.settimeout(self._write_timeout)
-                    return
-                if isinstance(event, PublishRefused):
-                    raise EgressError(f"{target.safe_name} refused the publish: {event.code}")
-                if isinstance(event, ServerClosed):
-                    raise EgressError(f"{target.safe_name} closed the connection")
-
-    # ------------------------------------------------------------ non-blocking phase
-
-    def start_streaming(self) -> None:
-        """From now on the socket is non-blocking, driven by the relay thread."""
-        assert self._sock is not None
-        self._sock.setblocking(False)
-        self._tls = isinstance(self._sock, ssl.SSLSocket)
-        self._last_progress = time.monotonic()
-
-    def fileno(self) -> int:
-        """The socket's descriptor, for poll()."""
-        return self._sock.fileno() if self._sock is not None else -1
+    # -------------------------------------------------------------- for the owner
 
     @property
-    def pending(self) -> int:
-        """Bytes queued and not yet taken by the socket."""
-        return len(self._out)
+    def chunk_key(self) -> tuple[int, int]:
+        """What the bytes of a chunked message depend on: (message stream id, chunk size)."""
+        return self._session.stream_id, self._session.chunk_size
 
-    def queue(self, messages: list[tuple[int, int, bytes]]) -> None:
-        """Chunk (type, timestamp, body) messages for sending; `write_some` sends them."""
-        session = self._session
-        for type_id, timestamp, payload in messages:
-            session.send_media(type_id, timestamp, payload)
-        if not self._out:
-            self._last_progress = time.monotonic()  # the write deadline starts now
-        self._out += session.data_to_send()
+    @property
+    def chunk_size(self) -> int:
+        """The chunk size media must be chunked with."""
+        return self._session.chunk_size
 
-    def write_some(self, now: float) -> None:
-        """Send what the socket takes without blocking; fail once nothing could be sent
-        for the write deadline (the destination stopped reading)."""
-        out, sock = self._out, self._sock
-        if not out or sock is None:
+    @property
+    def stream_id(self) -> int:
+        """The message stream id media must be sent on."""
+        return self._session.stream_id
+
+    @property
+    def paused(self) -> bool:
+        """The write buffer is full: the destination is not keeping up (right now)."""
+        return self.paused_since is not None
+
+    def write(self, data: bytes) -> None:
+        """Send chunked media (never blocks; see `paused`)."""
+        transport = self._transport
+        if transport is None or self._closing:
             return
+        transport.write(data)
+        self.bytes_sent += len(data)
+
+    def fail(self, error: EgressError) -> None:
+        """End the connection now because of `error` (e.g. the write deadline passed)."""
+        self._finish(error)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self, *, clean: bool, drain_timeout: float = 5.0) -> None:
+        """Unpublish (when `clean`) and close once what is buffered is sent; abort after
+        `drain_timeout` seconds if the destination does not take it. Never raises."""
+        transport = self._transport
+        if transport is None or self._closing:
+            self._finish(None)
+            return
+        self._closing = True
+        if clean and self._session.publishing:
+            self._session.unpublish()
+            self._flush()
+        if not clean:
+            transport.abort()
+            return
+        transport.close()  # after the buffer is written
+        self._abort_timer = self._loop.call_later(drain_timeout, transport.abort)
+
+    # -------------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        self._session.start()
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
         try:
-            while out:
-                if self._tls:
-                    # OpenSSL wants a retried write repeated with the same length.
-                    size = self._retry_len or min(len(out), 16384)
-                    self._retry_len = size
-                    sent = sock.send(out[:size])
-                    self._retry_len = 0
-                else:
-                    sent = sock.send(out)
-                if not sent:
-                    break
-                del out[:sent]
-                self.bytes_sent += sent
-                self._last_progress = now
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            pass
-        except OSError as exc:
-            raise EgressError(f"sending to {self.target.safe_name} failed: {exc}") from exc
-        if out and now - self._last_progress > self._write_timeout:
-            raise EgressError(f"{self.target.safe_name} stopped reading (write timed out)")
-
-    def read_some(self) -> None:
-        """Take what the destination sent (acks, pings, a close) without blocking."""
-        sock = self._sock
-        if sock is None:
+            events = self._session.receive_data(data)
+        except ProtocolError as exc:
+            message = f"{self.target.safe_name} broke the protocol: {exc}"
+            self.fail(EgressError(message, connected=True))
             return
-        while True:
-            try:
-                data = sock.recv(65536)
-            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                return
-            except OSError as exc:
-                raise EgressError(f"receiving from {self.target.safe_name} failed: {exc}") from exc
-            if not data:
-                raise EgressError(f"{self.target.safe_name} closed the connection")
-            for event in self._receive(data):
-                if isinstance(event, ServerClosed | PublishRefused):
-                    raise EgressError(f"{self.target.safe_name} ended the publish")
-            if not self._out:
-                self._last_progress = time.monotonic()
-            self._out += self._session.data_to_send()  # acks, pong
+        self._flush()  # acks, pongs, the publish sequence
+        for event in events:
+            if isinstance(event, PublishStarted):
+                if not self.started.done():
+                    self.started.set_result(None)
+            elif isinstance(event, PublishRefused):
+                why = _REFUSALS.get(event.code, "")
+                message = f"{self.target.safe_name} refused the publish{why}"
+                self.fail(EgressError(message, connected=True, refused=True))
+                # The code is the peer's: logged escaped and cut short, never in lastError.
+                log.info("%s refused the publish: %.100r", self.target.safe_name, event.code)
+            elif isinstance(event, ServerClosed):
+                self.fail(self._closed_by_peer())
 
-    def close(self, *, clean: bool = True) -> None:
-        """Unpublish (when `clean`) and close; never raises."""
-        sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        try:
-            if clean and self._session.publishing and not self._out:
-                self._session.unpublish()
-                data = self._session.data_to_send()
-                sock.settimeout(1.0)
-                sock.sendall(data)
-                sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        finally:
-            sock.close()
+    def eof_received(self) -> bool:
+        # After our unpublish the destination closing its side is the expected answer
+        # (a TLS close_notify arrives as an end of file too).
+        self._finish(None if self._closing else self._closed_by_peer())
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+        if self._closing:
+            self._finish(None)
+        elif exc is not None:
+            words = _os_error_words(exc) if isinstance(exc, OSError) else type(exc).__name__
+            message = f"sending to {self.target.safe_name} failed: {words}"
+            self._finish(EgressError(message, connected=True))
+        else:
+            self._finish(self._closed_by_peer())
+        self._transport = None
+
+    def pause_writing(self) -> None:
+        self.paused_since = self._loop.time()
+
+    def resume_writing(self) -> None:
+        self.paused_since = None
+        if self.on_resume is not None:
+            self.on_resume()
+
+    # -------------------------------------------------------------- internals
 
     def _flush(self) -> None:
         data = self._session.data_to_send()
-        if not data or self._sock is None:
-            return
-        try:
-            self._sock.sendall(data)
-        except TimeoutError as exc:
-            raise EgressError(f"{self.target.safe_name} stopped reading (write timed out)") from exc
-        except OSError as exc:
-            raise EgressError(f"sending to {self.target.safe_name} failed: {exc}") from exc
-        self.bytes_sent += len(data)
+        if data and self._transport is not None:
+            self._transport.write(data)
+            self.bytes_sent += len(data)
 
-    def _recv(self) -> bytes:
-        assert self._sock is not None
-        try:
-            data = self._sock.recv(65536)
-        except TimeoutError as exc:
-            raise EgressError(f"{self.target.safe_name} did not answer in time") from exc
-        except OSError as exc:
-            raise EgressError(f"receiving from {self.target.safe_name} failed: {exc}") from exc
-        if not data:
-            raise EgressError(f"{self.target.safe_name} closed the connection")
-        return data
+    def _closed_by_peer(self) -> EgressError:
+        return EgressError(f"{self.target.safe_name} closed the connection", connected=True)
 
-    def _receive(self, data: bytes) -> list:
-        try:
-            return self._session.receive_data(data)
-        except ProtocolError as exc:
-            raise EgressError(f"{self.target.safe_name} broke the protocol: {exc}") from exc
+    def _finish(self, error: EgressError | None) -> None:
+        if not self.started.done():
+            self.started.set_exception(error or self._closed_by_peer())
+            self.started.exception()  # retrieved: no "never retrieved" warning
+        if not self.closed.done():
+            self.closed.set_result(error)
+
+
+async def open_publish(
+    target: RtmpTarget,
+    *,
+    chunk_size: int,
+    timeout: float,  # noqa: ASYNC109 (one deadline for connect, TLS, handshake, publish)
+    tls_context: ssl.SSLContext | None = None,
+) -> RtmpPublish:
+    """Connect, (TLS,) handshake and publish within `timeout` seconds; EgressError if not."""
+    loop = asyncio.get_running_loop()
+    context = None
+    if target.scheme == "rtmps":
+        context = tls_context or ssl.create_default_context()
+    protocol: RtmpPublish | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                _, protocol = await loop.create_connection(
+                    lambda: RtmpPublish(target, chunk_size),
+                    target.host,
+                    target.port,
+                    ssl=context,
+                    server_hostname=target.host if context else None,
+                )
+            except ssl.SSLError as exc:
+                raise EgressError(f"TLS with {target.safe_name} failed: {exc}") from None
+            except OSError as exc:
+                raise EgressError(
+                    f"cannot connect to {target.safe_name}: {_os_error_words(exc)}"
+                ) from None
+            await protocol.started
+    except TimeoutError:
+        if protocol is not None:
+            protocol.close(clean=False)
+        message = f"{target.safe_name} did not accept the publish in time"
+        raise EgressError(message, connected=protocol is not None) from None
+    except BaseException:
+        if protocol is not None:
+            protocol.close(clean=False)
+        raise
+    return protocol

@@ -74,9 +74,7 @@ class HealthServer:
         return response
 
     async def healthz(self, request: web.Request) -> web.Response:
-        rtmp = getattr(self.server, "_server", None)  # the RTMP listener (asyncio.Server)
-        listening = rtmp is not None and rtmp.is_serving()
-        if not listening and not self.draining:
+        if not self.server.serving and not self.draining:
             return web.json_response({"status": "down", "rtmp": "not listening"}, status=503)
         return web.json_response({"status": "ok"})
 

@@ -1,44 +1,49 @@
-"""A destination's own bounded queue of RTMP media messages.
+"""A bounded queue of RTMP media messages, for a destination that falls behind.
 
 One queue per destination, so a slow or dead destination only ever loses its own
-media. Bounded by bytes and by seconds of media: when full, whole GOPs are dropped
-from the head so what remains still starts on a video keyframe (as mediamtx and
-nginx-rtmp do for slow readers: "too slow, discarding").
+media. Bounded by bytes and by seconds of media: when full, whole GOPs are dropped from
+the head so what remains still starts on a video keyframe (as mediamtx and nginx-rtmp
+do for slow readers: "too slow, discarding"). Used on the event loop only.
 """
 
-import threading
+from __future__ import annotations
+
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.flv import VIDEO
+from agent.tags import VIDEO, Kind
 
 
 @dataclass(frozen=True, slots=True)
 class MediaMessage:
-    """One muxed audio/video/data message, shared read-only by every destination."""
+    """One audio/video/data message as the publisher sent it, shared read-only by every
+    destination (the body is never copied or changed), with what the classifier said."""
 
-    type_id: int  # 8 audio, 9 video, 18 data (FLV tag types = RTMP message types)
-    timestamp: int  # milliseconds (the packet's dts), as in FLV and RTMP
+    type_id: int  # 8 audio, 9 video, 18 (or 15) data: FLV tag types = RTMP message types
+    timestamp: int  # milliseconds, as in FLV and RTMP
     body: bytes
-    keyframe: bool = False
+    kind: Kind = Kind.FRAME
 
     @property
     def starts_gop(self) -> bool:
         """A video keyframe: a destination can start (or restart) here."""
-        return self.keyframe and self.type_id == VIDEO
+        return self.kind is Kind.KEYFRAME
+
+    @property
+    def is_video_frame(self) -> bool:
+        """Coded video (useless to a decoder before the keyframe it depends on)."""
+        return self.type_id == VIDEO and self.kind in (Kind.FRAME, Kind.KEYFRAME)
 
 
 class MediaQueue:
-    """FIFO of MediaMessage, bounded by `max_bytes` and `max_seconds` (filled and
-    emptied by the relay thread; `end` may come from another thread)."""
+    """FIFO of MediaMessage, bounded by `max_bytes` and `max_seconds` of media."""
 
     def __init__(self, max_bytes: int, max_seconds: float) -> None:
         self._items: deque[MediaMessage] = deque()
         self._bytes = 0
         self._max_bytes = max_bytes
         self._max_ms = int(max_seconds * 1000)
-        self._ended = False
-        self._lock = threading.Lock()
         self.dropped_packets = 0
         self.dropped_bytes = 0
 
@@ -54,47 +59,27 @@ class MediaQueue:
         """Append a message, dropping the oldest GOPs if the queue is over its bounds."""
         self.put_many((message,))
 
-    def put_many(self, messages: "tuple[MediaMessage, ...] | list[MediaMessage]") -> None:
-        """Append messages in order with one wake-up of the consumer."""
-        with self._lock:
-            items = self._items
-            for message in messages:
-                items.append(message)
-                self._bytes += len(message.body)
-            while items and self._over_bounds():
-                self._drop_gop()
-
-    @property
-    def ended(self) -> bool:
-        """end() was called: the publisher stopped (messages may still be queued)."""
-        return self._ended
-
-    def end(self) -> None:
-        """No more messages will come (they may still be queued)."""
-        self._ended = True
+    def put_many(self, messages: Iterable[MediaMessage]) -> None:
+        """Append messages in order, then drop the oldest GOPs while over the bounds."""
+        items = self._items
+        for message in messages:
+            items.append(message)
+            self._bytes += len(message.body)
+        while items and self._over_bounds():
+            self._drop_gop()
 
     def take(self, limit: int = 1 << 30) -> list[MediaMessage]:
-        """Remove and return the queued messages (at most `limit`), oldest first; never
-        blocks. [] when empty: check `ended` for the end of the stream."""
-        with self._lock:
-            items = self._items
-            count = min(limit, len(items))
-            batch = [items.popleft() for _ in range(count)]
-            for message in batch:
-                self._bytes -= len(message.body)
-            return batch
+        """Remove and return the queued messages (at most `limit`), oldest first."""
+        items = self._items
+        batch = [items.popleft() for _ in range(min(limit, len(items)))]
+        for message in batch:
+            self._bytes -= len(message.body)
+        return batch
 
-    def skip_to_latest_keyframe(self) -> None:
-        """Drop everything before the newest keyframe: a reconnecting destination resumes
-        live instead of replaying stale media. Without a keyframe, drop everything."""
-        with self._lock:
-            last_key = None
-            for index, message in enumerate(self._items):
-                if message.starts_gop:
-                    last_key = index
-            count = last_key if last_key is not None else len(self._items)
-            for _ in range(count):
-                self._discard_head()
+    def clear(self) -> None:
+        """Forget everything queued (not counted as dropped)."""
+        self._items.clear()
+        self._bytes = 0
 
     def _over_bounds(self) -> bool:
         if self._bytes > self._max_bytes:

@@ -1,7 +1,7 @@
 """The agent's Prometheus metrics, read from the live objects at each scrape.
 
 Nothing on the media path updates a metric: a scrape reads `IngestServer.live` (each
-ingest's bytes received), each Relay's destination workers (`bytes_sent`, `reconnects`,
+ingest's bytes received), each StreamRelay's destination workers (`bytes_sent`, `reconnects`,
 `state`, dropped packets) and `AgentStats`, the few counters the server keeps itself
 (accepted and refused publishes, and the totals of ingests that have ended, so the
 `_total` counters never go back).
@@ -54,8 +54,8 @@ class AgentStats:
         self._tracked.append(ingest)
 
     def fold(self, live: Iterable["LiveIngest"]) -> list["LiveIngest"]:
-        """Move ingests that have ended (off the server, every thread done) into the
-        totals; return the ones still followed."""
+        """Move ingests that have ended (off the server, every destination closed) into
+        the totals; return the ones still followed."""
         current = {id(i) for i in live}
         kept = []
         for ingest in self._tracked:
@@ -94,7 +94,7 @@ class AgentCollector(Collector):
         yield _gauge(
             "rig_agent_rtmp_connections",
             "Open RTMP connections (publishing or not)",
-            len(getattr(server, "_connections", ())),
+            len(server.connections),
         )
         yield _counter("rig_agent_publishes", "Publishes accepted", stats.accepted)
         refused = CounterMetricFamily(
@@ -134,7 +134,7 @@ class AgentCollector(Collector):
                 )
                 entry["bytes"] += worker.bytes_sent
                 entry["reconnects"] += worker.reconnects
-                entry["dropped"] += worker.queue.dropped_packets
+                entry["dropped"] += worker.dropped_packets
                 if current or entry["state"] is None:
                     entry["state"] = str(worker.state.value)
         sent = CounterMetricFamily(

@@ -39,6 +39,7 @@ class AgentSettings:
     # Operations: the HTTP listener for /metrics, /healthz, /readyz ("off": none), logs.
     http_listen: str = "127.0.0.1:9935"
     log_format: str = "text"
+    event_loop: str = "uvloop"
 
     @property
     def listen_host(self) -> str:
@@ -64,6 +65,13 @@ class AgentSettings:
             backoff_max=self.retry_max,
             tls_context=context,
         )
+
+
+def event_loop(value: str) -> str:
+    """An event loop name: uvloop or asyncio."""
+    if value not in ("uvloop", "asyncio"):
+        raise ValueError(f"event loop must be uvloop or asyncio, not {value!r}")
+    return value
 
 
 OPTIONS: list[Option] = [
@@ -174,6 +182,13 @@ OPTIONS: list[Option] = [
         "host:port of the HTTP listener for /metrics, /healthz and /readyz (off: none)",
     ),
     ("--log-format", "RIG_AGENT_LOG_FORMAT", "log_format", log_format, "text (one line) or json"),
+    (
+        "--event-loop",
+        "RIG_AGENT_EVENT_LOOP",
+        "event_loop",
+        event_loop,
+        "uvloop (default) or asyncio: the event loop serving every connection",
+    ),
 ]
 
 

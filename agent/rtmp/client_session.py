@@ -91,6 +91,11 @@ class ClientSession(_Connection):
         """Message stream id given by the destination's createStream answer (0 before)."""
         return self._stream_id
 
+    @property
+    def chunk_size(self) -> int:
+        """The chunk size this session announces after the handshake and sends with."""
+        return self._chunk_size
+
     # ------------------------------------------------------------------ I/O entry points
 
     def start(self) -> None:

@@ -429,6 +429,7 @@ class Agent:
             RIG_AGENT_KEY=key,
             RIG_AGENT_NAME="e2e",
             RIG_AGENT_RTMP_LISTEN=f"127.0.0.1:{self.port}",
+            RIG_AGENT_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
             RIG_AGENT_RETRY_INITIAL="0.2",
             RIG_AGENT_RETRY_MAX="1",
             RIG_AGENT_CONNECT_TIMEOUT="3",

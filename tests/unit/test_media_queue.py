@@ -1,10 +1,11 @@
-"""A destination's bounded queue: GOP-aware dropping, end of stream, keyframe resume."""
+"""A destination's bounded queue: order, GOP-aware dropping."""
 
 from agent.media_queue import MediaMessage, MediaQueue
+from agent.tags import Kind
 
 
 def video(dts: int, key: bool = False, size: int = 100) -> MediaMessage:
-    return MediaMessage(9, dts, bytes(size), key)
+    return MediaMessage(9, dts, bytes(size), Kind.KEYFRAME if key else Kind.FRAME)
 
 
 def audio(dts: int, size: int = 10) -> MediaMessage:
@@ -15,13 +16,11 @@ def drain(queue: MediaQueue) -> list[MediaMessage]:
     return queue.take()
 
 
-def test_fifo_then_end_of_stream():
+def test_fifo():
     queue = MediaQueue(max_bytes=10_000, max_seconds=10)
     packets = [video(0, key=True), audio(10), video(33)]
     for packet in packets:
         queue.put(packet)
-    queue.end()
-    assert queue.ended
     assert queue.take(limit=2) == packets[:2]
     assert queue.queued_bytes == len(packets[2].body)
     assert queue.take() == packets[2:]
@@ -41,7 +40,6 @@ def test_seconds_bound_drops_whole_gops_from_the_head():
     for dts in range(0, 5000, 500):  # keyframe every second
         queue.put(video(dts, key=dts % 1000 == 0))
         queue.put(audio(dts))
-    queue.end()
     remaining = drain(queue)
     assert remaining[0].starts_gop
     assert remaining[-1].timestamp - remaining[0].timestamp <= 2000
@@ -53,7 +51,6 @@ def test_bytes_bound_drops_whole_gops_from_the_head():
     for i in range(20):
         queue.put(video(i * 33, key=i % 5 == 0, size=100))
     assert queue.queued_bytes <= 1000
-    queue.end()
     remaining = drain(queue)
     assert remaining[0].starts_gop
     assert queue.dropped_bytes == (20 - len(remaining)) * 100
@@ -67,18 +64,17 @@ def test_a_gop_larger_than_the_bound_empties_the_queue():
     assert len(queue) == 0
 
 
-def test_skip_to_latest_keyframe():
+def test_clear_is_not_a_drop():
     queue = MediaQueue(10**6, 100)
-    for i in range(10):
-        queue.put(video(i * 100, key=i in (0, 4, 7)))
-    queue.skip_to_latest_keyframe()
-    queue.end()
-    assert [p.timestamp for p in drain(queue)] == [700, 800, 900]
-
-
-def test_skip_without_a_keyframe_drops_everything():
-    queue = MediaQueue(10**6, 100)
-    queue.put(video(0))
-    queue.put(audio(5))
-    queue.skip_to_latest_keyframe()
+    queue.put(video(0, key=True))
+    queue.clear()
     assert len(queue) == 0
+    assert queue.queued_bytes == 0
+    assert queue.dropped_packets == 0
+
+
+def test_only_video_keyframes_start_a_gop():
+    assert video(0, key=True).starts_gop
+    assert not video(0).starts_gop
+    assert not MediaMessage(9, 0, b"\x17\x00", Kind.SEQUENCE_HEADER).starts_gop
+    assert video(0).is_video_frame and not audio(0).is_video_frame

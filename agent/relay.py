@@ -1,0 +1,393 @@
+"""The relay of one stream: the publisher's messages, unchanged, to every destination.
+
+A `StreamRelay` lives as long as the broadcast. The ingest connection that publishes
+into it (`agent.ingest`) only calls `feed` with the messages of each read and `end` when
+the publish is over, so a later change can keep the relay, and its destinations'
+connections, while the publisher's connection is replaced.
+
+For each message (an RTMP audio/video/data message body is an FLV tag body, sent on
+unchanged, same timestamp, same order), the tag classifier (`agent.tags`) says what it is;
+the relay keeps what a destination that (re)connects needs:
+
+- the publisher's latest `onMetaData`, as it was sent (with `@setDataFrame`: a relay
+  publishes, and publishers send it so; nginx-rtmp and SRS keep the publisher's
+  metadata and send it to each new client);
+- the latest sequence header of every track (per multitrack track id), the latest
+  enhanced-audio channel configuration and the latest video metadata (colorInfo);
+- a GOP cache: every other message since the newest video keyframe of the primary video
+  track; before any keyframe (audio-only streams, audio before the first video) the
+  messages since the start. Bounded by the queue limits (RIG_AGENT_QUEUE_SECONDS and
+  _BYTES): a longer GOP empties it, and a new destination then starts its video at the
+  next keyframe.
+
+Each batch is chunked once for the destinations that share a chunk size and message
+stream id (`agent.destination.Chunked`). New sequence headers are probed by the media
+engine (`agent.probe`) in the background, for the heartbeat's ingest facts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from agent.destination import (
+    Chunked,
+    Destination,
+    DestinationWorker,
+    EgressSettings,
+    StreamStart,
+)
+from agent.media_queue import MediaMessage
+from agent.tags import AUDIO, VIDEO, Kind, Tag, classify
+
+if TYPE_CHECKING:
+    from agent.probe import Probe, Prober
+    from agent.rtmp.message import Message
+
+log = logging.getLogger(__name__)
+
+# Kinds a (re)connecting destination gets the latest of, per track, before any media.
+_CONFIGURATION = frozenset((Kind.SEQUENCE_HEADER, Kind.CHANNEL_CONFIG, Kind.METADATA))
+# The same track facts for at most this many probes per track (a publisher could send a
+# new sequence header with every frame).
+MAX_PROBES_PER_TRACK = 16
+
+
+@dataclass
+class _TrackState:
+    """One track of the ingest: what the heartbeat says about it and its probe."""
+
+    codec: str | None = None
+    header: bytes | None = None  # the sequence header's payload, as probed
+    probe_pending: bool = False  # wants the next coded frame
+    probes: int = 0
+    facts: Probe | None = None
+
+
+@dataclass
+class _Window:
+    """Measurements since the last heartbeat."""
+
+    frames: int = 0
+    first_ts: int | None = None
+    last_ts: int | None = None
+    keyframes: list[int] = field(default_factory=list)
+
+
+class StreamRelay(StreamStart):
+    """One live stream relayed to its destinations."""
+
+    def __init__(
+        self,
+        label: str,
+        destinations: list[Destination],
+        settings: EgressSettings,
+        prober: Prober | None = None,
+    ) -> None:
+        self.label = label
+        self._settings = settings
+        self._prober = prober
+        self.workers: dict[int, DestinationWorker] = {}
+        self.retired: list[DestinationWorker] = []  # removed or changed while live
+        self._live: tuple[DestinationWorker, ...] = ()  # what feed() sends to
+        self._started = False
+        self.ended = False
+        self._closed = asyncio.Event()
+        # What a (re)connecting destination starts with.
+        self._metadata: MediaMessage | None = None
+        self._configuration: dict[tuple[int, int, Kind], tuple[int, MediaMessage]] = {}
+        self._arrivals = 0
+        self._cache: deque[MediaMessage] = deque()
+        self._cache_bytes = 0
+        self._cache_keyframe = False  # the cache starts at a keyframe
+        self._cache_max_bytes = settings.queue_bytes
+        self._cache_max_ms = int(settings.queue_seconds * 1000)
+        self._primary_video: int | None = None  # the video track whose keyframes count
+        # An audio frame's Tag (legacy tags are shared objects) that needs nothing but
+        # the cache: no probe waits for it.
+        self._plain_audio: Tag | None = None
+        self.has_video = False
+        # Facts for the heartbeat.
+        self._tracks: dict[tuple[int, int], _TrackState] = {}
+        self._window = _Window()
+        self._last_keyframe_interval: float | None = None
+        self.unclassified = 0
+        for destination in destinations:
+            self._add_worker(destination)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start every destination connecting."""
+        self._started = True
+        for worker in self.workers.values():
+            worker.start()
+        self._live = tuple(self.workers.values())
+        self._check_closed()
+
+    def end(self, reason: str) -> None:
+        """The publish is over (ended, failed, refused later, kicked): every destination
+        sends what it has queued, unpublishes and closes; none retries."""
+        if self.ended:
+            return
+        self.ended = True
+        log.debug("%s: relay ending (%s)", self.label, reason)
+        for worker in (*self.workers.values(), *self.retired):
+            worker.finish()
+        self._check_closed()
+
+    def stop(self) -> None:
+        """Close every destination now (shutdown after the drain deadline)."""
+        self.ended = True
+        for worker in (*self.workers.values(), *self.retired):
+            worker.stop()
+        self._check_closed()
+
+    @property
+    def done(self) -> bool:
+        """Ended, and every destination has closed."""
+        return self._closed.is_set()
+
+    async def wait_closed(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait until every destination has closed; False if `timeout` passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._closed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def check(self, now: float) -> None:
+        """Periodic: fail destinations that stopped reading."""
+        for worker in self._live:
+            worker.check(now)
+        for worker in self.retired:
+            worker.check(now)
+
+    def apply_destinations(self, destinations: list[Destination]) -> None:
+        """Bring the destinations in line with rig's list, touching only what changed:
+        removed ones drain and close, new ones start from the latest keyframe, changed
+        ones (new key or URL) are restarted. The others are not interrupted."""
+        if self.ended:
+            return
+        wanted = {d.id: d for d in destinations}
+        for dest_id, worker in list(self.workers.items()):
+            if wanted.get(dest_id) != worker.destination:
+                log.info("%s: destination removed or changed", worker.label)
+                del self.workers[dest_id]
+                self.retired.append(worker)
+                worker.finish()
+        for dest_id, destination in wanted.items():
+            if dest_id not in self.workers:
+                worker = self._add_worker(destination)
+                if self._started:
+                    worker.start()
+        self._live = tuple(self.workers.values())
+
+    # ------------------------------------------------------------------ the media path
+
+    def feed(self, messages: list[Message]) -> None:
+        """Relay the messages of one read from the publisher, in order."""
+        batch = []
+        append = batch.append
+        for message in messages:
+            tag = classify(message.type_id, message.payload)
+            kind = tag.kind
+            media = MediaMessage(message.type_id, message.timestamp, message.payload, kind)
+            append(media)
+            if tag is self._plain_audio:
+                self._cache_add(media)  # the most common message, in short
+            else:
+                self._note(tag, media)
+        if batch:
+            chunked = Chunked(batch)
+            for worker in self._live:
+                worker.send(chunked)
+
+    def start_messages(self) -> list[MediaMessage]:
+        """What a destination that (re)connects gets first (StreamStart)."""
+        configuration = sorted(self._configuration.values(), key=lambda item: item[0])
+        head: list[MediaMessage] = [] if self._metadata is None else [self._metadata]
+        seen: set[int] = set()
+        for _, message in configuration:
+            if id(message) not in seen:  # one multitrack message may configure many tracks
+                seen.add(id(message))
+                head.append(message)
+        cache = list(self._cache)
+        if self.needs_keyframe:
+            cache = [m for m in cache if not m.is_video_frame]
+        return head + cache
+
+    @property
+    def needs_keyframe(self) -> bool:
+        """Video frames must wait for the next keyframe (StreamStart)."""
+        return self.has_video and not self._cache_keyframe
+
+    # ------------------------------------------------------------------ heartbeat
+
+    def ingest_facts(self) -> dict[str, object]:
+        """What the classifier, the media engine and the measurements say about the
+        ingest since the last call (CONTRACTS.md §1, `ingest` without the byte counts)."""
+        window, self._window = self._window, _Window()
+        frame_rate = 0.0
+        if window.frames > 1 and window.first_ts is not None and window.last_ts is not None:
+            span = window.last_ts - window.first_ts
+            if span > 0:
+                frame_rate = round((window.frames - 1) * 1000 / span, 2)
+        keys = window.keyframes
+        if len(keys) > 1 and keys[-1] > keys[0]:
+            self._last_keyframe_interval = round((keys[-1] - keys[0]) / (len(keys) - 1) / 1000, 2)
+        facts: dict[str, object] = {
+            "frameRate": frame_rate,
+            "keyframeInterval": self._last_keyframe_interval,
+            "unclassifiedMessages": self.unclassified,
+        }
+        facts.update(self._track_facts(VIDEO))
+        facts.update(self._track_facts(AUDIO))
+        return facts
+
+    def destination_health(self, now: float) -> list[dict[str, object]]:
+        """Every destination's state, for the heartbeat."""
+        return [worker.health(now) for worker in self.workers.values()]
+
+    # ------------------------------------------------------------------ internals
+
+    def _note(self, tag: Tag, media: MediaMessage) -> None:
+        """Everything but a plain audio frame: keep configuration, feed the GOP cache,
+        measure, probe."""
+        kind = tag.kind
+        if kind in _CONFIGURATION:
+            if tag.media == VIDEO or tag.media == AUDIO:
+                self._configure(tag, media)
+            else:
+                self._metadata = media  # onMetaData
+            return
+        if kind is Kind.UNKNOWN:
+            self.unclassified += 1
+        elif kind is Kind.KEYFRAME or kind is Kind.FRAME:
+            self._frame(tag, media)
+            if kind is Kind.KEYFRAME and self._is_primary(tag):
+                self._cache.clear()
+                self._cache_bytes = 0
+                self._cache_keyframe = True
+        self._cache_add(media)
+
+    def _configure(self, tag: Tag, media: MediaMessage) -> None:
+        self._arrivals += 1
+        self._plain_audio = None
+        for track in tag.tracks:
+            self._configuration[(tag.media, track.id, tag.kind)] = (self._arrivals, media)
+            if tag.kind is not Kind.SEQUENCE_HEADER:
+                continue
+            state = self._tracks.setdefault((tag.media, track.id), _TrackState())
+            state.codec = track.codec
+            payload = media.body[track.start : track.end]
+            if payload != state.header:
+                state.header = payload
+                state.probe_pending = track.codec is not None
+        if tag.media == VIDEO and tag.kind is Kind.SEQUENCE_HEADER:
+            self.has_video = True
+
+    def _frame(self, tag: Tag, media: MediaMessage) -> None:
+        """Measure video frames; start a probe on the first coded frame after a new
+        sequence header (for video, a keyframe)."""
+        if tag.media == VIDEO:
+            self.has_video = True
+            if self._is_primary(tag):
+                window = self._window
+                window.frames += 1
+                if window.first_ts is None:
+                    window.first_ts = media.timestamp
+                window.last_ts = media.timestamp
+                if tag.kind is Kind.KEYFRAME:
+                    window.keyframes.append(media.timestamp)
+        for track in tag.tracks:
+            state = self._tracks.get((tag.media, track.id))
+            if state is None:
+                # A codec without sequence headers (MP3, Speex, VP6...): probe its frames.
+                state = self._tracks[(tag.media, track.id)] = _TrackState(
+                    codec=track.codec, probe_pending=track.codec is not None
+                )
+            if not state.probe_pending:
+                continue
+            if tag.media == VIDEO and tag.kind is not Kind.KEYFRAME:
+                continue
+            state.probe_pending = False
+            if self._prober is None or state.probes >= MAX_PROBES_PER_TRACK:
+                continue
+            state.probes += 1
+            frame = media.body[track.start : track.end]
+            key = (tag.media, track.id)
+            assert state.codec is not None
+
+            def done(result: Probe | None, key: tuple[int, int] = key) -> None:
+                if result is not None and key in self._tracks:
+                    self._tracks[key].facts = result
+
+            self._prober.submit(state.codec, state.header, frame, done)
+        if tag.media == AUDIO and tag.kind is Kind.FRAME and len(tag.tracks) == 1:
+            state = self._tracks[(AUDIO, tag.tracks[0].id)]
+            if not state.probe_pending:
+                self._plain_audio = tag
+
+    def _is_primary(self, tag: Tag) -> bool:
+        """The first video track seen is the one whose keyframes start GOPs."""
+        if tag.media != VIDEO or not tag.tracks:
+            return False
+        if self._primary_video is None:
+            self._primary_video = tag.tracks[0].id
+        return any(track.id == self._primary_video for track in tag.tracks)
+
+    def _cache_add(self, media: MediaMessage) -> None:
+        cache = self._cache
+        cache.append(media)
+        self._cache_bytes += len(media.body)
+        while cache and (
+            self._cache_bytes > self._cache_max_bytes
+            or cache[-1].timestamp - cache[0].timestamp > self._cache_max_ms
+        ):
+            if self._cache_keyframe:
+                # A GOP longer than the bound: new destinations wait for the next one.
+                cache.clear()
+                self._cache_bytes = 0
+                self._cache_keyframe = False
+            else:
+                self._cache_bytes -= len(cache.popleft().body)
+
+    def _track_facts(self, media: int) -> dict[str, object]:
+        tracks = sorted((key[1], state) for key, state in self._tracks.items() if key[0] == media)
+        if media == VIDEO:
+            primary = next((s for tid, s in tracks if tid == self._primary_video), None)
+            state = primary or (tracks[0][1] if tracks else None)
+            probe = state.facts if state else None
+            return {
+                "videoCodec": state.codec if state else None,
+                "width": probe.width if probe else None,
+                "height": probe.height if probe else None,
+                "pixelFormat": probe.pixel_format if probe else None,
+                "profile": probe.profile if probe else None,
+                "level": probe.level if probe else None,
+            }
+        state = tracks[0][1] if tracks else None
+        probe = state.facts if state else None
+        return {
+            "audioCodec": state.codec if state else None,
+            "audioSampleRate": probe.sample_rate if probe else None,
+            "audioChannels": probe.channels if probe else None,
+        }
+
+    def _add_worker(self, destination: Destination) -> DestinationWorker:
+        label = f"{self.label} -> {destination.service} #{destination.id}"
+        worker = DestinationWorker(destination, label, self, self._settings, self._worker_done)
+        self.workers[destination.id] = worker
+        return worker
+
+    def _worker_done(self, worker: DestinationWorker) -> None:
+        self._check_closed()
+
+    def _check_closed(self) -> None:
+        if self.ended and all(w.done for w in (*self.workers.values(), *self.retired)):
+            self._closed.set()
