@@ -245,15 +245,6 @@ class DestinationWorker:
             return
         connection.write(batch.for_connection(connection))
 
-    def check(self, now: float) -> None:
-        """Fail a connection whose destination stopped reading for the write deadline."""
-        connection = self._connection
-        if connection is None or connection.paused_since is None:
-            return
-        if now - connection.paused_since > self._settings.write_timeout:
-            target = connection.target.safe_name
-            connection.fail(EgressError(f"{target} stopped reading (write timed out)"))
-
     # ------------------------------------------------------------------ statistics
 
     @property
@@ -301,6 +292,7 @@ class DestinationWorker:
                         target,
                         chunk_size=self._chunk_size,
                         timeout=self._settings.connect_timeout,
+                        write_timeout=self._settings.write_timeout,
                         tls_context=self._settings.tls_context,
                     )
                 except EgressError as exc:

@@ -3,9 +3,9 @@
 The protocol is the sans-I/O `ClientSession`; this module only moves its bytes. The
 socket is ours, not PyAV's (which opens `rtmp://` outputs with no options): TCP_NODELAY
 (no Nagle stalls), a deadline on connecting (TCP, TLS, handshake, publish, all together),
-TLS for `rtmps://`, and flow control: `paused` says the connection's write buffer is full,
-and how long it has been, so that a destination that stops reading fails after the write
-deadline instead of holding media forever.
+TLS for `rtmps://`, and flow control: `paused` says the connection's write buffer is full;
+a destination that takes nothing back for the write deadline is failed instead of
+holding media forever.
 
 Media goes out already chunked (`agent.rtmp.chunk.message_chunks`): the relay chunks
 each message once for every destination with the same chunk size and message stream id
@@ -122,8 +122,9 @@ class RtmpPublish(asyncio.Protocol):
     with the EgressError that ended it otherwise.
     """
 
-    def __init__(self, target: RtmpTarget, chunk_size: int) -> None:
+    def __init__(self, target: RtmpTarget, chunk_size: int, write_timeout: float) -> None:
         self.target = target
+        self._write_timeout = write_timeout
         self._session = ClientSession(
             target.app, target.tc_url, target.stream_name, chunk_size=chunk_size
         )
@@ -137,6 +138,7 @@ class RtmpPublish(asyncio.Protocol):
         self.on_resume: Callable[[], None] | None = None  # called when writable again
         self._closing = False
         self._abort_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
 
     # -------------------------------------------------------------- for the owner
 
@@ -231,8 +233,9 @@ class RtmpPublish(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._abort_timer is not None:
-            self._abort_timer.cancel()
+        for timer in (self._abort_timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
         if self._closing:
             self._finish(None)
         elif exc is not None:
@@ -244,10 +247,15 @@ class RtmpPublish(asyncio.Protocol):
         self._transport = None
 
     def pause_writing(self) -> None:
+        # The write deadline: the destination must take some of it back within it.
         self.paused_since = self._loop.time()
+        self._stall_timer = self._loop.call_later(self._write_timeout, self._stalled)
 
     def resume_writing(self) -> None:
         self.paused_since = None
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         if self.on_resume is not None:
             self.on_resume()
 
@@ -258,6 +266,10 @@ class RtmpPublish(asyncio.Protocol):
         if data and self._transport is not None:
             self._transport.write(data)
             self.bytes_sent += len(data)
+
+    def _stalled(self) -> None:
+        message = f"{self.target.safe_name} stopped reading (write timed out)"
+        self.fail(EgressError(message, connected=True))
 
     def _closed_by_peer(self) -> EgressError:
         return EgressError(f"{self.target.safe_name} closed the connection", connected=True)
@@ -275,9 +287,12 @@ async def open_publish(
     *,
     chunk_size: int,
     timeout: float,  # noqa: ASYNC109 (one deadline for connect, TLS, handshake, publish)
+    write_timeout: float,
     tls_context: ssl.SSLContext | None = None,
 ) -> RtmpPublish:
-    """Connect, (TLS,) handshake and publish within `timeout` seconds; EgressError if not."""
+    """Connect, (TLS,) handshake and publish within `timeout` seconds; EgressError if not.
+    Once publishing, a destination that takes nothing for `write_timeout` seconds while
+    our write buffer is full is failed."""
     loop = asyncio.get_running_loop()
     context = None
     if target.scheme == "rtmps":
@@ -287,7 +302,7 @@ async def open_publish(
         async with asyncio.timeout(timeout):
             try:
                 _, protocol = await loop.create_connection(
-                    lambda: RtmpPublish(target, chunk_size),
+                    lambda: RtmpPublish(target, chunk_size, write_timeout),
                     target.host,
                     target.port,
                     ssl=context,

@@ -160,13 +160,6 @@ class StreamRelay(StreamStart):
             return False
         return True
 
-    def check(self, now: float) -> None:
-        """Periodic: fail destinations that stopped reading."""
-        for worker in self._live:
-            worker.check(now)
-        for worker in self.retired:
-            worker.check(now)
-
     def apply_destinations(self, destinations: list[Destination]) -> None:
         """Bring the destinations in line with rig's list, touching only what changed:
         removed ones drain and close, new ones start from the latest keyframe, changed

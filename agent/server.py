@@ -5,8 +5,8 @@ this server runs on (uvloop under `rig-agent`): no thread per ingest or destinat
 The server accepts connections (`agent.ingest.IngestConnection`), keeps the registry of
 live publishes (one per stream key) and their claims at rig, renews the claims with each
 stream's health every heartbeat, applies rig's answer (revoked: kick; new destinations:
-`StreamRelay.apply_destinations`), and checks the deadlines of every connection twice a
-second. PyAV probes run in a small worker pool (`agent.probe`).
+`StreamRelay.apply_destinations`), and checks publishers' idle deadline twice a second.
+PyAV probes run in a small worker pool (`agent.probe`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ __all__ = ["IngestServer", "LiveIngest", "key_id", "stream_key_of"]
 
 log = logging.getLogger(__name__)
 
-# How often deadlines (idle publishers, destinations that stopped reading) are checked.
+# How often the idle deadline of publishers is checked.
 CHECK_INTERVAL = 0.5
 
 
@@ -141,8 +141,6 @@ class IngestServer:
             now = loop.time()
             for connection in list(self.connections):
                 connection.check(now)
-            for relay in list(self.relays):
-                relay.check(now)
             self.relays = {r for r in self.relays if not r.done}
 
     async def _heartbeat_loop(self) -> None:

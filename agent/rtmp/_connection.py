@@ -7,7 +7,13 @@ import math
 from typing import Any
 
 from . import amf0
-from .chunk import CSID_COMMAND, DEFAULT_MAX_MESSAGE_SIZE, ChunkReader, ChunkWriter
+from .chunk import (
+    CSID_COMMAND,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    MAX_CHUNK_SIZE,
+    ChunkReader,
+    ChunkWriter,
+)
 from .errors import ProtocolError
 from .message import (
     ABORT,
@@ -34,8 +40,12 @@ DEFAULT_WINDOW_ACK_SIZE = 2_500_000
 class _Connection:
     """Chunk reader/writer plus the protocol control handling of RTMP spec 1.0 §5.4."""
 
-    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
-        self._reader = ChunkReader(max_message_size=max_message_size)
+    def __init__(
+        self,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_chunk_size: int = MAX_CHUNK_SIZE,
+    ) -> None:
+        self._reader = ChunkReader(max_message_size=max_message_size, max_chunk_size=max_chunk_size)
         self._writer = ChunkWriter()
         self._out: list[bytes] = []
         self._received = 0

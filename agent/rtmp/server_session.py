@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from ._connection import _Connection, decode_command, is_command
-from .chunk import DEFAULT_MAX_MESSAGE_SIZE
+from .chunk import DEFAULT_MAX_MESSAGE_SIZE, MAX_CHUNK_SIZE
 from .errors import LocalProtocolError, ProtocolError
 from .events import ConnectRequested, Event, MediaReceived, PublishEnded, PublishRequested
 from .handshake import RandomSource, ServerHandshake
@@ -63,9 +63,10 @@ class ServerSession(_Connection):
         window_ack_size: int = 2_500_000,
         chunk_size: int = 4096,
         *,
+        max_chunk_size: int = MAX_CHUNK_SIZE,
         random: RandomSource = os.urandom,
     ) -> None:
-        super().__init__(max_message_size=max_message_size)
+        super().__init__(max_message_size=max_message_size, max_chunk_size=max_chunk_size)
         self._handshake = ServerHandshake(random)
         self._window_ack_size = window_ack_size
         self._chunk_size = chunk_size
