@@ -38,10 +38,6 @@ from agent.tags import AUDIO, VIDEO
 
 log = logging.getLogger(__name__)
 
-# A connection made with the large chunk size that fails sooner than this after it
-# started is retried with the size OBS and FFmpeg use (a destination may refuse the
-# Set Chunk Size, or the first large chunk).
-CHUNK_SIZE_PROBATION = 10.0
 # Messages moved from a destination's queue to its connection at a time.
 DRAIN_BATCH = 32
 
@@ -296,9 +292,8 @@ class DestinationWorker:
                         tls_context=self._settings.tls_context,
                     )
                 except EgressError as exc:
-                    await self._retry(exc, loop, lived=None)
+                    await self._retry(exc, loop, published=False)
                     continue
-                started = loop.time()
                 error = await self._serve(connection, loop)
                 if error is None:
                     break
@@ -306,7 +301,7 @@ class DestinationWorker:
                     log.warning("%s: %s; the stream has ended, not reconnecting", self.label, error)
                     self.last_error = str(error)
                     break
-                await self._retry(error, loop, lived=loop.time() - started)
+                await self._retry(error, loop, published=True)
         except asyncio.CancelledError:
             if self._connection is not None:
                 self._connection.close(clean=False)
@@ -347,7 +342,7 @@ class DestinationWorker:
         self.queue.clear()
 
     async def _retry(
-        self, error: EgressError, loop: asyncio.AbstractEventLoop, lived: float | None
+        self, error: EgressError, loop: asyncio.AbstractEventLoop, published: bool
     ) -> None:
         """Count the failure, wait the backoff delay (or until the stream ends)."""
         self.last_error = str(error)
@@ -357,10 +352,12 @@ class DestinationWorker:
             return
         if (
             self._chunk_size > FALLBACK_CHUNK_SIZE
+            and not published
             and error.connected
             and not error.refused
-            and (lived is None or lived < CHUNK_SIZE_PROBATION)
         ):
+            # Connected, then dropped before accepting the publish (nginx-rtmp hangs up
+            # on a Set Chunk Size above its limit): from now on, the size OBS uses.
             self._chunk_size = FALLBACK_CHUNK_SIZE
             log.info("%s: next attempt with chunk size %d", self.label, FALLBACK_CHUNK_SIZE)
         self.state = DestinationState.BACKOFF

@@ -6,7 +6,8 @@ the publish is over, so a later change can keep the relay, and its destinations'
 connections, while the publisher's connection is replaced.
 
 For each message (an RTMP audio/video/data message body is an FLV tag body, sent on
-unchanged, same timestamp, same order), the tag classifier (`agent.tags`) says what it is;
+unchanged, same timestamp, same order; only a data message without a handler name is
+held back, see `feed`), the tag classifier (`agent.tags`) says what it is;
 the relay keeps what a destination that (re)connects needs:
 
 - the publisher's latest `onMetaData`, as it was sent (with `@setDataFrame`: a relay
@@ -41,7 +42,7 @@ from agent.destination import (
     StreamStart,
 )
 from agent.media_queue import MediaMessage
-from agent.tags import AUDIO, VIDEO, Kind, Tag, classify
+from agent.tags import AUDIO, DATA, VIDEO, Kind, Tag, classify
 
 if TYPE_CHECKING:
     from agent.probe import Probe, Prober
@@ -189,6 +190,12 @@ class StreamRelay(StreamStart):
         for message in messages:
             tag = classify(message.type_id, message.payload)
             kind = tag.kind
+            if kind is Kind.UNKNOWN and tag.media == DATA:
+                # Not script data at all (no handler name): nginx-rtmp drops a client
+                # whose data message its AMF reader cannot read, so forwarding this
+                # would cut every nginx-rtmp destination. Counted, not sent.
+                self.unclassified += 1
+                continue
             media = MediaMessage(message.type_id, message.timestamp, message.payload, kind)
             append(media)
             if tag is self._plain_audio:
