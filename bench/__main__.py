@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--api-threads", type=int, default=2, help="wrk threads (2)")
     p.add_argument("--no-api", action="store_true", help="skip the API load")
+    p.add_argument(
+        "--agent-env", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting for our agent, e.g. RIG_AGENT_EVENT_LOOP=asyncio (repeatable)",
+    )  # fmt: skip
     p.add_argument("--profile", action="store_true", help="also profile ours at N=8 (py-spy)")
     p.add_argument("--keep", action="store_true", help="keep recordings and teed files")
     p.add_argument("--out", type=Path, default=OUT, help="output directory (bench/out)")
@@ -96,6 +100,7 @@ def config_from(args: argparse.Namespace) -> Config:
         do_latency=not args.no_latency,
         do_api=not args.no_api,
         latency_bg_levels=sorted({0, args.latency_bg}),
+        agent_env=dict(item.split("=", 1) for item in args.agent_env),
     )
 
 

@@ -1,28 +1,39 @@
 """Per-packet cost of each piece of the agent's relay path, one thread, no I/O.
 
 `python -m bench.micro` (after `bench/run` made the fixture, or with a path to any FLV)
-prints microseconds of CPU per audio/video packet for: RTMP chunk parsing (the ingest
-read in 1448- and 16384-byte pieces), FLV tag building, PyAV demuxing, PyAV muxing
-(one muxer per track, as `agent/remux.py`), and RTMP chunk writing (per destination).
-Their sum is the floor of the relay path in Python; the workload benchmark's CPU per
-packet minus this sum is what threads, wake-ups and syscalls cost.
+prints microseconds of CPU per audio/video message for: RTMP chunk parsing (the ingest
+read in 1448- and 16384-byte pieces), the tag classifier, the relay's bookkeeping
+(`StreamRelay.feed` without destinations: classify, GOP cache, measurements), and
+chunking for the destinations three ways: compressed headers per connection (FFmpeg's
+way, `ChunkWriter`), stand-alone headers per connection (`message_chunks`), and once for
+every destination with the same chunk size and stream id (what the relay does). Their
+sum is the floor of the relay path in Python; the workload benchmark's CPU per message
+minus this sum is what the event loop, the syscalls and the kernel cost.
 """
 
-import io
+import asyncio
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import av
-
-from agent.fanout import DEMUXER_OPTIONS
-from agent.flv import AUDIO, FLV_HEADER, VIDEO, FlvTagReader, flv_tag
-from agent.remux import Remuxer
+from agent.destination import Chunked, EgressSettings, encode
+from agent.flv import AUDIO, VIDEO, FlvTagReader
+from agent.media_queue import MediaMessage
+from agent.relay import StreamRelay
 from agent.rtmp.chunk import ChunkReader, ChunkWriter
 from agent.rtmp.message import Message
+from agent.tags import classify
 
 OUT = Path(__file__).resolve().parent / "out"
+D = 2  # destinations per stream in the workload benchmark
+
+
+class _Connection:
+    """What `Chunked` reads of a destination's connection."""
+
+    def __init__(self, stream_id: int, chunk_size: int) -> None:
+        self.chunk_key = (stream_id, chunk_size)
 
 
 def _timed(work: Callable[[], int], repeat: int = 5) -> float:
@@ -36,11 +47,11 @@ def _timed(work: Callable[[], int], repeat: int = 5) -> float:
 
 
 def measure(path: Path) -> dict[str, float]:
-    """Microseconds per packet of each piece, on the media tags of the FLV at `path`."""
-    tags = [t for t in FlvTagReader().feed(path.read_bytes()) if t[0] in (AUDIO, VIDEO)]
+    """Microseconds per message of each piece, on the media tags of the FLV at `path`."""
+    tags = [t for t in FlvTagReader(1 << 26).feed(path.read_bytes()) if t[0] in (AUDIO, VIDEO)]
+    messages = [Message(t, 1, ts, body) for t, ts, body in tags]
     writer = ChunkWriter(4096)
-    chunked = b"".join(writer.write(Message(t, 1, ts, body)) for t, ts, body in tags)
-    flv = FLV_HEADER + b"".join(flv_tag(t, ts, body) for t, ts, body in tags)
+    chunked = b"".join(writer.write(m) for m in messages)
     figures: dict[str, float] = {}
 
     for piece in (1448, 16384):
@@ -54,41 +65,39 @@ def measure(path: Path) -> dict[str, float]:
 
         figures[f"chunk parse ({piece} B reads)"] = _timed(parse)
 
-    figures["FLV tag build"] = _timed(lambda: len([flv_tag(*t) for t in tags]))
+    figures["classify"] = _timed(lambda: len([classify(t, body) for t, _, body in tags]))
 
-    def demux() -> int:
-        container = av.open(io.BytesIO(flv), "r", format="flv", options=DEMUXER_OPTIONS)
-        count = sum(1 for p in container.demux() if p.dts is not None)
-        container.close()
-        return count
+    async def relay_feed() -> int:
+        relay = StreamRelay("micro", [], EgressSettings())
+        relay.start()
+        for message in messages:
+            relay.feed([message])
+        relay.end("done")
+        return len(messages)
 
-    figures["PyAV demux (incl. open)"] = _timed(demux)
+    figures["relay bookkeeping (feed, no destinations)"] = _timed(lambda: asyncio.run(relay_feed()))
+    media = [MediaMessage(t, ts, body) for t, ts, body in tags]
 
-    container = av.open(io.BytesIO(flv), "r", format="flv")
-    streams = [s for s in container.streams if s.type in ("audio", "video")]
-    packets = [p for p in container.demux() if p.dts is not None]
+    def compressed() -> int:
+        out = ChunkWriter(65536)
+        for m in messages:
+            out.write(m)
+        return len(messages)
 
-    def mux() -> int:
-        remuxer = Remuxer(streams)
-        for packet in packets:
-            # mux_one takes the packet's data: give it a copy, as demuxing would.
-            copy = av.Packet(bytes(packet))
-            copy.dts, copy.pts, copy.time_base = packet.dts, packet.pts, packet.time_base
-            copy.is_keyframe = packet.is_keyframe
-            copy.stream = packet.stream
-            remuxer.mux(copy)
-        remuxer.close()
-        return len(packets)
+    figures["chunk, compressed headers, per destination"] = _timed(compressed)
+    figures["chunk, stand-alone headers, per destination"] = _timed(
+        lambda: len([encode([m], 1, 65536) for m in media])
+    )
 
-    figures["PyAV mux (incl. packet copy)"] = _timed(mux)
+    def once() -> int:
+        connections = [_Connection(1, 65536) for _ in range(D)]
+        for m in media:
+            batch = Chunked([m])
+            for connection in connections:
+                batch.for_connection(connection)  # type: ignore[arg-type]
+        return len(media)
 
-    def write() -> int:
-        out = ChunkWriter(4096)
-        for t, ts, body in tags:
-            out.write(Message(t, 1, ts, body))
-        return len(tags)
-
-    figures["chunk write (per destination)"] = _timed(write)
+    figures[f"chunk once for {D} destinations"] = _timed(once)
     return {name: seconds * 1e6 for name, seconds in figures.items()}
 
 
@@ -101,11 +110,11 @@ def main(argv: list[str]) -> int:
     figures = measure(path)
     width = max(len(name) for name in figures)
     for name, micros in figures.items():
-        print(f"{name:<{width}}  {micros:6.1f} us/packet")
-    ingest = figures["chunk parse (16384 B reads)"] + figures["FLV tag build"]
-    total = ingest + figures["PyAV demux (incl. open)"] + figures["PyAV mux (incl. packet copy)"]
-    total += 2 * figures["chunk write (per destination)"]
-    print(f"{'sum per packet, D = 2':<{width}}  {total:6.1f} us")
+        print(f"{name:<{width}}  {micros:6.2f} us/message")
+    total = figures["chunk parse (16384 B reads)"]
+    total += figures["relay bookkeeping (feed, no destinations)"]
+    total += figures[f"chunk once for {D} destinations"]
+    print(f"{f'sum per message, D = {D}':<{width}}  {total:6.2f} us")
     return 0
 
 

@@ -213,8 +213,11 @@ class RigStack:
 
     name = "ours"
 
-    def __init__(self, root: Path, service_urls: dict[str, str]) -> None:
+    def __init__(
+        self, root: Path, service_urls: dict[str, str], agent_env: dict[str, str] | None = None
+    ) -> None:
         self.root = root
+        self.agent_env = agent_env or {}
         self.port = free_port()
         self.data_dir = Path(tempfile.mkdtemp(prefix="rig-bench-"))
         self.env = clean_env(
@@ -271,14 +274,17 @@ class RigStack:
         return Api(self.url).call("POST", "/agents/auth", {"apiKey": self.agent_key})["token"]
 
     def start_agent(self, log_path: Path) -> Child:
-        """A fresh rig-agent process with default settings but for its address."""
+        """A fresh rig-agent process with default settings but for its addresses (free
+        ports of its own, so the benchmark runs beside anything else) and `agent_env`."""
         self.agent_port = free_port()
         env = clean_env(
             RIG_URL=self.url,
             RIG_AGENT_KEY=self.agent_key,
             RIG_AGENT_NAME="bench",
             RIG_AGENT_RTMP_LISTEN=f"127.0.0.1:{self.agent_port}",
+            RIG_AGENT_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
         )
+        env.update(self.agent_env)
         self.agent = Child("rig-agent", [sys.executable, "-m", "agent"], log_path, env).start()
         self.agent.wait_for_port(self.agent_port)
         return self.agent

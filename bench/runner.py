@@ -69,6 +69,7 @@ class Config:
     do_latency: bool = True
     do_api: bool = True
     latency_bg_levels: list[int] = field(default_factory=list)
+    agent_env: dict[str, str] = field(default_factory=dict)  # e.g. RIG_AGENT_EVENT_LOOP
 
 
 @dataclass
@@ -185,6 +186,7 @@ class Bench:
                 "YouTube": f"rtmp://127.0.0.1:{self.yt_port}/{YOUTUBE_APP}",
                 "Twitch": f"rtmp://127.0.0.1:{self.tw_port}/{TWITCH_APP}",
             },
+            config.agent_env,
         )
         self.nginx = NginxRelay()
         self.work_streams: list[StreamInfo] = []
