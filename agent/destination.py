@@ -130,13 +130,10 @@ class Chunked:
 class StreamStart:
     """What the relay gives a destination that (re)connects."""
 
-    def start_messages(self) -> list[MediaMessage]:
-        """Latest metadata and codec configuration, then media from a keyframe."""
-        raise NotImplementedError
-
-    @property
-    def needs_keyframe(self) -> bool:
-        """Video frames must wait for the next keyframe (no keyframe to start from)."""
+    def start_messages(self, worker: DestinationWorker) -> tuple[list[MediaMessage], bool]:
+        """What `worker`'s new connection starts with: the latest metadata and codec
+        configuration, then media from a keyframe; and whether its video must wait for
+        the next keyframe (nothing to start from)."""
         raise NotImplementedError
 
 
@@ -321,8 +318,7 @@ class DestinationWorker:
         self._live_since = loop.time()
         self._backoff.reset()
         log.info("%s: live on %s", self.label, connection.target.safe_name)
-        start = self._stream.start_messages()
-        self._wait_keyframe = self._stream.needs_keyframe
+        start, self._wait_keyframe = self._stream.start_messages(self)
         connection.write(encode(start, connection.stream_id, connection.chunk_size))
         if self._ending and not self.queue:
             connection.close(clean=True, drain_timeout=self._settings.write_timeout)

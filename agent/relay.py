@@ -19,7 +19,11 @@ the relay keeps what a destination that (re)connects needs:
   track; before any keyframe (audio-only streams, audio before the first video) the
   messages since the start. Bounded by the queue limits (RIG_AGENT_QUEUE_SECONDS and
   _BYTES): a longer GOP empties it, and a new destination then starts its video at the
-  next keyframe.
+  next keyframe;
+- until every destination has connected once, everything since the start (same
+  bounds): a destination's first connection starts with the stream's first keyframe, so
+  nothing is lost while it is being made, even when the publisher sends its first
+  seconds in a burst (ffmpeg does, when the claim took long).
 
 Each batch is chunked once for the destinations that share a chunk size and message
 stream id (`agent.destination.Chunked`). New sequence headers are probed by the media
@@ -106,6 +110,10 @@ class StreamRelay(StreamStart):
         self._cache_keyframe = False  # the cache starts at a keyframe
         self._cache_max_bytes = settings.queue_bytes
         self._cache_max_ms = int(settings.queue_seconds * 1000)
+        # Everything since the start, while some destination has not connected yet.
+        self._since_start: deque[MediaMessage] | None = deque()
+        self._since_start_bytes = 0
+        self._connected_once: set[DestinationWorker] = set()
         self._primary_video: int | None = None  # the video track whose keyframes count
         # An audio frame's Tag (legacy tags are shared objects) that needs nothing but
         # the cache: no probe waits for it.
@@ -127,6 +135,7 @@ class StreamRelay(StreamStart):
         for worker in self.workers.values():
             worker.start()
         self._live = tuple(self.workers.values())
+        self._release_start()  # no destination: nobody to keep the start for
         self._check_closed()
 
     def end(self, reason: str) -> None:
@@ -207,8 +216,8 @@ class StreamRelay(StreamStart):
             for worker in self._live:
                 worker.send(chunked)
 
-    def start_messages(self) -> list[MediaMessage]:
-        """What a destination that (re)connects gets first (StreamStart)."""
+    def start_messages(self, worker: DestinationWorker) -> tuple[list[MediaMessage], bool]:
+        """What a destination's new connection starts with (StreamStart)."""
         configuration = sorted(self._configuration.values(), key=lambda item: item[0])
         head: list[MediaMessage] = [] if self._metadata is None else [self._metadata]
         seen: set[int] = set()
@@ -216,15 +225,19 @@ class StreamRelay(StreamStart):
             if id(message) not in seen:  # one multitrack message may configure many tracks
                 seen.add(id(message))
                 head.append(message)
-        cache = list(self._cache)
-        if self.needs_keyframe:
-            cache = [m for m in cache if not m.is_video_frame]
-        return head + cache
-
-    @property
-    def needs_keyframe(self) -> bool:
-        """Video frames must wait for the next keyframe (StreamStart)."""
-        return self.has_video and not self._cache_keyframe
+        first = worker not in self._connected_once
+        self._connected_once.add(worker)
+        if first and self._since_start is not None:
+            media = list(self._since_start)
+        else:
+            media = list(self._cache)
+        self._release_start()
+        # Video frames before the first keyframe cannot be decoded: left out, and the
+        # destination's video waits for the next keyframe if there is none.
+        key = next((i for i, m in enumerate(media) if m.starts_gop), None)
+        if key is None:
+            return head + [m for m in media if not m.is_video_frame], self.has_video
+        return head + [m for m in media[:key] if not m.is_video_frame] + media[key:], False
 
     # ------------------------------------------------------------------ heartbeat
 
@@ -341,7 +354,24 @@ class StreamRelay(StreamStart):
             self._primary_video = tag.tracks[0].id
         return any(track.id == self._primary_video for track in tag.tracks)
 
+    def _release_start(self) -> None:
+        """Forget what came since the start once every destination connected once."""
+        waiting = [w for w in self.workers.values() if not w.done and w not in self._connected_once]
+        if not waiting:
+            self._since_start = None
+            self._since_start_bytes = 0
+
     def _cache_add(self, media: MediaMessage) -> None:
+        since_start = self._since_start
+        if since_start is not None:
+            since_start.append(media)
+            self._since_start_bytes += len(media.body)
+            if (
+                self._since_start_bytes > self._cache_max_bytes
+                or media.timestamp - since_start[0].timestamp > self._cache_max_ms
+            ):
+                self._since_start = None  # too late: first connections start like the others
+                self._since_start_bytes = 0
         cache = self._cache
         cache.append(media)
         self._cache_bytes += len(media.body)
@@ -386,6 +416,7 @@ class StreamRelay(StreamStart):
         return worker
 
     def _worker_done(self, worker: DestinationWorker) -> None:
+        self._release_start()
         self._check_closed()
 
     def _check_closed(self) -> None:

@@ -32,19 +32,22 @@ class Connection:
 class Receiver:
     """`async with Receiver() as receiver:` then publish to `receiver.url(key)`."""
 
-    def __init__(self, max_chunk_size: int = MAX_CHUNK_SIZE, stall: bool = False) -> None:
+    def __init__(
+        self, max_chunk_size: int = MAX_CHUNK_SIZE, stall: bool = False, port: int = 0
+    ) -> None:
+        self.port = port
         self.max_chunk_size = max_chunk_size
         self.stall = stall  # stop reading once a publish started
         self.connections: list[Connection] = []
         self._server: asyncio.Server | None = None
-        self.port = 0
         self._changed = asyncio.Event()
 
     async def __aenter__(self) -> Receiver:
         listener = socket.socket()
         if self.stall:  # a small receive buffer: the sender's writes back up quickly
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        listener.bind(("127.0.0.1", 0))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
         self._server = await asyncio.start_server(self._serve, sock=listener)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

@@ -143,6 +143,30 @@ async def test_a_new_destination_starts_with_metadata_headers_then_the_newest_ke
         assert kind(want[len(configuration) + 1]) is Kind.KEYFRAME
 
 
+async def test_a_first_connection_gets_the_stream_from_its_start():
+    """The publisher's first seconds arrive in a burst (ffmpeg -re sends what it read
+    while the claim was pending) before the destination accepted: nothing is lost."""
+    async with Receiver() as reserved:
+        port = reserved.port  # free now; the destination is not up yet
+    relay = relay_of(f"rtmp://127.0.0.1:{port}/live2/a")
+    relay.start()
+    messages = stream_messages()
+    assert sum(kind(m) is Kind.KEYFRAME for m in messages) >= 2  # more than one GOP
+    relay.feed(messages)  # all of it at once
+    await asyncio.sleep(0.1)  # the destination's first attempt fails meanwhile
+    async with Receiver(port=port) as receiver:
+        await live(relay)
+        relay.end("unpublished")
+        assert await relay.wait_closed(2)
+        assert relay.workers[1].reconnects >= 1  # it was down when the burst came
+        # Metadata and configuration first, then everything from the first keyframe.
+        metadata = [m for m in messages if m.type_id == DATA]
+        configuration = [m for m in messages if is_configuration(m)]
+        media = [m for m in messages if m not in metadata and m not in configuration]
+        assert kind(media[0]) is Kind.KEYFRAME
+        assert receiver.publishes[0].messages == recorded(metadata + configuration + media)
+
+
 async def test_a_new_sequence_header_replaces_the_old_one_for_new_destinations():
     async with Receiver() as receiver:
         relay = relay_of()

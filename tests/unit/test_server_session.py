@@ -447,3 +447,19 @@ def test_capture_replies_parse() -> None:
     replies = ChunkReader().feed(bytes(out[1 + 2 * 1536 :]))
     codes = [c[3]["code"] for c in commands(replies) if len(c) > 3 and isinstance(c[3], dict)]
     assert codes == ["NetConnection.Connect.Success", "NetStream.Publish.Start"]
+
+
+def test_a_chunk_size_above_the_limit_is_a_protocol_error() -> None:
+    """A server may cap the chunk size it accepts (nginx-rtmp's limit is 10 MiB): the
+    ClientSession's 65536 then fails the connection, which our relay answers by
+    retrying with 4096."""
+    client = ClientSession("live", "rtmp://example/live", "key", chunk_size=65536)
+    server = ServerSession(max_chunk_size=4096, random=seeded(2))
+    client.start()
+    with pytest.raises(ProtocolError, match="set chunk size 65536 outside 1..4096"):
+        pump(client, server)
+    fine = ClientSession("live", "rtmp://example/live", "key", chunk_size=4096)
+    server = ServerSession(max_chunk_size=4096, random=seeded(2))
+    fine.start()
+    server_events, _ = pump(fine, server)
+    assert any(isinstance(e, PublishRequested) for e in server_events)
