@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import logging
 import signal
 import sys
@@ -63,6 +64,7 @@ async def serve(settings: AgentSettings) -> None:
             or f"rtmp://{settings.listen_host}:{server.port}/{settings.rtmp_app}"
         )
         log.info("agent %s ready: publish to %s with your stream key", settings.name, public)
+        quiet_garbage_collector()
         await stop.wait()
         log.info("shutting down: ending ingests, draining destinations")
         if health is not None:
@@ -71,6 +73,21 @@ async def serve(settings: AgentSettings) -> None:
         if health is not None:
             await health.close()
     log.info("agent stopped")
+
+
+# The cyclic garbage collector: the relay frees what it allocates per message by
+# reference counting (no cycles), yet every 700 allocations a collection ran, and every
+# few seconds a full one walked all of PyAV's, aiohttp's and asyncio's objects: measured
+# 15 % of the agent's CPU under load (perf: gc_collect_main, visit_reachable...).
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def quiet_garbage_collector() -> None:
+    """Once started: move what exists to the permanent generation (never walked
+    again) and collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 # glibc's mallopt(M_ARENA_MAX): without a cap every thread that allocates (the PyAV

@@ -224,7 +224,7 @@ class DestinationWorker:
     def send(self, batch: Chunked) -> None:
         """Relay a batch of the publisher's messages (called for every batch)."""
         connection = self._connection
-        if connection is None or connection.closed.done():
+        if connection is None:
             return  # not live: a (re)connection starts from the relay's keyframe
         messages = batch.messages
         if self._wait_keyframe:

@@ -134,18 +134,17 @@ class RtmpPublish(asyncio.Protocol):
         self.started: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[EgressError | None] = loop.create_future()
         self.bytes_sent = 0
-        self.paused_since: float | None = None  # loop time the write buffer filled up
+        # The write buffer is full: the destination is not keeping up.
+        self.paused = False
+        # What the bytes of chunked media depend on: (message stream id, chunk size);
+        # known once the destination accepted the publish.
+        self.chunk_key = (0, chunk_size)
         self.on_resume: Callable[[], None] | None = None  # called when writable again
         self._closing = False
         self._abort_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
 
     # -------------------------------------------------------------- for the owner
-
-    @property
-    def chunk_key(self) -> tuple[int, int]:
-        """What the bytes of a chunked message depend on: (message stream id, chunk size)."""
-        return self._session.stream_id, self._session.chunk_size
 
     @property
     def chunk_size(self) -> int:
@@ -156,11 +155,6 @@ class RtmpPublish(asyncio.Protocol):
     def stream_id(self) -> int:
         """The message stream id media must be sent on."""
         return self._session.stream_id
-
-    @property
-    def paused(self) -> bool:
-        """The write buffer is full: the destination is not keeping up (right now)."""
-        return self.paused_since is not None
 
     def write(self, data: bytes) -> None:
         """Send chunked media (never blocks; see `paused`)."""
@@ -215,6 +209,7 @@ class RtmpPublish(asyncio.Protocol):
         self._flush()  # acks, pongs, the publish sequence
         for event in events:
             if isinstance(event, PublishStarted):
+                self.chunk_key = (self._session.stream_id, self._session.chunk_size)
                 if not self.started.done():
                     self.started.set_result(None)
             elif isinstance(event, PublishRefused):
@@ -248,11 +243,11 @@ class RtmpPublish(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The write deadline: the destination must take some of it back within it.
-        self.paused_since = self._loop.time()
+        self.paused = True
         self._stall_timer = self._loop.call_later(self._write_timeout, self._stalled)
 
     def resume_writing(self) -> None:
-        self.paused_since = None
+        self.paused = False
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None

