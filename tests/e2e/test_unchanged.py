@@ -14,7 +14,7 @@ from agent.flv import FlvTagReader, strip_set_data_frame
 from agent.rtmp import amf0
 
 from .flvtools import AUDIO, SCRIPT, VIDEO, assert_whole_stream, parse_flv
-from .harness import dest_keys, key_id
+from .harness import Agent, Receiver, StreamInfo, WireRecorder, dest_keys, key_id
 from .rtmp_publisher import SET_DATA_FRAME, Sent, flv_messages, publish
 
 pytestmark = pytest.mark.e2e
@@ -30,13 +30,18 @@ def as_recorded(sent: list[Sent]) -> list[Sent]:
     return [(t, ts, strip_set_data_frame(body) if t == SCRIPT else body) for t, ts, body in sent]
 
 
-def test_every_message_arrives_unchanged(e2e, media):
+def wire_and_nginx(e2e) -> tuple[Receiver, WireRecorder, Agent, dict[str, str], StreamInfo]:
+    """A stream relayed to nginx-rtmp (YouTube) and to the wire recorder (Kick)."""
     youtube = e2e.receiver("live2")
     kick = e2e.wire_recorder("app")
     rig = e2e.rig(YouTube=youtube.url, Kick=kick.url)
     agent = e2e.agent(rig)
     keys = {"YouTube": f"yt-{secrets.token_hex(6)}", "Kick": f"kick-{secrets.token_hex(6)}"}
-    stream = e2e.api(rig).stream(keys)
+    return youtube, kick, agent, keys, e2e.api(rig).stream(keys)
+
+
+def test_every_message_arrives_unchanged(e2e, media):
+    youtube, kick, agent, keys, stream = wire_and_nginx(e2e)
 
     base = [m for m in flv_messages(media.path) if m[1] < 5000]
     before = [m for m in base if m[1] < 2000]
@@ -102,12 +107,7 @@ def test_a_failed_ingest_then_a_good_one_to_the_same_destination(e2e, media):
 
 def test_audio_first(e2e, media):
     """GStreamer's flvmux and ffmpeg -tune zerolatency start with audio."""
-    kick = e2e.wire_recorder("app")
-    youtube = e2e.receiver("live2")
-    rig = e2e.rig(YouTube=youtube.url, Kick=kick.url)
-    agent = e2e.agent(rig)
-    keys = {"YouTube": f"yt-{secrets.token_hex(6)}", "Kick": f"kick-{secrets.token_hex(6)}"}
-    stream = e2e.api(rig).stream(keys)
+    youtube, kick, agent, keys, stream = wire_and_nginx(e2e)
 
     messages = flv_messages(media.path)
     # The first media message is audio (the AAC sequence header, before the video's).

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from hypothesis import strategies as st
+
 from agent.rtmp import amf0
 from agent.rtmp.chunk import ChunkReader, ChunkWriter
 from agent.rtmp.client_session import ClientSession
@@ -104,3 +106,11 @@ class RawServer:
         self.received += self.reader.feed(self.client.data_to_send())
         taken, self.received = self.received, []
         return taken
+
+
+def media_messages(max_size: int) -> st.SearchStrategy[list[tuple[int, int, bytes]]]:
+    """Lists of (type, timestamp, body): audio, video and data messages of any content."""
+    return st.lists(
+        st.tuples(st.sampled_from([8, 9, 18]), st.integers(0, 0xFFFFFFFF), st.binary(max_size=300)),
+        max_size=max_size,
+    )

@@ -14,6 +14,8 @@ from agent.rtmp.chunk import ChunkReader, ChunkWriter, csid_for, message_chunks
 from agent.rtmp.errors import ChunkError, LocalProtocolError, MessageTooLarge, ProtocolError
 from agent.rtmp.message import Message
 
+from .rtmp_helpers import media_messages
+
 
 def u24(n: int) -> bytes:
     return n.to_bytes(3, "big")
@@ -433,18 +435,7 @@ def test_message_chunks_rejects_a_message_too_long() -> None:
 
 
 @settings(max_examples=200)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from([8, 9, 18]),
-            st.integers(0, 0xFFFFFFFF),
-            st.binary(max_size=300),
-        ),
-        max_size=8,
-    ),
-    st.integers(1, 200),
-    st.integers(1, 97),
-)
+@given(media_messages(max_size=8), st.integers(1, 200), st.integers(1, 97))
 def test_message_chunks_round_trip_through_the_reader(
     messages: list[tuple[int, int, bytes]], chunk_size: int, step: int
 ) -> None:

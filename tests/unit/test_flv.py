@@ -13,6 +13,8 @@ from agent.flv import (
 )
 from agent.rtmp import amf0
 
+from .rtmp_helpers import media_messages
+
 
 def test_tag_bytes_match_the_spec_layout():
     tag = flv_tag(9, 0x01020304, b"\x17\x00")
@@ -42,17 +44,7 @@ def test_reader_rejects_oversized_tags():
         FlvTagReader(max_tag_size=10).feed(FLV_HEADER + flv_tag(9, 0, bytes(11)))
 
 
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from([8, 9, 18]),
-            st.integers(0, 0xFFFFFFFF),
-            st.binary(max_size=300),
-        ),
-        max_size=20,
-    ),
-    st.integers(1, 64),
-)
+@given(media_messages(max_size=20), st.integers(1, 64))
 def test_round_trip_at_any_split(tags, piece):
     stream = FLV_HEADER + b"".join(flv_tag(*tag) for tag in tags)
     reader = FlvTagReader()
