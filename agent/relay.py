@@ -20,10 +20,10 @@ the relay keeps what a destination that (re)connects needs:
   messages since the start. Bounded by the queue limits (RIG_AGENT_QUEUE_SECONDS and
   _BYTES): a longer GOP empties it, and a new destination then starts its video at the
   next keyframe;
-- until every destination has connected once, everything since the start (same
-  bounds): a destination's first connection starts with the stream's first keyframe, so
-  nothing is lost while it is being made, even when the publisher sends its first
-  seconds in a burst (ffmpeg does, when the claim took long).
+- until every destination has connected once, every message since the start (same
+  bounds): a destination's first connection gets the stream exactly as the publisher
+  sent it, so nothing is lost while it is being made, even when the publisher sends its
+  first seconds in a burst (ffmpeg does, when the claim took long).
 
 Each batch is chunked once for the destinations that share a chunk size and message
 stream id (`agent.destination.Chunked`). New sequence headers are probed by the media
@@ -211,6 +211,8 @@ class StreamRelay(StreamStart):
                 self._cache_add(media)  # the most common message, in short
             else:
                 self._note(tag, media)
+        if self._since_start is not None and batch:
+            self._keep_from_start(batch)
         if batch:
             chunked = Chunked(batch)
             for worker in self._live:
@@ -228,9 +230,11 @@ class StreamRelay(StreamStart):
         first = worker not in self._connected_once
         self._connected_once.add(worker)
         if first and self._since_start is not None:
-            media = list(self._since_start)
-        else:
-            media = list(self._cache)
+            # The stream exactly as the publisher sent it, from its first message.
+            replay = list(self._since_start)
+            self._release_start()
+            return replay, False
+        media = list(self._cache)
         self._release_start()
         # Video frames before the first keyframe cannot be decoded: left out, and the
         # destination's video waits for the next keyframe if there is none.
@@ -361,17 +365,19 @@ class StreamRelay(StreamStart):
             self._since_start = None
             self._since_start_bytes = 0
 
-    def _cache_add(self, media: MediaMessage) -> None:
+    def _keep_from_start(self, batch: list[MediaMessage]) -> None:
         since_start = self._since_start
-        if since_start is not None:
-            since_start.append(media)
-            self._since_start_bytes += len(media.body)
-            if (
-                self._since_start_bytes > self._cache_max_bytes
-                or media.timestamp - since_start[0].timestamp > self._cache_max_ms
-            ):
-                self._since_start = None  # too late: first connections start like the others
-                self._since_start_bytes = 0
+        assert since_start is not None
+        since_start.extend(batch)
+        self._since_start_bytes += sum(len(m.body) for m in batch)
+        if (
+            self._since_start_bytes > self._cache_max_bytes
+            or since_start[-1].timestamp - since_start[0].timestamp > self._cache_max_ms
+        ):
+            self._since_start = None  # too late: first connections start like the others
+            self._since_start_bytes = 0
+
+    def _cache_add(self, media: MediaMessage) -> None:
         cache = self._cache
         cache.append(media)
         self._cache_bytes += len(media.body)

@@ -166,14 +166,8 @@ def publish_and_capture(case: Case, argv_for, destinations: list[Destination]) -
     return capture.relayed
 
 
-# Today's relay (demux and re-mux with PyAV) fails the rest of the matrix; it joins here
-# with the byte-for-byte relay of issue 11.
-RELAYED_TODAY = ("ffmpeg-h264-bframes-aac", "ffmpeg-audio-only", "ffmpeg-video-only")
-
-
-@pytest.mark.parametrize(
-    "publisher", [p for p in PUBLISHERS if p.id in RELAYED_TODAY], ids=lambda p: p.id
-)
+# Every publisher of the matrix, since the byte-for-byte relay of issue 11.
+@pytest.mark.parametrize("publisher", PUBLISHERS, ids=lambda p: p.id)
 def test_publisher_relayed_unchanged(case: Case, publisher: Publisher) -> None:
     nginx = case.nginx_destination()
     ffmpeg = case.ffmpeg_destination()
