@@ -140,13 +140,13 @@ class Dashboard:
         return error.inner_text()
 
     def wait_for_text(self, selector: str, pattern: str, timeout_ms: int = WAIT_MS) -> str:
-        """Wait until the element's text matches `pattern` (a regex); return the text."""
+        """Wait until the text of an element matching `selector` matches `pattern` (a
+        regex); return that text."""
         locator = self.page.locator(selector)
         deadline = time.monotonic() + timeout_ms / 1000
         text = ""
         while time.monotonic() < deadline:
-            if locator.count():
-                text = locator.first.inner_text()
+            for text in locator.all_inner_texts():
                 if re.search(pattern, text):
                     return text
             self.page.wait_for_timeout(100)

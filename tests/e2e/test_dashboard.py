@@ -97,7 +97,7 @@ def test_dashboard_sign_up_to_live_failing_recovering_rotated(e2e, long_media, b
 
     dash.field("Name (optional)").fill("Saturday speedruns")
     dash.button("Create stream").click()
-    dash.page.get_by_role("navigation", name="Stream").wait_for()
+    dash.page.get_by_role("heading", name="Saturday speedruns").wait_for()
     dash.check_screen("stream-offline")
 
     # Destinations: a key with a space is refused in words next to the key field.
@@ -152,11 +152,15 @@ def test_dashboard_sign_up_to_live_failing_recovering_rotated(e2e, long_media, b
     dash.wait_for_text(".state-item:has-text('Twitch') .badge", r"^Live$")
 
     dash.tab("History").click()
-    dash.page.locator(".history, .notice").first.wait_for()
+    dash.page.locator(".session").first.wait_for()  # the live session, with its report
+    assert "Still live" in dash.page.locator(".session").first.inner_text()
     dash.check_screen("history")
     dash.tab("Settings").click()
     dash.page.get_by_role("heading", name="Webhook").wait_for()
     dash.check_screen("settings")
+    dash.field("Stream name").fill("Sunday speedruns")
+    dash.button("Save name").click()
+    dash.page.get_by_role("heading", name="Sunday speedruns").wait_for()
 
     # Rotating the key asks first; the live publish with the old key is ended.
     dash.tab("Live").click()
@@ -214,7 +218,7 @@ def test_dashboard_keyboard_only_account_and_api_keys(e2e, browser, axe):
     dash.tab_to(lambda f: f["id"] == "new-stream-name")
     page.keyboard.type("Keyboard stream")
     page.keyboard.press("Enter")
-    page.get_by_role("navigation", name="Stream").wait_for()
+    page.get_by_role("heading", name="Keyboard stream").wait_for()
     dash.wait_for_focus_on_heading()
     dash.tab_to(lambda f: f["tag"] == "A" and f["text"] == "Destinations")
     page.keyboard.press("Enter")
@@ -223,6 +227,31 @@ def test_dashboard_keyboard_only_account_and_api_keys(e2e, browser, axe):
     page.keyboard.type(f"yt-{secrets.token_hex(4)}")
     page.keyboard.press("Enter")
     page.locator(".destination", has_text="YouTube").wait_for()
+
+    # The stream's integrations: disconnect protection, its webhook, a backup key.
+    dash.tab("Settings").click()
+    dash.field("Wait for my encoder (seconds, 0 to 600)").fill("9999")
+    dash.button("Save protection").click()
+    assert dash.field_error("protection-grace")
+    dash.field("Wait for my encoder (seconds, 0 to 600)").fill("45")
+    dash.button("Save protection").click()
+    dash.wait_for_text(".notice", "Disconnect protection saved")
+    dash.field("Webhook URL").fill("ftp://hooks.example.com/rig")
+    dash.button("Save webhook").click()
+    assert "http" in dash.field_error("webhook-url")
+    dash.field("Webhook URL").fill("https://hooks.example.com/rig")
+    dash.button("Save webhook").click()
+    dash.wait_for_text(".notice", "Webhook saved")
+    assert page.locator("#webhook-secret").count() == 1
+    dash.check_screen("settings-filled")
+    page.reload()  # what was saved is what rig has
+    assert dash.field("Wait for my encoder (seconds, 0 to 600)").input_value() == "45"
+    assert dash.field("Webhook URL").input_value() == "https://hooks.example.com/rig"
+    dash.tab("Live").click()
+    dash.button("Create a backup key").click()
+    page.locator("#backup-key").wait_for()
+    page.get_by_role("button", name="Reveal Backup stream key").click()
+    assert len(page.locator("#backup-key").inner_text().strip()) == 22
 
     # Change password: a wrong current password is said next to that field; then it works
     # and the page signs in again with the new one.
@@ -245,7 +274,7 @@ def test_dashboard_keyboard_only_account_and_api_keys(e2e, browser, axe):
     assert len(secret) >= 32
     dash.check_screen("api-key-created")
     status, body = api_call(rig.url, "GET", "/streams/", {"X-Api-Key": secret})
-    assert status == 200 and len(body["payload"]) == 1
+    assert status == 200 and [s["name"] for s in body["payload"]] == ["Keyboard stream"]
     status, body = api_call(rig.url, "POST", "/streams/", {"X-Api-Key": secret})
     assert (status, body["errorCode"]) == (403, 1003)  # read only
     dash.button("I have copied it").click()

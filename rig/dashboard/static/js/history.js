@@ -18,6 +18,7 @@ const END_REASONS = {
   error: "The ingest failed",
   shutdown: "The ingest server shut down",
   "grace expired": "Your encoder did not come back in time",
+  "taken over": "Taken over by another ingest server",
 };
 
 function sessionSeconds(session) {
@@ -25,15 +26,18 @@ function sessionSeconds(session) {
   return (end - new Date(session.startedAt)) / 1000;
 }
 
-function ingestSummary(ingest) {
-  if (!ingest) return "–";
-  const parts = [
-    ingest.videoCodec && `${ingest.videoCodec.toUpperCase()} ${format.resolution(ingest)}`,
-    ingest.frameRate && format.frameRate(ingest.frameRate),
-    ingest.averageBitrate && `average ${format.bitrate(ingest.averageBitrate)}`,
-    ingest.audioCodec && ingest.audioCodec.toUpperCase(),
-  ];
-  return parts.filter(Boolean).join(" · ") || "–";
+function videoSummary(ingest) {
+  if (!ingest?.videoCodec) return "–";
+  const parts = [ingest.videoCodec.toUpperCase(), format.resolution(ingest)];
+  if (ingest.frameRate) parts.push(format.frameRate(ingest.frameRate));
+  return parts.join(", ");
+}
+
+function audioSummary(ingest) {
+  if (!ingest?.audioCodec) return "–";
+  const parts = [ingest.audioCodec.toUpperCase()];
+  if (ingest.audioSampleRate) parts.push(`${ingest.audioSampleRate / 1000} kHz`);
+  return parts.join(", ");
 }
 
 function share(liveSeconds, total) {
@@ -51,7 +55,7 @@ function Session({ session }) {
       ${live && html` <span class="badge badge-live">Live now</span>`}
     </h3>
     <dl class="facts">
-      <div>
+      <div class="wide">
         <dt>Ended</dt>
         <dd>
           ${live
@@ -60,7 +64,9 @@ function Session({ session }) {
         </dd>
       </div>
       <div><dt>Ingest server</dt><dd>${session.agent ?? "–"}</dd></div>
-      <div><dt>Ingest</dt><dd>${ingestSummary(session.ingest)}</dd></div>
+      <div><dt>Video</dt><dd>${videoSummary(session.ingest)}</dd></div>
+      <div><dt>Audio</dt><dd>${audioSummary(session.ingest)}</dd></div>
+      <div><dt>Average bitrate</dt><dd>${format.bitrate(session.ingest?.averageBitrate)}</dd></div>
       <div><dt>Received</dt><dd>${format.bytes(session.ingest?.bytesIn)}</dd></div>
       ${session.holdingSeconds > 0 &&
       html`<div><dt>On the slate</dt><dd>${format.duration(session.holdingSeconds)}</dd></div>`}
@@ -81,11 +87,11 @@ function Session({ session }) {
             <tbody>
               ${session.destinations.map(
                 (d) => html`<tr key=${d.id}>
-                  <th scope="row">${d.service}</th>
+                  <th scope="row">${d.service ?? `Destination ${d.id} (removed)`}</th>
                   <td>${format.duration(d.liveSeconds)}${share(d.liveSeconds, total)}</td>
                   <td>${format.bytes(d.bytesSent)}</td>
                   <td>${d.reconnects ?? 0}</td>
-                  <td class="last-error">${d.lastError || "–"}</td>
+                  <td class=${d.lastError ? "last-error" : ""}>${d.lastError || "–"}</td>
                 </tr>`,
               )}
             </tbody>
