@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from rig.services import CUSTOM, ingest_url
+from rig.sessions import fact
 from rig.shapes import (
     Destination,
     DestinationStats,
@@ -108,16 +109,21 @@ def stats_payload(row: Mapping[str, Any], destinations: list[Destination]) -> St
     reported = {d.get("id"): d for d in health.get("destinations", []) if isinstance(d, dict)}
     per_destination = []
     for dest in destinations:
+        # What the agent reported, each figure checked (a bad report shows as nothing).
         live = (reported.get(dest.id) if dest.isActive else None) or {}
+        state = fact(live.get("state"), str) or "off"
         per_destination.append(
             DestinationStats(
                 id=dest.id,
                 service=dest.service,
                 isActive=dest.isActive,
-                state=live.get("state", "off"),
-                lastError=live.get("lastError"),
-                bytesSent=live.get("bytesSent", 0),
-                reconnects=live.get("reconnects", 0),
+                state=state,
+                lastError=fact(live.get("lastError"), str),
+                bytesSent=fact(live.get("bytesSent"), int) or 0,
+                reconnects=fact(live.get("reconnects"), int) or 0,
+                retryIn=fact(live.get("retryIn"), float) if state == "backoff" else None,
+                liveSeconds=fact(live.get("liveSeconds"), float),
+                droppedPackets=fact(live.get("droppedPackets"), int) or 0,
             )
         )
     return StreamStats(

@@ -54,7 +54,7 @@ DESTINATION_FACTS: dict[str, type] = {
 }
 
 
-def _fact(value: Any, kind: type) -> Any:
+def fact(value: Any, kind: type) -> Any:
     """`value` if it is a sane `kind` (None otherwise): finite, non-negative numbers;
     strings without control characters, cut to TEXT_MAX."""
     if kind is str:
@@ -73,7 +73,7 @@ def _fact(value: Any, kind: type) -> Any:
 def _facts(source: Any, fields: Mapping[str, type]) -> dict[str, Any]:
     if not isinstance(source, dict):
         return {}
-    picked = {name: _fact(source.get(name), kind) for name, kind in fields.items()}
+    picked = {name: fact(source.get(name), kind) for name, kind in fields.items()}
     return {name: value for name, value in picked.items() if value is not None}
 
 

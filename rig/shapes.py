@@ -558,6 +558,13 @@ class DestinationStats(Answer):
     lastError: str | None
     bytesSent: int
     reconnects: int
+    retryIn: Annotated[
+        float | None, Field(description="seconds until the next attempt while in backoff")
+    ]
+    liveSeconds: Annotated[
+        float | None, Field(description="seconds live in this session (null: not reported)")
+    ]
+    droppedPackets: Annotated[int, Field(description="media dropped while it lagged behind")]
 
 
 class StreamStats(Answer):

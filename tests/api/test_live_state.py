@@ -381,6 +381,8 @@ async def test_heartbeat_renews_and_stores_health(api, make_agent, expect_ok):
                 "bytesSent": 123_456,
                 "reconnects": 0,
                 "droppedPackets": 0,
+                "liveSeconds": 12.0,
+                "retryIn": 4.0,  # not in backoff: not shown
             },
             {
                 "id": kick["id"],
@@ -390,6 +392,8 @@ async def test_heartbeat_renews_and_stores_health(api, make_agent, expect_ok):
                 "bytesSent": 10,
                 "reconnects": 3,
                 "droppedPackets": 7,
+                "retryIn": 2.5,
+                "liveSeconds": "soon",  # not a number: not shown
             },
             # Reported for an inactive destination (e.g. just switched off): shown "off".
             {"id": twitch["id"], "service": "Twitch", "state": "live", "bytesSent": 99},
@@ -432,6 +436,9 @@ async def test_heartbeat_renews_and_stores_health(api, make_agent, expect_ok):
                 "lastError": None,
                 "bytesSent": 123_456,
                 "reconnects": 0,
+                "retryIn": None,
+                "liveSeconds": 12.0,
+                "droppedPackets": 0,
             },
             {
                 "id": twitch["id"],
@@ -441,6 +448,9 @@ async def test_heartbeat_renews_and_stores_health(api, make_agent, expect_ok):
                 "lastError": None,
                 "bytesSent": 0,
                 "reconnects": 0,
+                "retryIn": None,
+                "liveSeconds": None,
+                "droppedPackets": 0,
             },
             {
                 "id": kick["id"],
@@ -450,6 +460,9 @@ async def test_heartbeat_renews_and_stores_health(api, make_agent, expect_ok):
                 "lastError": "connection refused",
                 "bytesSent": 10,
                 "reconnects": 3,
+                "retryIn": 2.5,
+                "liveSeconds": None,
+                "droppedPackets": 7,
             },
         ],
     }
@@ -474,6 +487,9 @@ async def test_stats_of_an_offline_stream(api, expect_ok, expect_error):
                 "lastError": None,
                 "bytesSent": 0,
                 "reconnects": 0,
+                "retryIn": None,
+                "liveSeconds": None,
+                "droppedPackets": 0,
             }
         ],
     }
