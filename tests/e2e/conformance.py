@@ -12,13 +12,16 @@ Every check takes the publisher's messages as recorded on the wire (`tcp_proxy` 
   them, see `Message.body`).
 - `assert_prefix`: the same for a publish cut short: the start of the publisher's
   messages, unchanged.
-- `assert_joined_late`: the relay's rule for a destination that connects while the
-  stream runs (a reconnection, or one added live): the publisher's latest
-  `onMetaData`, then the latest sequence header of every track (and the latest video
-  metadata such as colorInfo), bytes unchanged, then the publisher's messages from a
-  video keyframe on (an audio-only stream: from any audio message) to the end, bytes
-  and timestamps unchanged. The opening messages' timestamps are not compared: a
-  relay may stamp them with the join time.
+- `assert_joined_late`: the rule for a destination that reconnects while the stream
+  runs (or is added live): it opens with the publisher's `onMetaData` and the sequence
+  header of every track (and video metadata such as colorInfo) in force where it
+  joins, bytes unchanged, then gets the publisher's messages from there to the end,
+  bytes and timestamps unchanged, video from a keyframe on (video frames before it
+  cannot be decoded; audio may start earlier). The opening messages' timestamps are not
+  compared: a relay may stamp them with the join time. That it resumes at the newest
+  keyframe (issue 11, item 3) is checked by the scenarios that change the
+  configuration mid-stream. A destination's first connection, even seconds late (within
+  the queue bounds), gets the whole stream: `assert_unchanged`.
 - `assert_nginx_recording`: what nginx-rtmp 1.2.2's recorder (`record all`) wrote.
 - `assert_same_demux`: what FFmpeg 8's demuxer reads from what a destination received,
   packet by packet, against the same demuxer reading the publisher's messages; and
@@ -127,35 +130,61 @@ def opening_for(sent: Sequence[Message], k: int) -> list[Message]:
     return ([metadata] if metadata else []) + list(headers.values())
 
 
+def _is_configuration(m: Message) -> bool:
+    return (
+        (m.type == DATA_AMF0 and data_name(m) == "onMetaData")
+        or is_sequence_header(m)
+        or (is_video_metadata(m))
+    )
+
+
+def joined_tail(sent: Sequence[Message], j: int) -> list[Message]:
+    """The publisher's messages from #j on, as a destination joining there gets them:
+    video frames before the first keyframe left out (they cannot be decoded without
+    it); audio, data and configuration kept in place."""
+    tail: list[Message] = []
+    key_seen = False
+    for m in sent[j:]:
+        key_seen = key_seen or is_keyframe(m)
+        configuration = is_sequence_header(m) or is_video_metadata(m)
+        if m.type == VIDEO and not key_seen and not configuration:
+            continue
+        tail.append(m)
+    return tail
+
+
 def assert_joined_late(sent: Sequence[Message], arrived: Sequence[Message], where: str) -> int:
     """A destination that joined a running stream (see the module's rule); returns the
-    index of the publisher's message it joined at."""
-    has_video = any(m.type == VIDEO for m in sent)
-    candidates = [
-        k
-        for k, m in enumerate(sent)
-        if (is_keyframe(m) if has_video else m.type == AUDIO and not is_sequence_header(m))
-    ]
-    tail_keys = [m.key for m in arrived]
-    for k in candidates:
-        rest = len(sent) - k
-        if rest > len(arrived) or tail_keys[len(arrived) - rest :] != [m.key for m in sent[k:]]:
+    index of the publisher's message where its video resumed (for audio only: where it
+    joined)."""
+    arrived_keys = [m.key for m in arrived]
+    wrong_opening = None
+    for j in range(len(sent) + 1):
+        tail = joined_tail(sent, j)
+        if len(tail) > len(arrived) or arrived_keys[len(arrived) - len(tail) :] != [
+            m.key for m in tail
+        ]:
             continue
-        opening = arrived[: len(arrived) - rest]
-        want = opening_for(sent, k)
+        opening = arrived[: len(arrived) - len(tail)]
+        want = opening_for(sent, j)
         bodies = [m.body for m in opening]
         if bodies[:1] == [m.body for m in want[:1]] and sorted(bodies) == sorted(
             m.body for m in want
         ):
-            return k
-        raise AssertionError(
-            f"{where}: joined at #{k} ({sent[k].describe()}) but opened with"
-            f" [{', '.join(m.describe() for m in opening)}], want the latest metadata then"
-            f" sequence headers: [{', '.join(m.describe() for m in want)}]"
+            keyframe = next((m for m in tail if is_keyframe(m)), None)
+            return sent.index(keyframe) if keyframe is not None else j
+        if not all(_is_configuration(m) for m in opening):
+            continue  # media before the join point: not an opening
+        wrong_opening = wrong_opening or (
+            f"{where}: joined at #{j} ({_around(sent, j)}) but opened with"
+            f" [{', '.join(m.describe() for m in opening)}], want the metadata and sequence"
+            f" headers in force there: [{', '.join(m.describe() for m in want)}]"
         )
     raise AssertionError(
-        f"{where}: what arrived is not the publisher's stream from a keyframe to its end"
-        f" (after an opening of metadata and sequence headers): {difference_report(sent, arrived)}"
+        wrong_opening
+        or f"{where}: what arrived is not the publisher's stream from some point to its end,"
+        f" video from a keyframe, after the configuration in force there:"
+        f" {difference_report(sent, arrived)}"
     )
 
 

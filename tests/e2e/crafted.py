@@ -167,12 +167,15 @@ class CraftedPublisher:
 
 @dataclass
 class Scenario:
-    """Crafted tags; `late_join_at`: when a late destination comes up (None: none);
-    `clean`: the publisher's own stream decodes without error; `nginx_recording`:
-    nginx-rtmp's recording is predictable (see `assert_nginx_recording`)."""
+    """Crafted tags; `late_join_at`: when a destination that was down from the start
+    comes up (its first connection is late, still within the queue bounds); `rejoin`:
+    (when it goes down, when it comes back) for a destination that reconnects; `clean`:
+    the publisher's own stream decodes without error; `nginx_recording`: nginx-rtmp's
+    recording is predictable (see `assert_nginx_recording`)."""
 
     tags: list[CraftedTag]
     late_join_at: float | None = None
+    rejoin: tuple[float, float] | None = None
     clean: bool = True
     nginx_recording: bool = True
 
@@ -182,8 +185,9 @@ class Scenario:
     def check_decoded(self, report: dict) -> None:
         """What FFmpeg 8 decoded of the stream (pyav_receiver.read_flv) is right."""
 
-    def check_joined(self, sent: list[Message], joined: int) -> None:
-        """The late destination joined where the scenario wants it (after the change)."""
+    def check_rejoined(self, sent: list[Message], joined: int) -> None:
+        """The reconnected destination resumed where the scenario wants it (at the newest
+        keyframe when it came back: after the change)."""
 
 
 @dataclass
@@ -213,18 +217,19 @@ def corrupt_video(base: list[CraftedTag]) -> Scenario:
 
 @dataclass
 class SecondMetadata(Scenario):
-    """A second onMetaData at 1.5 s: relayed in place; a destination joining after it
-    starts with it (the latest), not with the first."""
+    """A second onMetaData at 1.5 s: relayed in place, also to a destination whose first
+    connection comes after it; one that was cut at 1 s and comes back at 2 s resumes
+    with the second (the latest), not the first."""
 
     def check_sent(self, sent: list[Message]) -> None:
         assert len(_metadata(sent)) == 2, "ffmpeg did not send two onMetaData"
 
-    def check_joined(self, sent: list[Message], joined: int) -> None:
+    def check_rejoined(self, sent: list[Message], joined: int) -> None:
         second = sent.index(_metadata(sent)[1])
         assert joined > second, (
-            f"joined at #{joined} ({sent[joined].describe()}), before the second onMetaData"
-            f" (#{second}), while it was down until long after it: a (re)connecting"
-            " destination starts at the newest keyframe (issue 11, item 3)"
+            f"resumed at #{joined} ({sent[joined].describe()}), before the second"
+            f" onMetaData (#{second}), while it was down until long after it: a"
+            " reconnecting destination resumes at the newest keyframe (issue 11, item 3)"
         )
 
 
@@ -235,7 +240,7 @@ def _metadata(sent: list[Message]) -> list[Message]:
 def second_metadata(base: list[CraftedTag]) -> Scenario:
     at = base[index_at(base, 1.5)]
     second = data_tag("onMetaData", {"width": 320, "height": 240, "encoder": "2nd"}, at.timestamp)
-    return SecondMetadata(insert(base, 1.5, [second]), late_join_at=2.0)
+    return SecondMetadata(insert(base, 1.5, [second]), late_join_at=2.0, rejoin=(1.0, 2.0))
 
 
 @dataclass
@@ -280,8 +285,9 @@ def cue_points_and_text(base: list[CraftedTag]) -> Scenario:
 @dataclass
 class NewSequenceHeader(Scenario):
     """At 2 s the encoder restarts at 640x360 with new AVC and AAC sequence headers:
-    relayed in place, both pictures decode, and a destination joining after the change
-    starts with the new headers."""
+    relayed in place, also to a destination whose first connection comes after the
+    change; both pictures decode; one cut at 1 s and back at 2.4 s resumes with the new
+    headers."""
 
     change_ms: int = 0
 
@@ -289,10 +295,10 @@ class NewSequenceHeader(Scenario):
         sizes = report["decoded"]["0"]["sizes"]
         assert sizes == [[320, 240], [640, 360]], f"decoded picture sizes {sizes}"
 
-    def check_joined(self, sent: list[Message], joined: int) -> None:
+    def check_rejoined(self, sent: list[Message], joined: int) -> None:
         assert sent[joined].timestamp >= self.change_ms, (
-            f"joined at {sent[joined].describe()}, before the change at {self.change_ms} ms,"
-            " while it was down until after it: a (re)connecting destination starts at the"
+            f"resumed at {sent[joined].describe()}, before the change at {self.change_ms} ms,"
+            " while it was down until after it: a reconnecting destination resumes at the"
             " newest keyframe (issue 11, item 3)"
         )
 
@@ -305,4 +311,5 @@ def new_sequence_header(base: list[CraftedTag], second: list[CraftedTag]) -> Sce
         for t in second
         if t.type != SCRIPT
     ]
-    return NewSequenceHeader(base[:cut] + moved, late_join_at=2.4, change_ms=start)
+    tags = base[:cut] + moved
+    return NewSequenceHeader(tags, late_join_at=2.4, rejoin=(1.0, 2.4), change_ms=start)

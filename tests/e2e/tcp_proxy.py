@@ -137,6 +137,14 @@ class RecordingProxy:
                     with contextlib.suppress(OSError):
                         route[sock][0].shutdown(socket.SHUT_WR)
 
+    def drop(self) -> None:
+        """The destination goes down: every open connection is cut, new ones are refused
+        until `refusing` is cleared."""
+        self.refusing.set()
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def close(self) -> None:
         self._closed.set()
         self._accepter.join(5)

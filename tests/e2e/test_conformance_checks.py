@@ -191,11 +191,15 @@ def late_join(sent: list[Message], k: int) -> list[Message]:
 
 
 def test_joined_late(sent: list[Message]) -> None:
-    keyframes = [i for i, m in enumerate(sent) if is_keyframe(m)]
-    k = keyframes[1]
-    assert assert_joined_late(sent, late_join(sent, k), "late") == k
-    with pytest.raises(AssertionError, match="not the publisher's stream from a keyframe"):
-        assert_joined_late(sent, late_join(sent, k + 1), "not at a keyframe")
+    first, k = [i for i, m in enumerate(sent) if is_keyframe(m)][:2]
+    assert assert_joined_late(sent, late_join(sent, k), "at a keyframe") == k
+    assert assert_joined_late(sent, list(sent), "everything") == first
+    # Joined between keyframes: audio at once, video from the next keyframe.
+    between = late_join(sent, k)
+    between[3:3] = [m for m in sent[first + 1 : k] if m.type != 9]
+    assert assert_joined_late(sent, between, "audio first") == k
+    with pytest.raises(AssertionError, match="not the publisher's stream from some point"):
+        assert_joined_late(sent, late_join(sent, k + 1), "video not from a keyframe")
     with pytest.raises(AssertionError, match="opened with"):
         assert_joined_late(sent, [sent[0], sent[1], *sent[k:]], "no audio header")
     with pytest.raises(AssertionError):
