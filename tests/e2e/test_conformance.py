@@ -258,17 +258,11 @@ def test_crafted_stream_relayed_unchanged(
 ) -> None:
     """Corrupt video, a second onMetaData, timestamps that jump, cue points and text,
     a new sequence header: each relayed as sent (see crafted.py for each scenario);
-    where the scenario says so, a destination whose first connection comes late and one
-    that is cut and reconnects start right."""
+    where the scenario says so, a destination that is cut and reconnects resumes right."""
     scenario = scenarios[name]
     nginx, ffmpeg = case.nginx_destination(), case.ffmpeg_destination()
     destinations = [nginx, ffmpeg]
-    late = rejoin = None
-    if scenario.late_join_at is not None:
-        late = case.nginx_destination("late")
-        late.proxy.refusing.set()  # down from the start: its first connection comes late
-        threading.Timer(scenario.late_join_at, late.proxy.refusing.clear).start()
-        destinations.append(late)
+    rejoin = None
     if scenario.rejoin is not None:
         rejoin = case.nginx_destination("rejoin")
         down, up = scenario.rejoin
@@ -281,11 +275,6 @@ def test_crafted_stream_relayed_unchanged(
     check_destinations(case, sent, nginx, ffmpeg, scenario.clean, checks, scenario.nginx_recording)
     with checks.check("FFmpeg 8 decoding"):
         scenario.check_decoded(read_flv(ffmpeg.received()))
-    if late is not None:
-        with checks.check("late first connection"):
-            # Within the queue bounds (10 s): the stream from its first message.
-            assert late.proxy.refused > 0, "never refused: it did not connect late"
-            assert_unchanged(sent, late.only_capture().relayed, "agent -> late")
     if rejoin is not None:
         with checks.check("reconnection"):
             captures = rejoin.captures()
@@ -294,6 +283,26 @@ def test_crafted_stream_relayed_unchanged(
             joined = assert_joined_late(sent, captures[1].relayed, "agent -> rejoin, after")
             scenario.check_rejoined(sent, joined)
     checks.done()
+
+
+LATE_SCENARIOS = ["second-onmetadata", "new-sequence-header"]
+
+
+@pytest.mark.parametrize("name", LATE_SCENARIOS)
+def test_late_first_connection_gets_the_whole_stream(
+    case: Case, scenarios: dict[str, Scenario], name: str
+) -> None:
+    """A destination down when the publish starts, up after the configuration changed
+    (seconds later, within the queue bounds): its first connection gets the whole
+    stream, every onMetaData and sequence header in place, as if it had been there."""
+    scenario = scenarios[name]
+    assert scenario.late_join_at is not None
+    late = case.nginx_destination("late")
+    late.proxy.refusing.set()
+    threading.Timer(scenario.late_join_at, late.proxy.refusing.clear).start()
+    sent = publish_crafted(case, scenario.tags, [late])
+    assert late.proxy.refused > 0, "never refused: it did not connect late"
+    assert_unchanged(sent, late.only_capture().relayed, "agent -> late first connection")
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
