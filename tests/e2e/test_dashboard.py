@@ -140,6 +140,14 @@ def test_dashboard_sign_up_to_live_failing_recovering_rotated(e2e, long_media, b
     assert dash.page.locator(".chart polyline, .chart circle").count() >= 1
     dash.check_screen("stream-live")
 
+    # The list of streams shows it live, by name.
+    dash.page.get_by_role("navigation", name="Main").get_by_role("link", name="Streams").click()
+    item = dash.page.locator(".stream-item", has_text="Saturday speedruns")
+    assert item.locator(".badge").inner_text() == "Live"
+    dash.check_screen("streams")
+    item.get_by_role("link").click()
+    dash.page.get_by_role("heading", name="Saturday speedruns").wait_for()
+
     # Twitch's server dies: the page says it is retrying, and why, without a reload.
     twitch.kill()
     dash.wait_for_text(".state-item:has-text('Twitch') .badge", r"Retrying|Connecting|Failed")
@@ -294,4 +302,39 @@ def test_dashboard_keyboard_only_account_and_api_keys(e2e, browser, axe):
     assert page.evaluate("sessionStorage.length") == 0
     page.reload()
     page.get_by_role("heading", name="Sign in to rig").wait_for()
+    dash.close()
+
+
+def test_dashboard_polls_when_live_updates_are_refused(e2e, browser, axe):
+    """A proxy in front of rig that refuses (or buffers) server-sent events: the page
+    says so and keeps itself current by polling the stats."""
+    _youtube, _twitch, rig, _agent = stack(e2e)
+    dash = Dashboard(browser, rig.url, axe)
+    refused = []
+
+    def bad_gateway(route: object) -> None:
+        refused.append(route.request.url)  # type: ignore[attr-defined]
+        route.fulfill(status=502, body="Bad Gateway")  # type: ignore[attr-defined]
+
+    dash.page.route("**/streams/*/events", bad_gateway)
+    sign_up(dash, f"poll{secrets.token_hex(3)}")
+    dash.field("Name (optional)").fill("Behind a proxy")
+    dash.button("Create stream").click()
+    dash.page.get_by_role("heading", name="Behind a proxy").wait_for()
+    dash.wait_for_text(".connection", r"Updating every few seconds")
+    assert len(refused) >= 3
+
+    # A change made elsewhere (a script with the same account) still reaches the page.
+    token = dash.page.evaluate("JSON.parse(sessionStorage.getItem('rig.session')).token")
+    stream_id = dash.page.url.split("/streams/")[1].split("/")[0]
+    request = urllib.request.Request(  # noqa: S310
+        f"{rig.url}/streams/{stream_id}/destination",
+        data=json.dumps({"service": "Twitch", "streamKey": "tw-from-a-script"}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+        assert resp.status == 200
+    dash.wait_for_text(".state-item", r"Twitch")
+    assert not dash.problems, dash.problems
     dash.close()

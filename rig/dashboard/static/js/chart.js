@@ -59,11 +59,12 @@ export function BitrateChart({ samples, now = Date.now() }) {
     }
   }
   if (current.length) lines.push(current);
-  const latest = values.at(-1);
-  const summary = values.length
-    ? `Ingest bitrate over the last ${minutes} min: now ${bitrate(latest)},` +
-      ` lowest ${bitrate(Math.min(...values))}, highest ${bitrate(Math.max(...values))}.`
-    : "No ingest bitrate yet: it appears while the stream is live.";
+  const latest = shown.at(-1)?.bitrate ?? null; // null: offline now
+  const range = `lowest ${bitrate(Math.min(...values))}, highest ${bitrate(Math.max(...values))}`;
+  const summary = !values.length
+    ? "No ingest bitrate yet: it appears while the stream is live."
+    : `Ingest bitrate over the last ${minutes} min: ` +
+      `${latest == null ? "offline now" : `now ${bitrate(latest)}`}, ${range}.`;
   return html`<figure class="chart">
     <figcaption>Ingest bitrate, last ${minutes} min</figcaption>
     <div class="chart-box" ref=${box}>
@@ -92,6 +93,6 @@ export function BitrateChart({ samples, now = Date.now() }) {
         )}
       </svg>
     </div>
-    <p class="chart-now" aria-hidden="true">${values.length ? `Now ${bitrate(latest)}` : ""}</p>
+    <p class="chart-now" aria-hidden="true">${latest == null ? "" : `Now ${bitrate(latest)}`}</p>
   </figure>`;
 }
