@@ -17,6 +17,7 @@ from .conformance import (
     assert_same_demux,
     assert_unchanged,
 )
+from .crafted import NewSequenceHeader, SecondMetadata
 from .flvtools import parse_flv
 from .matrix import StreamFacts
 from .rtmp_capture import (
@@ -253,3 +254,18 @@ def test_stream_facts(sent: list[Message]) -> None:
 def test_digest_is_of_the_body() -> None:
     m = Message(18, 0, 1, b"\x02\x00\x0d@setDataFrame" + b"rest")
     assert m.key == (18, 0, hashlib.sha256(b"rest").hexdigest())
+
+
+def test_a_reconnection_must_resume_after_the_change(sent: list[Message]) -> None:
+    """The scenarios' "newest keyframe" check fails when a reconnection resumed before
+    the change it came back after."""
+    first, second = [i for i, m in enumerate(sent) if is_keyframe(m)][:2]
+    change = NewSequenceHeader([], change_ms=sent[second].timestamp)
+    change.check_rejoined(sent, second)
+    with pytest.raises(AssertionError, match="newest keyframe"):
+        change.check_rejoined(sent, first)
+    metadata = replace(sent[0], timestamp=sent[second].timestamp - 1)
+    with_second = [*sent[:second], metadata, *sent[second:]]
+    SecondMetadata([]).check_rejoined(with_second, second + 1)
+    with pytest.raises(AssertionError, match="newest keyframe"):
+        SecondMetadata([]).check_rejoined(with_second, first)
