@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from rig.diagnostics import diagnose
 from rig.services import CUSTOM, ingest_url
 from rig.sessions import fact
 from rig.shapes import (
@@ -126,12 +127,15 @@ def stats_payload(row: Mapping[str, Any], destinations: list[Destination]) -> St
                 droppedPackets=fact(live.get("droppedPackets"), int) or 0,
             )
         )
+    ingest = health.get("ingest")
+    services = [dest.service for dest in destinations if dest.isActive]
     return StreamStats(
         isStreaming=row["claim_id"] is not None,
         provisionStatus=provision_status(row),
         ingestState=ingest_state(row),
-        ingest=health.get("ingest"),
+        ingest=ingest,
         destinations=per_destination,
+        diagnostics=diagnose(ingest, services),
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from rig.diagnostics import diagnose
 from rig.shapes import Destination, Session, SessionDestination, SessionIngest
 
 TEXT_MAX = 200
@@ -198,6 +199,9 @@ def session_payload(row: Mapping[str, Any], now: datetime | None = None) -> Sess
     duration = (end - row["started_at"]).total_seconds()
     bytes_in = ingest.get("bytesIn", 0)
     destinations = json.loads(row["destinations"]) if row["destinations"] else {}
+    average = round(bytes_in * 8 / duration) if duration > 0 else 0
+    services = [facts["service"] for facts in destinations.values() if facts.get("service")]
+    found = diagnose({**ingest, "bitrate": average}, services)
     return Session(
         id=row["id"],
         startedAt=row["started_at"],
@@ -214,7 +218,7 @@ def session_payload(row: Mapping[str, Any], now: datetime | None = None) -> Sess
             audioChannels=ingest.get("audioChannels"),
             keyframeInterval=ingest.get("keyframeInterval"),
             bytesIn=bytes_in,
-            averageBitrate=round(bytes_in * 8 / duration) if duration > 0 else 0,
+            averageBitrate=average,
         ),
         destinations=[
             SessionDestination(
@@ -228,4 +232,5 @@ def session_payload(row: Mapping[str, Any], now: datetime | None = None) -> Sess
             for dest_id, facts in sorted(destinations.items(), key=lambda item: int(item[0]))
         ],
         holdingSeconds=round(row["holding_seconds"], 1),
+        diagnostics=found,
     )

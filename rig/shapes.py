@@ -567,6 +567,33 @@ class DestinationStats(Answer):
     droppedPackets: Annotated[int, Field(description="media dropped while it lagged behind")]
 
 
+class Diagnostic(Answer):
+    """Something the streamer should change for a destination's service (rig/diagnostics.py)."""
+
+    service: Annotated[str, Field(examples=["Twitch"])]
+    severity: Annotated[
+        Literal["warning", "info"],
+        Field(description="warning: the service requires otherwise; info: it recommends"),
+    ]
+    code: Annotated[
+        str,
+        Field(
+            description="keyframe-interval, bitrate-high, bitrate-low, resolution, frame-rate,"
+            " video-codec, audio-codec or audio-sample-rate",
+            examples=["keyframe-interval"],
+        ),
+    ]
+    message: Annotated[
+        str,
+        Field(
+            examples=[
+                "A keyframe every 8.3 s; Twitch needs one at least every 2 s: set the"
+                " keyframe interval to 2 s (OBS: Settings, Output, Keyframe Interval)."
+            ]
+        ),
+    ]
+
+
 class StreamStats(Answer):
     isStreaming: bool
     provisionStatus: ProvisionStatus | None
@@ -578,6 +605,10 @@ class StreamStats(Answer):
         ),
     ]
     destinations: list[DestinationStats]
+    diagnostics: Annotated[
+        list[Diagnostic],
+        Field(description="the live ingest against each active destination's service"),
+    ]
 
 
 class IngestServers(Answer):
@@ -718,6 +749,10 @@ class Session(Answer):
     ingest: SessionIngest
     destinations: list[SessionDestination]
     holdingSeconds: Annotated[float, Field(description="seconds the slate fed the destinations")]
+    diagnostics: Annotated[
+        list[Diagnostic],
+        Field(description="the session's ingest (average bitrate) against its services"),
+    ]
 
 
 class ThumbnailStored(Answer):

@@ -87,6 +87,7 @@ async def test_a_session_from_claim_to_release(api, make_agent, expect_ok):
         "ingest",
         "destinations",
         "holdingSeconds",
+        "diagnostics",
     }
     assert current["endedAt"] is None and current["endReason"] is None
     assert current["agent"] == t.agent.name
@@ -337,3 +338,47 @@ async def test_only_the_owner_reads_sessions(api, make_agent, expect_error):
         f"/streams/{t.stream['id']}/sessions", headers={"X-Api-Key": key["apiKey"]}
     )
     assert resp.status == 200
+
+
+async def test_diagnostics_in_stats_and_sessions(api, make_agent, expect_ok):
+    """The ingest against the stream's services: Twitch wants a keyframe every 2 s."""
+    t = await live_stream(api, make_agent)  # YouTube and Twitch destinations
+    report = health(
+        3_000_000,
+        [dest(t.youtube["id"], 2_900_000), dest(t.twitch["id"], 2_900_000)],
+        keyframeInterval=8.3,
+    )
+    await t.agent.beat([{**t.beat, "health": report}])
+    resp = await api.client.get(f"/streams/{t.stream['id']}/stats", headers=t.account.headers)
+    stats = await expect_ok(resp, "Stream statistics")
+    found = {(d["service"], d["severity"], d["code"]) for d in stats["diagnostics"]}
+    assert found == {
+        ("Twitch", "warning", "keyframe-interval"),
+        ("YouTube", "warning", "keyframe-interval"),
+    }
+    assert all("8.3 s" in d["message"] for d in stats["diagnostics"])
+    # Twitch switched off: only YouTube's remains in the live stats.
+    await api.client.patch(
+        f"/streams/{t.stream['id']}/destination/{t.twitch['id']}",
+        json={"isActive": False},
+        headers=t.account.headers,
+    )
+    stats = await expect_ok(
+        await api.client.get(f"/streams/{t.stream['id']}/stats", headers=t.account.headers),
+        "Stream statistics",
+    )
+    assert {d["service"] for d in stats["diagnostics"]} == {"YouTube"}
+    # The session judges the whole broadcast against every service it went to.
+    (session,), _ = await sessions(api, t.account, t.stream["id"])
+    assert {(d["service"], d["code"]) for d in session["diagnostics"]} >= {
+        ("Twitch", "keyframe-interval"),
+        ("YouTube", "keyframe-interval"),
+    }
+    # A good ingest: nothing to say.
+    good = health(1, [], keyframeInterval=2.0)
+    await t.agent.beat([{**t.beat, "health": {**good, "ingest": {**good["ingest"]}}}])
+    stats = await expect_ok(
+        await api.client.get(f"/streams/{t.stream['id']}/stats", headers=t.account.headers),
+        "Stream statistics",
+    )
+    assert stats["diagnostics"] == []
