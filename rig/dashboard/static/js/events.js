@@ -34,13 +34,16 @@ export function parseEventStream(buffer) {
   return { events, rest };
 }
 
+// Wait `seconds`, or less if `signal` aborts.
 const sleep = (seconds, signal) =>
   new Promise((resolve) => {
-    const timer = setTimeout(resolve, seconds * 1000);
-    signal.addEventListener("abort", () => {
+    const done = () => {
       clearTimeout(timer);
+      signal.removeEventListener("abort", done);
       resolve();
-    });
+    };
+    const timer = setTimeout(done, seconds * 1000);
+    signal.addEventListener("abort", done);
   });
 
 // Watch a stream until the returned function is called. `on.stats(stats)` for every
@@ -77,7 +80,7 @@ export function watchStream(streamId, on) {
       let buffer = "";
       for (;;) {
         const { value, done } = await reader.read();
-        if (done) return false;
+        if (done) return; // rig ended the stream (restarting): reconnect
         alive();
         const parsed = parseEventStream(buffer + value);
         buffer = parsed.rest;
