@@ -62,6 +62,11 @@ function Thumbnail({ streamId, live }) {
   </figure>`;
 }
 
+function channelWords(channels) {
+  if (!channels) return null;
+  return { 1: "mono", 2: "stereo" }[channels] ?? `${channels} channels`;
+}
+
 function codecLine(codec, ...details) {
   if (!codec) return "–";
   const extra = details.filter((d) => d != null && d !== "").join(", ");
@@ -82,7 +87,7 @@ function IngestFacts({ ingest, since, now }) {
       codecLine(
         ingest.audioCodec,
         ingest.audioSampleRate && `${ingest.audioSampleRate / 1000} kHz`,
-        ingest.audioChannels && (ingest.audioChannels === 2 ? "stereo" : `${ingest.audioChannels} ch`),
+        channelWords(ingest.audioChannels),
       ),
     ],
     [

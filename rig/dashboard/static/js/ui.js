@@ -187,7 +187,8 @@ const STATE_WORDS = {
 export function StateBadge({ state, retryAt = null, now = Date.now() }) {
   let words = STATE_WORDS[state] ?? state;
   if (state === "backoff" && retryAt) {
-    words = `Retrying in ${Math.max(0, Math.ceil((retryAt - now) / 1000))} s`;
+    const seconds = Math.ceil((retryAt - now) / 1000);
+    words = seconds > 0 ? `Retrying in ${seconds} s` : "Retrying now";
   }
   return html`<span class=${`badge badge-${state}`}>${words}</span>`;
 }
