@@ -166,7 +166,7 @@ export function LiveView({ stream, live }) {
     <section class="card status-card" aria-labelledby="status-title">
       <h2 id="status-title" class="status-line">
         <${StateBadge} state=${!stream.isActive ? "inactive" : streaming ? "live" : "offline"} />
-        <span aria-live="polite">
+        <span>
           ${!stream.isActive
             ? "This stream is deactivated: its key is refused until you activate it."
             : streaming
@@ -175,6 +175,9 @@ export function LiveView({ stream, live }) {
               : "Offline: waiting for your encoder"}
         </span>
       </h2>
+      <p class="sr-only" role="status">
+        ${streaming ? "Your stream is live." : "Your stream is offline."}
+      </p>
       ${INGEST_STATE_WORDS[ingestState] &&
       html`<p class="notice warn" role="status">${INGEST_STATE_WORDS[ingestState]}</p>`}
       <p class="connection" role="status">${CONNECTION_WORDS[connection]}</p>
