@@ -162,6 +162,22 @@ def test_dashboard_sign_up_to_live_failing_recovering_rotated(e2e, long_media, b
     twitch.start()
     dash.wait_for_text(".state-item:has-text('Twitch') .badge", r"^Live$")
 
+    # Switching a destination off and on while live: the agent applies it within a
+    # heartbeat (YouTube's receiver gets a second publish), the page follows.
+    dash.tab("Destinations").click()
+    dash.field("Send to YouTube").uncheck()
+    dash.wait_for_text(".destination:has-text('YouTube') .badge", r"^Inactive$")
+    dash.tab("Live").click()
+    dash.wait_for_text(".state-item:has-text('YouTube') .badge", r"^Inactive$")
+    youtube_label = rf"stream {key_id(stream_key)} -> YouTube #\d+:"
+    agent.wait_for_log(youtube_label + " destination removed or changed", timeout=30)
+    dash.tab("Destinations").click()
+    dash.field("Send to YouTube").check()
+    dash.tab("Live").click()
+    agent.wait_for_log(youtube_label + " live on", count=2, timeout=30)
+    dash.wait_for_text(".state-item:has-text('YouTube') .badge", r"^Live$")
+    assert len(youtube.recordings(yt_key)) == 2
+
     dash.tab("History").click()
     dash.page.locator(".session").first.wait_for()  # the live session, with its report
     assert "Still live" in dash.page.locator(".session").first.inner_text()

@@ -149,9 +149,16 @@ function DestinationCard({ streamId, destination, state, onChanged }) {
   const [editing, setEditing] = useState(false);
   const name = format.serviceName(destination);
   const path = `/streams/${streamId}/destination/${destination.id}`;
+  // The switch shows what was asked for at once; rig's answer confirms or reverts it.
+  const [wanted, setWanted] = useState(null);
   const [toggle, toggling, toggleError] = useAction(async (isActive) => {
-    await api.patch(path, { isActive });
-    await onChanged();
+    setWanted(isActive);
+    try {
+      await api.patch(path, { isActive });
+      await onChanged();
+    } finally {
+      setWanted(null);
+    }
   });
   const [remove, removing, removeError] = useAction(async () => {
     await api.delete(path);
@@ -174,7 +181,7 @@ function DestinationCard({ streamId, destination, state, onChanged }) {
         type="checkbox"
         role="switch"
         id=${switchId}
-        checked=${destination.isActive}
+        checked=${wanted ?? destination.isActive}
         disabled=${toggling}
         onChange=${(e) => toggle(e.target.checked)}
       />
