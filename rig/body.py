@@ -1,12 +1,17 @@
 """Reading a JSON request body into its model (rig/shapes.py), with the v1 error codes.
 
-Order of checks, as clients expect: Content-Type (1002), JSON syntax (1005), missing
-fields (1004, `details.field` names the first one), then types and rules (1005,
+Order of checks, as clients expect: Content-Type (1002), JSON syntax and text (1005),
+missing fields (1004, `details.field` names the first one), then types and rules (1005,
 `details.field` and `details.reason`). A null where a value is required is missing.
+
+This is the one place rig reads JSON from a client, so what no JSON value may hold for
+us is refused here, once: a lone UTF-16 surrogate (`"\\ud800"`) is valid JSON syntax but
+not Unicode text (nothing can encode it: PostgreSQL, logs, answers), so it is 1005.
 """
 
 import json
 import math
+import re
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -16,6 +21,9 @@ from pydantic_core import ErrorDetails
 from rig.errors import ApiError, InvalidInput, MissingInput, UnsupportedContentType
 
 M = TypeVar("M", bound=BaseModel)
+
+# json.loads joins a well-formed pair into one character: whatever surrogate is left is lone.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
@@ -29,6 +37,15 @@ async def read_body(request: web.Request, model: type[M]) -> M:
         raise InvalidInput("Body is not valid JSON", details={"reason": str(exc)}) from exc
     if not isinstance(body, dict):
         raise InvalidInput("Body must be a JSON object", details={"reason": "not an object"})
+    field = lone_surrogate_field(body)
+    if field is not None:  # never quote the value: it cannot even be logged
+        raise InvalidInput(
+            "Body is not valid Unicode text",
+            details={
+                "field": field,
+                "reason": "a lone UTF-16 surrogate (\\ud800-\\udfff) is not Unicode text",
+            },
+        )
     return validate(model, body)
 
 
@@ -42,6 +59,25 @@ def _finite(text: str) -> float:
     if not math.isfinite(value):  # 1e400: valid JSON, but no number can hold it
         raise ValueError(f"number out of range: {text[:20]}")
     return value
+
+
+def lone_surrogate_field(body: dict[str, Any]) -> str | None:
+    """The top-level field whose value (or a key in it) holds a lone surrogate; `body`
+    for a top-level key; None when there is none. Iterative: JSON nests deep."""
+    stack: list[tuple[Any, str]] = [(body, "body")]
+    while stack:
+        item, field = stack.pop()
+        if isinstance(item, str):
+            if LONE_SURROGATE.search(item):
+                return field
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if LONE_SURROGATE.search(key):
+                    return field
+                stack.append((value, key if item is body else field))
+        elif isinstance(item, list):
+            stack.extend((value, field) for value in item)
+    return None
 
 
 def read_query(request: web.Request, model: type[M]) -> M:
