@@ -86,3 +86,28 @@ async def test_surrogate_pairs_are_fine(api, expect_ok):
         headers={**account.headers, "Content-Type": "application/json"},
     )
     assert (await expect_ok(resp, "Stream destination added"))["streamKey"] == "key-\U0001f600"
+
+
+async def test_complete_bodies_with_a_lone_surrogate(api, make_agent, expect_error, case):
+    """Bodies that pass every other check: before the fix these reached argon2, PostgreSQL
+    or aiohttp's client and came back as HTTP 500."""
+    account = await api.account()
+    stream = await api.stream(account)
+    agent = await make_agent()
+    sid = stream["id"]
+    requests = [
+        ("POST", "/accounts/",
+         {"username": "lone1", "password": f"pass{LONE}word", "email": "l@example.org"}),
+        ("POST", "/accounts/auth/local", {"username": "lone1", "password": f"pass{LONE}word"}),
+        ("POST", "/accounts/password",
+         {"oldPassword": f"old{LONE}password", "newPassword": "a new password"}),
+        ("POST", f"/streams/{sid}/destination", {"service": "YouTube", "streamKey": f"key{LONE}"}),
+        ("PUT", f"/streams/{sid}/webhook", {"callbackUrl": f"https://hooks.example/{LONE}"}),
+        ("POST", "/agents/auth", {"apiKey": f"rigagent_{LONE}"}),
+        ("POST", f"/agents/streams/{stream['streamKey']}/claim", {"ingestUrl": f"rtmp://edge/{LONE}"}),
+    ]  # fmt: skip
+    for method, path, body in requests:
+        headers = agent.headers if path.startswith("/agents/s") else account.headers
+        with case(f"{method} {path}"):
+            resp = await api.client.request(method, path, json=body, headers=headers)
+            await expect_error(resp, 1005, 400)
