@@ -75,6 +75,8 @@ class EgressSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     tls_context: ssl.SSLContext | None = None
+    # Custom destinations are users' addresses: public ones only, unless this is set.
+    allow_private_destinations: bool = False
     chunk_size: int = LARGE_CHUNK_SIZE
 
 
@@ -287,6 +289,8 @@ class DestinationWorker:
                         timeout=self._settings.connect_timeout,
                         write_timeout=self._settings.write_timeout,
                         tls_context=self._settings.tls_context,
+                        public_only=self.destination.service == "Custom"
+                        and not self._settings.allow_private_destinations,
                     )
                 except EgressError as exc:
                     await self._retry(exc, loop, published=False)

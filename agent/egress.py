@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from agent.rtmp import ClientSession, ProtocolError
 from agent.rtmp.events import PublishRefused, PublishStarted, ServerClosed
+from rig.netpolicy import allowed_addresses
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +278,12 @@ class RtmpPublish(asyncio.Protocol):
             self.closed.set_result(error)
 
 
+async def _public_address(loop: asyncio.AbstractEventLoop, target: RtmpTarget) -> str:
+    """The first public address of the target's host; AddressNotAllowed if it has none."""
+    infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    return allowed_addresses(infos, allow_private=False)[0][4][0]
+
+
 async def open_publish(
     target: RtmpTarget,
     *,
@@ -284,10 +291,12 @@ async def open_publish(
     timeout: float,  # noqa: ASYNC109 (one deadline for connect, TLS, handshake, publish)
     write_timeout: float,
     tls_context: ssl.SSLContext | None = None,
+    public_only: bool = False,
 ) -> RtmpPublish:
     """Connect, (TLS,) handshake and publish within `timeout` seconds; EgressError if not.
     Once publishing, a destination that takes nothing for `write_timeout` seconds while
-    our write buffer is full is failed."""
+    our write buffer is full is failed. `public_only` (a user's Custom destination):
+    connect only to a public address, the very one checked (rig/netpolicy.py)."""
     loop = asyncio.get_running_loop()
     context = None
     if target.scheme == "rtmps":
@@ -296,9 +305,10 @@ async def open_publish(
     try:
         async with asyncio.timeout(timeout):
             try:
+                host = await _public_address(loop, target) if public_only else target.host
                 _, protocol = await loop.create_connection(
                     lambda: RtmpPublish(target, chunk_size, write_timeout),
-                    target.host,
+                    host,
                     target.port,
                     ssl=context,
                     server_hostname=target.host if context else None,

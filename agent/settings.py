@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from agent.destination import EgressSettings
 from rig.logs import log_format
-from rig.settings import Option, add_option_arguments, option_values
+from rig.settings import Option, add_option_arguments, option_values, switch
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class AgentSettings:
     http_listen: str = "127.0.0.1:9935"
     log_format: str = "text"
     event_loop: str = "uvloop"
+    allow_private_destinations: bool = False
 
     @property
     def listen_host(self) -> str:
@@ -64,6 +65,7 @@ class AgentSettings:
             backoff_initial=self.retry_initial,
             backoff_max=self.retry_max,
             tls_context=context,
+            allow_private_destinations=self.allow_private_destinations,
         )
 
 
@@ -188,6 +190,14 @@ OPTIONS: list[Option] = [
         "event_loop",
         event_loop,
         "uvloop (default) or asyncio: the event loop serving every connection",
+    ),
+    (
+        "--allow-private-destinations",
+        "RIG_AGENT_ALLOW_PRIVATE_DESTINATIONS",
+        "allow_private_destinations",
+        switch,
+        "let Custom destinations connect to loopback, private, link-local and other"
+        " non-public addresses (yes/no; as rig's RIG_ALLOW_PRIVATE_DESTINATIONS)",
     ),
 ]
 

@@ -46,6 +46,20 @@ class Settings:
     # The dashboard (rig/dashboard, rig/events.py, rig/ingest.py).
     ingest_urls: str = ""
     events_per_user: int = 8
+    # Users' destinations (rig/netpolicy.py): callbackUrl and Custom rtmpUrl may point
+    # at non-public addresses only when the operator allows it; destinations per stream.
+    allow_private_destinations: bool = False
+    max_destinations: int = 10
+
+
+def switch(text: str) -> bool:
+    """A yes/no setting: 1, true, yes, on or 0, false, no, off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not yes or no: {text!r}")
 
 
 # (flag or "" for environment only, environment variable, Settings field, type, help)
@@ -175,6 +189,21 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "events_per_user",
         int,
         "live-update connections (GET /streams/{id}/events) per user per rig process",
+    ),
+    (
+        "--allow-private-destinations",
+        "RIG_ALLOW_PRIVATE_DESTINATIONS",
+        "allow_private_destinations",
+        switch,
+        "let callbackUrl and Custom rtmpUrl point at loopback, private, link-local and other"
+        " non-public addresses (yes/no)",
+    ),
+    (
+        "--max-destinations",
+        "RIG_MAX_DESTINATIONS",
+        "max_destinations",
+        int,
+        "destinations a stream may have",
     ),
 ]
 

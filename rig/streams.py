@@ -9,6 +9,7 @@ live statistics, and the stream's webhook.
 import secrets
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from aiohttp import web
@@ -19,6 +20,7 @@ from rig.appkeys import POOL, SETTINGS
 from rig.auth import require_any_stream, require_user
 from rig.body import invalid, missing, read_body, read_optional_body
 from rig.errors import CreateFailed, MissingInput, NotFound, UpdateFailed, success
+from rig.netpolicy import host_problem
 from rig.pages import paged, read_page
 from rig.payloads import (
     DESTINATION_COLUMNS,
@@ -274,10 +276,28 @@ async def add_destination(request: web.Request) -> Destination:
     if body.service == CUSTOM and body.rtmpUrl is None:
         raise missing("rtmpUrl")
     server_url = body.rtmpUrl if body.service == CUSTOM else None
-    try:
+    if server_url is not None:
+        await check_public(request, "rtmpUrl", server_url)
+    limit = request.app[SETTINGS].max_destinations
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        # The stream's row lock makes "at most `limit`" hold for concurrent adds too.
+        locked = await conn.fetchval("SELECT 1 FROM streams WHERE id = $1 FOR UPDATE", row["id"])
+        if locked is None:  # the stream was deleted meanwhile
+            raise NotFound("Stream not found")
+        count = await conn.fetchval(
+            "SELECT count(*) FROM destinations WHERE stream_id = $1", row["id"]
+        )
+        if count >= limit:
+            raise CreateFailed(
+                f"Unable to add destination: a stream has at most {limit} destinations",
+                details={
+                    "field": "destinations",
+                    "reason": f"at most {limit} destinations per stream",
+                },
+            )
         # ON CONFLICT DO NOTHING: a duplicate raises no error, so PostgreSQL logs nothing
         # about it (an error's DETAIL would print the key; sql/0007).
-        dest = await request.app[POOL].fetchrow(
+        dest = await conn.fetchrow(
             "INSERT INTO destinations (stream_id, service, stream_key, server_url)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
             f" RETURNING {DESTINATION_COLUMNS}",
@@ -286,14 +306,25 @@ async def add_destination(request: web.Request) -> Destination:
             body.streamKey,
             server_url,
         )
-    except asyncpg.ForeignKeyViolationError as exc:  # the stream was deleted meanwhile
-        raise NotFound("Stream not found") from exc
     if dest is None:
         raise CreateFailed(
             "Unable to add destination: it already exists",
             details={"field": "streamKey", "reason": "duplicate destination"},
         )
     return destination_payload(dest, request.app[SETTINGS].service_urls)
+
+
+async def check_public(request: web.Request, field: str, url: str) -> None:
+    """1005 when a user's URL points at a non-public address (rig/netpolicy.py): checked
+    again, on the address connected to, by the webhook sender and the agent."""
+    host = urlsplit(url).hostname or ""
+    problem = await host_problem(host, request.app[SETTINGS].allow_private_destinations)
+    if problem:
+        raise invalid(
+            field,
+            f"{problem}: rig connects only to public addresses for you (the operator can"
+            " allow others with RIG_ALLOW_PRIVATE_DESTINATIONS)",
+        )
 
 
 async def owned_destination(request: web.Request) -> tuple[asyncpg.Record, asyncpg.Record]:
@@ -340,6 +371,7 @@ async def update_destination(request: web.Request) -> Destination:
     if body.rtmpUrl is not None:
         if dest["service"] != CUSTOM:
             raise invalid("rtmpUrl", "only Custom destinations have their own rtmpUrl")
+        await check_public(request, "rtmpUrl", body.rtmpUrl)
         changes["server_url"] = body.rtmpUrl
     if not changes:
         raise MissingInput(
@@ -525,6 +557,8 @@ async def set_webhook(request: web.Request) -> Webhook:
     """Extension: set (or, with null, remove) the stream's callbackUrl."""
     row = await owned_stream(request)
     body = await read_body(request, WebhookChange)
+    if body.callbackUrl is not None:
+        await check_public(request, "callbackUrl", body.callbackUrl)
     await request.app[POOL].execute(
         "UPDATE streams SET callback_url = $2,"
         " webhook_secret = coalesce(webhook_secret, $3) WHERE id = $1",

@@ -23,6 +23,7 @@ import hmac
 import json
 import logging
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,8 +34,9 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from rig.appkeys import POOL
+from rig.appkeys import POOL, SETTINGS
 from rig.background import OUTAGE_ERRORS, PauseLog, worker
+from rig.netpolicy import AddressNotAllowed, address_problem
 
 log = logging.getLogger(__name__)
 
@@ -211,12 +213,51 @@ async def _post(http: aiohttp.ClientSession, row: asyncpg.Record) -> str | None:
         "X-Rig-Signature": sign(row["webhook_secret"] or "", timestamp, body),
     }
     try:
-        async with http.post(row["callback_url"], data=body, headers=headers) as resp:
+        # Redirects are not followed: a receiver answers 2xx itself, or the delivery failed.
+        async with http.post(
+            row["callback_url"], data=body, headers=headers, allow_redirects=False
+        ) as resp:
             if 200 <= resp.status < 300:
                 return None
             return f"HTTP {resp.status}"
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return type(exc).__name__
+        return delivery_error(exc)
+
+
+def delivery_error(exc: BaseException) -> str:
+    """What went wrong, in words for the stream's owner (never the receiver's bytes)."""
+    os_error = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else None
+    if isinstance(os_error, AddressNotAllowed):
+        return "the receiver's address is not public"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS failed"
+    if isinstance(os_error, socket.gaierror):
+        return "host not found"
+    if isinstance(os_error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "cannot connect"
+    return type(exc).__name__
+
+
+def _public_socket(addr_info: tuple) -> socket.socket:
+    """aiohttp's socket factory: refuses (before connecting) any address that is not
+    public, whether the URL named it or DNS answered it (rig/netpolicy.py)."""
+    family, kind, proto, _name, address = addr_info
+    if address_problem(address[0]) is not None:
+        raise AddressNotAllowed()
+    return socket.socket(family, kind, proto)
+
+
+def webhook_http_session(*, allow_private: bool) -> aiohttp.ClientSession:
+    """The HTTP client of webhook deliveries: connect-time address policy, no proxies
+    from the environment, DELIVERY_TIMEOUT per delivery."""
+    connector = aiohttp.TCPConnector(socket_factory=None if allow_private else _public_socket)
+    return aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT)
+    )
 
 
 async def webhook_sender(app: web.Application) -> AsyncIterator[None]:
@@ -226,8 +267,7 @@ async def webhook_sender(app: web.Application) -> AsyncIterator[None]:
     own; a finished one makes room for the next at once. On the way out, deliveries in
     flight are cancelled: their leases run out and any rig process sends them again.
     """
-    timeout = aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT)
-    http = aiohttp.ClientSession(timeout=timeout)
+    http = webhook_http_session(allow_private=app[SETTINGS].allow_private_destinations)
     in_flight: set[asyncio.Task] = set()
     room = asyncio.Event()
     pauses = PauseLog(log, "webhook sender")

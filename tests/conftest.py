@@ -71,6 +71,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         jwt_secret=secrets.token_urlsafe(48),
         service_urls=dict(DEFAULT_SERVICE_URLS),
         background_tasks=False,  # tests run the claim sweeper and webhook sender by hand
+        # Webhook receivers and Custom destinations of the tests listen on 127.0.0.1;
+        # tests/api/test_destination_policy.py turns this off to test the policy.
+        allow_private_destinations=True,
     )
 
 

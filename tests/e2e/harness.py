@@ -375,6 +375,8 @@ class Rig:
             RIG_DATA_DIR=str(root),
             RIG_PORT=str(self.port),
             RIG_HOST="127.0.0.1",
+            # The receivers of these tests listen on 127.0.0.1 (rig/netpolicy.py).
+            RIG_ALLOW_PRIVATE_DESTINATIONS="yes",
         )
         for service, url in service_urls.items():
             self.env[f"RIG_SERVICE_URL_{service.upper()}"] = url
@@ -434,6 +436,7 @@ class Agent:
             RIG_AGENT_RETRY_MAX="1",
             RIG_AGENT_CONNECT_TIMEOUT="3",
             RIG_AGENT_WRITE_TIMEOUT="2",
+            RIG_AGENT_ALLOW_PRIVATE_DESTINATIONS="yes",  # receivers on 127.0.0.1
         )
         for name, value in settings.items():
             self.env[f"RIG_AGENT_{name.upper()}"] = str(value)
