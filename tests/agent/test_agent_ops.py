@@ -225,6 +225,7 @@ async def test_agent_metrics_health_and_logs_over_a_real_publish(
             retry_initial=0.1,
             retry_max=0.5,
             shutdown_timeout=2,
+            allow_private_destinations=True,  # the receiver listens on 127.0.0.1
         )
         async with RigClient(rig_url, api_key) as rig:
             server = IngestServer(agent_settings, rig, agent_settings.egress())
