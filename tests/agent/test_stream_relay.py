@@ -22,7 +22,14 @@ from tests.unit.media_samples import encoded_flv
 
 from .receiver import Receiver
 
-SETTINGS = EgressSettings(connect_timeout=3, write_timeout=1, backoff_initial=0.05, backoff_max=0.2)
+# The receivers listen on 127.0.0.1: Custom destinations may be private here.
+SETTINGS = EgressSettings(
+    connect_timeout=3,
+    write_timeout=1,
+    backoff_initial=0.05,
+    backoff_max=0.2,
+    allow_private_destinations=True,
+)
 SET_DATA_FRAME = amf0.encode("@setDataFrame")
 
 

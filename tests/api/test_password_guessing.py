@@ -13,8 +13,10 @@ DEFAULTS = Settings()
 
 @pytest.fixture
 async def proxied(aiohttp_client, settings, db):
-    """rig with its default limits behind a trusted proxy: X-Forwarded-For is the client."""
-    return await aiohttp_client(create_app(replace(settings, trusted_proxies="127.0.0.1")))
+    """rig with its default limits behind a trusted proxy: X-Forwarded-For is the client.
+    The window is long, so that no allowance refills while a slow machine runs the test."""
+    limits = replace(settings, trusted_proxies="127.0.0.1", rate_limit_window=3600)
+    return await aiohttp_client(create_app(limits))
 
 
 def from_address(address: str) -> dict[str, str]:
@@ -63,7 +65,11 @@ async def test_guessing_from_many_addresses_is_limited_but_the_owners_address_ge
     aiohttp_client, settings, db, api, expect_error, expect_ok
 ):
     limits = replace(
-        settings, trusted_proxies="127.0.0.1", rate_limit_username=6, rate_limit_address_username=2
+        settings,
+        trusted_proxies="127.0.0.1",
+        rate_limit_username=6,
+        rate_limit_address_username=2,
+        rate_limit_window=3600,
     )
     client = await aiohttp_client(create_app(limits))
     owner = await api.account("victim")

@@ -19,7 +19,7 @@ def body_operations() -> list[tuple[str, str, dict]]:
     found = []
     for path, item in document["paths"].items():
         for method, op in item.items():
-            if "requestBody" in op:
+            if "application/json" in op.get("requestBody", {}).get("content", {}):
                 schema = op["requestBody"]["content"]["application/json"]["schema"]
                 if "$ref" in schema:
                     schema = schemas[schema["$ref"].rsplit("/", 1)[-1]]
