@@ -280,6 +280,27 @@ def test_dashboard_keyboard_only_account_and_api_keys(e2e, browser, axe):
     page.get_by_role("button", name="Reveal Backup stream key").click()
     assert len(page.locator("#backup-key").inner_text().strip()) == 22
 
+    # A destination's key changed, then the destination removed.
+    dash.tab("Destinations").click()
+    card = page.locator(".destination", has_text="YouTube")
+    card.get_by_role("button", name="Change key of YouTube").click()
+    new_key = f"yt-{secrets.token_hex(5)}"
+    dash.field("New key").fill(new_key)
+    dash.button("Save").click()
+    card.get_by_role("button", name="Reveal YouTube key").click()
+    dash.wait_for_text(".destination:has-text('YouTube') .secret-value", new_key)
+    card.get_by_role("button", name="Remove YouTube").click()
+    page.get_by_role("group", name="Remove YouTube").get_by_role("button", name="Remove").click()
+    card.wait_for(state="detached")
+
+    # Deactivated (its key refused) and active again.
+    dash.tab("Settings").click()
+    dash.button("Deactivate stream").click()
+    dash.button("Deactivate").click()
+    dash.wait_for_text("#page-title", "Inactive")
+    dash.button("Activate stream").click()
+    dash.wait_for_text("#page-title", "Offline")
+
     # Change password: a wrong current password is said next to that field; then it works
     # and the page signs in again with the new one.
     dash.link("Account").click()
@@ -314,6 +335,15 @@ def test_dashboard_keyboard_only_account_and_api_keys(e2e, browser, axe):
     row.wait_for(state="detached")
     status, body = api_call(rig.url, "GET", "/streams/", {"X-Api-Key": secret})
     assert (status, body["errorCode"]) == (401, 1003)
+
+    # The stream deleted, after a confirmation: the list is empty again.
+    dash.page.get_by_role("navigation", name="Main").get_by_role("link", name="Streams").click()
+    page.get_by_role("link", name="Keyboard stream").click()
+    dash.tab("Settings").click()
+    dash.button("Delete stream").click()
+    dash.button("Delete for good").click()
+    page.get_by_role("heading", name="Your streams").wait_for()
+    page.get_by_text("No streams yet").wait_for()
 
     # Signing out forgets the token: a reload shows the sign-in screen.
     dash.page.get_by_role("navigation", name="Main").get_by_role("button", name="Sign out").click()
