@@ -13,20 +13,26 @@ function Header({ session, route }) {
   const current = (page) => (route.page === page ? "page" : undefined);
   return html`<header class="top">
     <a class="brand" href=${`#${paths.streams()}`}>rig</a>
-    ${session &&
-    html`<nav aria-label="Main">
+    ${
+      session &&
+      html`<nav aria-label="Main">
       <a href=${`#${paths.streams()}`} aria-current=${current("streams")}>Streams</a>
       <a href=${`#${paths.account()}`} aria-current=${current("account")}>Account</a>
       <button type="button" class="link" onClick=${() => signOut("You are signed out.")}>
         Sign out
       </button>
-    </nav>`}
+    </nav>`
+    }
   </header>`;
 }
 
 function Screen({ session, route, notice }) {
-  if (!session) return route.page === "signup" ? html`<${SignUpPage} />` : html`<${SignInPage} notice=${notice} />`;
-  if (route.page === "stream") return html`<${StreamPage} streamId=${route.streamId} tab=${route.tab} />`;
+  if (!session)
+    return route.page === "signup"
+      ? html`<${SignUpPage} />`
+      : html`<${SignInPage} notice=${notice} />`;
+  if (route.page === "stream")
+    return html`<${StreamPage} streamId=${route.streamId} tab=${route.tab} />`;
   if (route.page === "account") return html`<${AccountPage} />`;
   return html`<${StreamsPage} />`;
 }
@@ -40,7 +46,8 @@ export function App() {
       onSessionChange((next, message) => {
         setSession(next);
         setNotice(message);
-        if (next && ["signin", "signup"].includes(parseRoute(location.hash).page)) go(paths.streams());
+        if (next && ["signin", "signup"].includes(parseRoute(location.hash).page))
+          go(paths.streams());
       }),
     [],
   );

@@ -64,8 +64,9 @@ function AddDestination({ streamId, onAdded }) {
     >
       ${SERVICES.map((s) => html`<option value=${s}>${s === "Custom" ? "Custom RTMP server" : s}</option>`)}
     <//>
-    ${service === "Custom" &&
-    html`<${Field}
+    ${
+      service === "Custom" &&
+      html`<${Field}
       id="new-server"
       label="Server URL"
       hint="rtmp:// or rtmps://, the host and the application, e.g. rtmp://live.example.com/app"
@@ -75,7 +76,8 @@ function AddDestination({ streamId, onAdded }) {
       spellcheck="false"
       error=${fieldError(error, "rtmpUrl")}
       onInput=${(e) => setServer(e.target.value)}
-    />`}
+    />`
+    }
     <${Field}
       id="new-key"
       label=${`${service === "Custom" ? "Stream" : service} key`}
@@ -116,8 +118,9 @@ function EditKey({ streamId, destination, onSaved, onClose }) {
     }}
     novalidate
   >
-    ${custom &&
-    html`<${Field}
+    ${
+      custom &&
+      html`<${Field}
       id=${`${id}-server`}
       label="Server URL"
       value=${server}
@@ -125,7 +128,8 @@ function EditKey({ streamId, destination, onSaved, onClose }) {
       spellcheck="false"
       error=${fieldError(error, "rtmpUrl")}
       onInput=${(e) => setServer(e.target.value)}
-    />`}
+    />`
+    }
     <${Field}
       id=${`${id}-key`}
       label="New key"
@@ -170,11 +174,15 @@ function DestinationCard({ streamId, destination, state, onChanged }) {
       <h3>${name}</h3>
       <${StateBadge} state=${destinationState(destination, state)} />
     </div>
-    ${state?.lastError &&
-    destination.isActive &&
-    html`<p class="last-error">Last error: ${state.lastError}</p>`}
-    ${destination.service === "Custom" &&
-    html`<p class="server">Server: <code>${format.serverUrl(destination)}</code></p>`}
+    ${
+      state?.lastError &&
+      destination.isActive &&
+      html`<p class="last-error">Last error: ${state.lastError}</p>`
+    }
+    ${
+      destination.service === "Custom" &&
+      html`<p class="server">Server: <code>${format.serverUrl(destination)}</code></p>`
+    }
     <${Secret} id=${`key-${destination.id}`} label=${`${name} key`} value=${destination.streamKey} />
     <div class="switch">
       <input
@@ -188,14 +196,15 @@ function DestinationCard({ streamId, destination, state, onChanged }) {
       <label for=${switchId}>Send to ${name}</label>
     </div>
     <${Alert} error=${toggleError} />
-    ${editing
-      ? html`<${EditKey}
+    ${
+      editing
+        ? html`<${EditKey}
           streamId=${streamId}
           destination=${destination}
           onSaved=${onChanged}
           onClose=${() => setEditing(false)}
         />`
-      : html`<div class="actions">
+        : html`<div class="actions">
           <button type="button" class="secondary" onClick=${() => setEditing(true)}>
             ${destination.service === "Custom" ? "Edit server or key" : "Change key"}
             <span class="sr-only"> of ${name}</span>
@@ -207,7 +216,8 @@ function DestinationCard({ streamId, destination, state, onChanged }) {
             busy=${removing}
             onConfirm=${remove}
           />
-        </div>`}
+        </div>`
+    }
     <${Alert} error=${removeError} />
   </li>`;
 }
@@ -220,8 +230,9 @@ export function DestinationsPanel({ stream, stats, reload }) {
       Changes apply within a few seconds, also while you are live: only the destination
       you change reconnects.
     </p>
-    ${destinations.length
-      ? html`<ul class="destination-list">
+    ${
+      destinations.length
+        ? html`<ul class="destination-list">
           ${destinations.map(
             (d) => html`<${DestinationCard}
               key=${d.id}
@@ -232,7 +243,8 @@ export function DestinationsPanel({ stream, stats, reload }) {
             />`,
           )}
         </ul>`
-      : html`<p>No destinations yet.</p>`}
+        : html`<p>No destinations yet.</p>`
+    }
     <${AddDestination} streamId=${stream.id} onAdded=${reload} />
   </div>`;
 }

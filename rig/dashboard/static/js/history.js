@@ -58,9 +58,11 @@ function Session({ session }) {
       <div class="wide">
         <dt>Ended</dt>
         <dd>
-          ${live
-            ? "Still live"
-            : `${format.dateTime(session.endedAt)}: ${END_REASONS[session.endReason] ?? session.endReason ?? "unknown"}`}
+          ${
+            live
+              ? "Still live"
+              : `${format.dateTime(session.endedAt)}: ${END_REASONS[session.endReason] ?? session.endReason ?? "unknown"}`
+          }
         </dd>
       </div>
       <div><dt>Ingest server</dt><dd>${session.agent ?? "–"}</dd></div>
@@ -68,11 +70,14 @@ function Session({ session }) {
       <div><dt>Audio</dt><dd>${audioSummary(session.ingest)}</dd></div>
       <div><dt>Average bitrate</dt><dd>${format.bitrate(session.ingest?.averageBitrate)}</dd></div>
       <div><dt>Received</dt><dd>${format.bytes(session.ingest?.bytesIn)}</dd></div>
-      ${session.holdingSeconds > 0 &&
-      html`<div><dt>On the slate</dt><dd>${format.duration(session.holdingSeconds)}</dd></div>`}
+      ${
+        session.holdingSeconds > 0 &&
+        html`<div><dt>On the slate</dt><dd>${format.duration(session.holdingSeconds)}</dd></div>`
+      }
     </dl>
-    ${session.destinations?.length
-      ? html`<div class="table-wrap" tabindex="0" role="region" aria-labelledby=${`${titleId}-delivery`}>
+    ${
+      session.destinations?.length
+        ? html`<div class="table-wrap" tabindex="0" role="region" aria-labelledby=${`${titleId}-delivery`}>
           <table>
             <caption id=${`${titleId}-delivery`}>Delivery per destination</caption>
             <thead>
@@ -97,15 +102,18 @@ function Session({ session }) {
             </tbody>
           </table>
         </div>`
-      : html`<p>No destination was active in this session.</p>`}
-    ${session.diagnostics?.length > 0 &&
-    html`<ul class="diagnostics">
+        : html`<p>No destination was active in this session.</p>`
+    }
+    ${
+      session.diagnostics?.length > 0 &&
+      html`<ul class="diagnostics">
       ${session.diagnostics.map(
         (d) => html`<li class=${`diagnostic diagnostic-${d.severity}`}>
           <strong>${d.service}:</strong> ${d.message}
         </li>`,
       )}
-    </ul>`}
+    </ul>`
+    }
   </article>`;
 }
 
@@ -129,20 +137,25 @@ export function HistoryPanel({ streamId }) {
     load(1);
   }, [streamId]);
   if (unavailable) return html`<p class="notice warn">This rig does not record sessions yet.</p>`;
-  if (sessions === null) return html`${busy && html`<${Loading} what="sessions" />`}<${Alert} error=${error} />`;
+  if (sessions === null)
+    return html`${busy && html`<${Loading} what="sessions" />`}<${Alert} error=${error} />`;
   return html`<div class="history">
-    ${sessions.length
-      ? sessions.map((s) => html`<${Session} key=${s.id} session=${s} />`)
-      : html`<p>No sessions yet. Each time you go live, a report appears here.</p>`}
+    ${
+      sessions.length
+        ? sessions.map((s) => html`<${Session} key=${s.id} session=${s} />`)
+        : html`<p>No sessions yet. Each time you go live, a report appears here.</p>`
+    }
     <${Alert} error=${error} />
-    ${sessions.length < total &&
-    html`<button
+    ${
+      sessions.length < total &&
+      html`<button
       type="button"
       class="secondary"
       disabled=${busy}
       onClick=${() => load(Math.floor(sessions.length / PAGE_SIZE) + 1)}
     >
       Show older sessions
-    </button>`}
+    </button>`
+    }
   </div>`;
 }

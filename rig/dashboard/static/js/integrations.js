@@ -163,20 +163,25 @@ export function ApiKeysSection() {
       it for a short-lived token at <code>POST /accounts/token</code>. Keys never change your
       password or other keys.
     </p>
-    ${unavailable
-      ? html`<p class="notice warn">This rig does not offer API keys yet.</p>`
-      : html`
-          ${created &&
-          html`<${NewKeySecret} created=${created} onDone=${() => setCreated(null)} />`}
+    ${
+      unavailable
+        ? html`<p class="notice warn">This rig does not offer API keys yet.</p>`
+        : html`
+          ${
+            created && html`<${NewKeySecret} created=${created} onDone=${() => setCreated(null)} />`
+          }
           ${keys === null && busy && html`<${Loading} what="API keys" />`}
-          ${keys &&
-          (keys.length
-            ? html`<ul class="api-keys">
+          ${
+            keys &&
+            (keys.length
+              ? html`<ul class="api-keys">
                 ${keys.map(
-                  (k) => html`<${ApiKeyRow} key=${k.id} apiKey=${k} streams=${streams} onRevoked=${load} />`,
+                  (k) =>
+                    html`<${ApiKeyRow} key=${k.id} apiKey=${k} streams=${streams} onRevoked=${load} />`,
                 )}
               </ul>`
-            : html`<p>No API keys yet.</p>`)}
+              : html`<p>No API keys yet.</p>`)
+          }
           <${Alert} error=${error} />
           <${CreateApiKey}
             streams=${streams}
@@ -185,7 +190,8 @@ export function ApiKeysSection() {
               load();
             }}
           />
-        `}
+        `
+    }
   </section>`;
 }
 
@@ -215,8 +221,9 @@ export function WebhookSection({ streamId }) {
       to this URL, signed with the secret below (header <code>X-Rig-Signature</code>).
     </p>
     <${Alert} error=${loadError} />
-    ${webhook &&
-    html`<form
+    ${
+      webhook &&
+      html`<form
         onSubmit=${(e) => {
           e.preventDefault();
           setSaved("");
@@ -240,13 +247,16 @@ export function WebhookSection({ streamId }) {
         <${Notice}>${saved}<//>
         <div class="actions">
           <button type="submit" class="primary" disabled=${busy}>Save webhook</button>
-          ${webhook.callbackUrl &&
-          html`<button type="button" class="secondary" disabled=${busy} onClick=${() => save(null)}>
+          ${
+            webhook.callbackUrl &&
+            html`<button type="button" class="secondary" disabled=${busy} onClick=${() => save(null)}>
             Remove webhook
-          </button>`}
+          </button>`
+          }
         </div>
       </form>
-      ${webhook.secret && html`<${Secret} id="webhook-secret" label="Signing secret" value=${webhook.secret} />`}`}
+      ${webhook.secret && html`<${Secret} id="webhook-secret" label="Signing secret" value=${webhook.secret} />`}`
+    }
   </section>`;
 }
 

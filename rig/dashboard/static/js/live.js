@@ -55,9 +55,11 @@ function Thumbnail({ streamId, live }) {
     };
   }, [streamId, live]);
   return html`<figure class="thumbnail">
-    ${url
-      ? html`<img src=${url} alt="The latest picture of your stream" class="thumbnail-image" />`
-      : html`<div class="thumbnail-empty">${live ? "No picture yet" : "Offline"}</div>`}
+    ${
+      url
+        ? html`<img src=${url} alt="The latest picture of your stream" class="thumbnail-image" />`
+        : html`<div class="thumbnail-empty">${live ? "No picture yet" : "Offline"}</div>`
+    }
     <figcaption>Preview, refreshed every ${THUMBNAIL_SECONDS} s</figcaption>
   </figure>`;
 }
@@ -131,8 +133,10 @@ export function DestinationStates({ streamId, stats, receivedAt, now }) {
         <dl class="facts compact">
           <div><dt>Sent</dt><dd>${format.bytes(d.bytesSent)}</dd></div>
           <div><dt>Reconnects</dt><dd>${d.reconnects ?? 0}</dd></div>
-          ${d.liveSeconds != null &&
-          html`<div><dt>Live for</dt><dd>${format.duration(d.liveSeconds)}</dd></div>`}
+          ${
+            d.liveSeconds != null &&
+            html`<div><dt>Live for</dt><dd>${format.duration(d.liveSeconds)}</dd></div>`
+          }
         </dl>
         ${d.lastError && html`<p class="last-error">Last error: ${d.lastError}</p>`}
       </li>`,
@@ -167,19 +171,23 @@ export function LiveView({ stream, live }) {
       <h2 id="status-title" class="status-line">
         <${StateBadge} state=${!stream.isActive ? "inactive" : streaming ? "live" : "offline"} />
         <span>
-          ${!stream.isActive
-            ? "This stream is deactivated: its key is refused until you activate it."
-            : streaming
-              ? `Live for ${format.duration(format.secondsSince(since, now))}` +
-                (stats?.provisionStatus?.agent ? ` on ${stats.provisionStatus.agent}` : "")
-              : "Offline: waiting for your encoder"}
+          ${
+            !stream.isActive
+              ? "This stream is deactivated: its key is refused until you activate it."
+              : streaming
+                ? `Live for ${format.duration(format.secondsSince(since, now))}` +
+                  (stats?.provisionStatus?.agent ? ` on ${stats.provisionStatus.agent}` : "")
+                : "Offline: waiting for your encoder"
+          }
         </span>
       </h2>
       <p class="sr-only" role="status">
         ${streaming ? "Your stream is live." : "Your stream is offline."}
       </p>
-      ${INGEST_STATE_WORDS[ingestState] &&
-      html`<p class="notice warn" role="status">${INGEST_STATE_WORDS[ingestState]}</p>`}
+      ${
+        INGEST_STATE_WORDS[ingestState] &&
+        html`<p class="notice warn" role="status">${INGEST_STATE_WORDS[ingestState]}</p>`
+      }
       <p class="connection" role="status">${CONNECTION_WORDS[connection]}</p>
     </section>
     <div class="live-grid">
@@ -190,10 +198,12 @@ export function LiveView({ stream, live }) {
       <section class="card" aria-labelledby="ingest-title">
         <h2 id="ingest-title">Ingest</h2>
         <${BitrateChart} samples=${samples} now=${now} />
-        ${ingest
-          ? html`<${IngestFacts} ingest=${ingest} since=${since} now=${now} />`
-          : html`<p>The ingest's bitrate, frame rate, resolution and codecs show here while
-              you are live.</p>`}
+        ${
+          ingest
+            ? html`<${IngestFacts} ingest=${ingest} since=${since} now=${now} />`
+            : html`<p>The ingest's bitrate, frame rate, resolution and codecs show here while
+              you are live.</p>`
+        }
       </section>
     </div>
     <section class="card" aria-labelledby="delivery-title">

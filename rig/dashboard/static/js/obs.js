@@ -51,17 +51,19 @@ function BackupKey({ stream, reload }) {
       destination when the main one drops.
     </p>
     ${key && html`<${Secret} id="backup-key" label="Backup stream key" value=${key} />`}
-    ${key
-      ? html`<${ConfirmButton}
+    ${
+      key
+        ? html`<${ConfirmButton}
           label="Rotate backup key"
           question="The backup encoder must use the new key from now on."
           confirmLabel="Rotate backup key"
           busy=${busy}
           onConfirm=${create}
         />`
-      : html`<button type="button" class="secondary" disabled=${busy} onClick=${create}>
+        : html`<button type="button" class="secondary" disabled=${busy} onClick=${create}>
           Create a backup key
-        </button>`}
+        </button>`
+    }
     <${Alert} error=${error} />
   </div>`;
 }

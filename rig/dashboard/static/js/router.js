@@ -35,7 +35,8 @@ export function go(path) {
 
 export const paths = {
   streams: () => "/",
-  stream: (id, tab = "live") => `/streams/${encodeURIComponent(id)}${tab === "live" ? "" : `/${tab}`}`,
+  stream: (id, tab = "live") =>
+    `/streams/${encodeURIComponent(id)}${tab === "live" ? "" : `/${tab}`}`,
   account: () => "/account",
   signIn: () => "/signin",
   signUp: () => "/signup",

@@ -48,21 +48,25 @@ function Activation({ stream, reload }) {
   });
   return html`<section class="card" aria-labelledby="activation-title">
     <h2 id="activation-title">${stream.isActive ? "Active" : "Deactivated"}</h2>
-    ${stream.isActive
-      ? html`<p>Your encoder can go live with this stream's key.</p>
+    ${
+      stream.isActive
+        ? html`<p>Your encoder can go live with this stream's key.</p>
           <${ConfirmButton}
             label="Deactivate stream"
-            question=${stream.isStreaming
-              ? "You are live: the stream stops within a few seconds, and its key is refused until you activate it again."
-              : "Its key is refused until you activate the stream again."}
+            question=${
+              stream.isStreaming
+                ? "You are live: the stream stops within a few seconds, and its key is refused until you activate it again."
+                : "Its key is refused until you activate the stream again."
+            }
             confirmLabel="Deactivate"
             busy=${busy}
             onConfirm=${() => setActive(false)}
           />`
-      : html`<p>The stream's key is refused: nobody can go live with it.</p>
+        : html`<p>The stream's key is refused: nobody can go live with it.</p>
           <button type="button" class="primary" disabled=${busy} onClick=${() => setActive(true)}>
             Activate stream
-          </button>`}
+          </button>`
+    }
     <${Alert} error=${error} />
   </section>`;
 }
@@ -90,8 +94,10 @@ export function StreamSettings({ stream, reload }) {
   return html`<div class="settings">
     ${"name" in stream && html`<${Rename} stream=${stream} reload=${reload} />`}
     <${Activation} stream=${stream} reload=${reload} />
-    ${"disconnectProtection" in stream &&
-    html`<${DisconnectProtectionSection} stream=${stream} onSaved=${reload} />`}
+    ${
+      "disconnectProtection" in stream &&
+      html`<${DisconnectProtectionSection} stream=${stream} onSaved=${reload} />`
+    }
     <${WebhookSection} streamId=${stream.id} />
     <${Delete} stream=${stream} />
   </div>`;

@@ -13,10 +13,12 @@ import { STREAM_TABS, paths } from "./router.js";
 import { StreamSettings } from "./stream-settings.js";
 import { Alert, Loading, StateBadge } from "./ui.js";
 
-function sameIds(a, b) {
-  const ids = (list) => (list ?? []).map((d) => d.id).sort().join(",");
-  return ids(a) === ids(b);
-}
+// The destinations' ids, in one comparable string.
+const idsOf = (list) =>
+  (list ?? [])
+    .map((d) => d.id)
+    .sort()
+    .join(",");
 
 export function StreamPage({ streamId, tab }) {
   const [stream, setStream] = useState(null);
@@ -37,12 +39,12 @@ export function StreamPage({ streamId, tab }) {
   // Destinations added or removed elsewhere, or the stream going live or offline:
   // read the stream again (its provisionStatus, its destinations).
   const stats = live.stats;
+  const reportedIds = idsOf(stats?.destinations);
   useEffect(() => {
     if (!stream || !stats) return;
-    if (stats.isStreaming !== stream.isStreaming || !sameIds(stats.destinations, stream.destinations)) {
-      reload();
-    }
-  }, [stats?.isStreaming, stats?.destinations?.length]);
+    const changed = reportedIds !== idsOf(stream.destinations);
+    if (changed || stats.isStreaming !== stream.isStreaming) reload();
+  }, [stats?.isStreaming, reportedIds]);
 
   // The heading keeps its place in every state, so the focus a change of screen put on
   // it stays there while the stream loads.
@@ -82,9 +84,11 @@ export function StreamPage({ streamId, tab }) {
       )}
     </nav>
     <${Alert} error=${error} />
-    ${tab === "live" &&
-    (streaming ? [view, obs] : [obs, view])}
-    ${tab === "destinations" && html`<${DestinationsPanel} stream=${stream} stats=${stats} reload=${reload} />`}
+    ${tab === "live" && (streaming ? [view, obs] : [obs, view])}
+    ${
+      tab === "destinations" &&
+      html`<${DestinationsPanel} stream=${stream} stats=${stats} reload=${reload} />`
+    }
     ${tab === "history" && html`<${HistoryPanel} streamId=${stream.id} />`}
     ${tab === "settings" && html`<${StreamSettings} stream=${stream} reload=${reload} />`}
   `;

@@ -45,13 +45,19 @@ export function StreamsPage() {
   const [total, setTotal] = useState(0);
   const [pages, setPages] = useState(1);
   const [load, busy, error] = useAction(async () => {
-    const { payload, headers } = await request("GET", `/streams/?limit=${PAGE_SIZE * pages}&page=1`);
+    const { payload, headers } = await request(
+      "GET",
+      `/streams/?limit=${PAGE_SIZE * pages}&page=1`,
+    );
     setStreams(payload);
     setTotal(Number(headers.get("X-Total-Count")) || payload.length);
   });
   useEffect(() => {
     load();
-    const timer = setInterval(() => document.visibilityState === "visible" && load(), REFRESH_SECONDS * 1000);
+    const timer = setInterval(
+      () => document.visibilityState === "visible" && load(),
+      REFRESH_SECONDS * 1000,
+    );
     return () => clearInterval(timer);
   }, [pages]);
   return html`
@@ -61,9 +67,10 @@ export function StreamsPage() {
         <h2 id="list-title" class="sr-only">Streams</h2>
         ${streams === null && busy && html`<${Loading} what="your streams" />`}
         <${Alert} error=${error} />
-        ${streams &&
-        (streams.length
-          ? html`<ul class="stream-list">
+        ${
+          streams &&
+          (streams.length
+            ? html`<ul class="stream-list">
               ${streams.map(
                 (s) => html`<li key=${s.id} class="card stream-item">
                   <a href=${`#${paths.stream(s.id)}`}>${streamTitle(s)}</a>
@@ -71,11 +78,15 @@ export function StreamsPage() {
                 </li>`,
               )}
             </ul>`
-          : html`<p class="card">No streams yet. Create one to get a key for your encoder.</p>`)}
-        ${streams && streams.length < total &&
-        html`<button type="button" class="secondary" onClick=${() => setPages(pages + 1)}>
+            : html`<p class="card">No streams yet. Create one to get a key for your encoder.</p>`)
+        }
+        ${
+          streams &&
+          streams.length < total &&
+          html`<button type="button" class="secondary" onClick=${() => setPages(pages + 1)}>
           Show more streams
-        </button>`}
+        </button>`
+        }
       </section>
       <${CreateStream} />
     </div>

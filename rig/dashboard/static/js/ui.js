@@ -101,9 +101,11 @@ export function Secret({ id, label, value }) {
   return html`<div class="secret">
     <span class="secret-label" id=${`${id}-label`}>${label}</span>
     <code class="secret-value" id=${id}>
-      ${shown
-        ? value
-        : html`<span aria-hidden="true">••••••••••••</span><span class="sr-only">hidden</span>`}
+      ${
+        shown
+          ? value
+          : html`<span aria-hidden="true">••••••••••••</span><span class="sr-only">hidden</span>`
+      }
     </code>
     <span class="secret-actions">
       <button
