@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_STREAM_KEY = 256
+# The connection's own receive buffer: the loop reads into it (no new bytes object per
+# read); the sans-I/O session copies what it keeps.
+READ_BUFFER = 64 * 1024
 # A publisher that does not read our acks and pings: closed once this much waits for it.
 MAX_UNSENT = 1024 * 1024
 
@@ -91,7 +94,7 @@ def peer_text(value: object, limit: int = 200) -> object:
     return "".join(c for c in value if c.isprintable())[:limit]
 
 
-class IngestConnection(asyncio.Protocol):
+class IngestConnection(asyncio.BufferedProtocol):
     """One RTMP connection from a publisher."""
 
     def __init__(self, server: IngestServer) -> None:
@@ -108,13 +111,14 @@ class IngestConnection(asyncio.Protocol):
         self._authorising: asyncio.Task[None] | None = None
         self._close_reason: str | None = None
         self._closed = False
+        self._buffer = memoryview(bytearray(READ_BUFFER))
 
     @property
     def relay(self) -> StreamRelay | None:
         """The relay this connection publishes into, once its publish is accepted."""
         return self.ingest.relay if self.ingest is not None else None
 
-    # -------------------------------------------------------------- asyncio.Protocol
+    # -------------------------------------------------------------- asyncio.BufferedProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -136,7 +140,13 @@ class IngestConnection(asyncio.Protocol):
             server.settings.handshake_timeout, self._fail, "did not publish in time"
         )
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         if self._closed:
             return
         self.last_data = self._loop.time()
