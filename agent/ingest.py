@@ -104,6 +104,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.ingest: LiveIngest | None = None
+        self.relay: StreamRelay | None = None  # once the publish is accepted
         self.stream_key: str | None = None
         self.last_data = 0.0
         self._loop = asyncio.get_running_loop()
@@ -112,11 +113,6 @@ class IngestConnection(asyncio.BufferedProtocol):
         self._close_reason: str | None = None
         self._closed = False
         self._buffer = memoryview(bytearray(READ_BUFFER))
-
-    @property
-    def relay(self) -> StreamRelay | None:
-        """The relay this connection publishes into, once its publish is accepted."""
-        return self.ingest.relay if self.ingest is not None else None
 
     # -------------------------------------------------------------- asyncio.BufferedProtocol
 
@@ -296,7 +292,7 @@ class IngestConnection(asyncio.BufferedProtocol):
             self._end_publish("connection closed")
             return False
         relay = server.new_relay(f"stream {kid}", claim.destinations)
-        ingest.relay = relay
+        ingest.relay = self.relay = relay
         relay.start()
         server.stats.accept(ingest)
         session.accept_publish()
@@ -329,7 +325,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         server = self.server
         if self.stream_key is not None and server.live.get(self.stream_key) is self.ingest:
             del server.live[self.stream_key]
-        self.ingest, self.stream_key = None, None
+        self.ingest, self.relay, self.stream_key = None, None, None
 
     def _end_publish(self, reason: str) -> None:
         ingest = self.ingest

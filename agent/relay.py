@@ -115,9 +115,11 @@ class StreamRelay(StreamStart):
         self._since_start_bytes = 0
         self._connected_once: set[DestinationWorker] = set()
         self._primary_video: int | None = None  # the video track whose keyframes count
-        # An audio frame's Tag (legacy tags are shared objects) that needs nothing but
-        # the cache: no probe waits for it.
+        # The Tags of the commonest messages (legacy tags are shared objects): an audio
+        # frame, an inter frame of the primary video track, when no probe waits for them
+        # they need nothing but the cache and the frame count.
         self._plain_audio: Tag | None = None
+        self._plain_inter: Tag | None = None
         self.has_video = False
         # Facts for the heartbeat.
         self._tracks: dict[tuple[int, int], _TrackState] = {}
@@ -207,8 +209,12 @@ class StreamRelay(StreamStart):
                 continue
             media = MediaMessage(message.type_id, message.timestamp, message.payload, kind)
             append(media)
+            # The common messages, in short (see _plain_tags).
             if tag is self._plain_audio:
-                self._cache_add(media)  # the most common message, in short
+                self._cache_add(media)
+            elif tag is self._plain_inter:
+                self._count_frame(media.timestamp)
+                self._cache_add(media)
             else:
                 self._note(tag, media)
         if self._since_start is not None and batch:
@@ -294,7 +300,7 @@ class StreamRelay(StreamStart):
 
     def _configure(self, tag: Tag, media: MediaMessage) -> None:
         self._arrivals += 1
-        self._plain_audio = None
+        self._plain_audio = self._plain_inter = None
         for track in tag.tracks:
             self._configuration[(tag.media, track.id, tag.kind)] = (self._arrivals, media)
             if tag.kind is not Kind.SEQUENCE_HEADER:
@@ -311,16 +317,14 @@ class StreamRelay(StreamStart):
     def _frame(self, tag: Tag, media: MediaMessage) -> None:
         """Measure video frames; start a probe on the first coded frame after a new
         sequence header (for video, a keyframe)."""
+        primary = False
         if tag.media == VIDEO:
             self.has_video = True
-            if self._is_primary(tag):
-                window = self._window
-                window.frames += 1
-                if window.first_ts is None:
-                    window.first_ts = media.timestamp
-                window.last_ts = media.timestamp
+            primary = self._is_primary(tag)
+            if primary:
+                self._count_frame(media.timestamp)
                 if tag.kind is Kind.KEYFRAME:
-                    window.keyframes.append(media.timestamp)
+                    self._window.keyframes.append(media.timestamp)
         for track in tag.tracks:
             state = self._tracks.get((tag.media, track.id))
             if state is None:
@@ -345,10 +349,23 @@ class StreamRelay(StreamStart):
                     self._tracks[key].facts = result
 
             self._prober.submit(state.codec, state.header, frame, done)
-        if tag.media == AUDIO and tag.kind is Kind.FRAME and len(tag.tracks) == 1:
-            state = self._tracks[(AUDIO, tag.tracks[0].id)]
-            if not state.probe_pending:
+        if (
+            tag.kind is Kind.FRAME
+            and len(tag.tracks) == 1
+            and not self._tracks[(tag.media, tag.tracks[0].id)].probe_pending
+        ):
+            if tag.media == AUDIO:
                 self._plain_audio = tag
+            elif primary:
+                self._plain_inter = tag
+
+    def _count_frame(self, timestamp: int) -> None:
+        """A frame of the primary video track, for the measured frame rate."""
+        window = self._window
+        window.frames += 1
+        if window.first_ts is None:
+            window.first_ts = timestamp
+        window.last_ts = timestamp
 
     def _is_primary(self, tag: Tag) -> bool:
         """The first video track seen is the one whose keyframes start GOPs."""

@@ -100,9 +100,6 @@ class _Connection:
         self._send(window_ack_size(size))
         self._announced_window = size
 
-    def _read_messages(self, data: bytes | bytearray | memoryview) -> list[Message]:
-        return self._reader.feed(data)
-
     def _maybe_ack(self) -> None:
         # §5.4.3: acknowledge once a window's worth of bytes arrived since the last ack.
         if self._received - self._last_ack >= self._peer_window:

@@ -121,7 +121,7 @@ class ClientSession(_Connection):
             self._after_handshake()
             data = self._handshake.leftover
         events: list[Event] = []
-        for message in self._read_messages(data):
+        for message in self._reader.feed(data):
             if is_command(message):
                 self._handle_command(message, events)
                 if self._closed:

@@ -125,7 +125,7 @@ class ServerSession(_Connection):
                 return events
             self._state = _State.AWAIT_CONNECT
             data = self._handshake.leftover
-        for message in self._read_messages(data):
+        for message in self._reader.feed(data):
             self._handle(message, events)
             if self._closed:
                 break
