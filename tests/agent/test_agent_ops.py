@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 
 from agent.health import HealthServer, split_listen
+from agent.ingest import LiveIngest
 from agent.rig_client import RigClient
 from agent.rtmp import ClientSession, ServerSession
 from agent.rtmp.events import (
@@ -136,6 +137,36 @@ class Publisher:
         self.writer.close()
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
+
+
+INGEST_FIELDS = {
+    "bytesIn": int, "bitrate": int, "uptime": float, "frameRate": float,
+    "keyframeInterval": (float, type(None)), "videoCodec": str, "width": int, "height": int,
+    "pixelFormat": str, "profile": str, "level": str, "audioCodec": str,
+    "audioSampleRate": int, "audioChannels": int, "unclassifiedMessages": int,
+}  # fmt: skip
+DESTINATION_FIELDS = {
+    "id": int, "service": str, "state": str, "lastError": (str, type(None)),
+    "retryIn": (float, type(None)), "bytesSent": int, "reconnects": int,
+    "liveSeconds": float, "droppedPackets": int,
+}  # fmt: skip
+
+
+def assert_heartbeat_health(ingest: LiveIngest, ingest_url: str) -> None:
+    """The heartbeat's health of a live stream has CONTRACTS.md §1's shape."""
+    health = ingest.health(ingest_url)
+    assert health["ingestUrl"] == ingest_url
+    facts = health["ingest"]
+    assert set(facts) == set(INGEST_FIELDS), facts
+    for name, kind in INGEST_FIELDS.items():
+        assert isinstance(facts[name], kind), (name, facts[name])
+    # The captured publish: H.264 + AAC, probed by the media engine.
+    assert facts["videoCodec"] == "h264" and facts["audioCodec"] == "aac", facts
+    [destination] = health["destinations"]
+    assert set(destination) == set(DESTINATION_FIELDS), destination
+    for name, kind in DESTINATION_FIELDS.items():
+        assert isinstance(destination[name], kind), (name, destination[name])
+    assert destination["state"] == "live" and destination["liveSeconds"] > 0
 
 
 async def scrape(session: aiohttp.ClientSession, health: HealthServer) -> str:
@@ -282,6 +313,14 @@ async def test_agent_metrics_health_and_logs_over_a_real_publish(
                     return min(sent.values()) > 10_000 and receiver.bytes > 10_000
 
                 await wait_for(sent_media)
+                live_ingest = next(iter(server.live.values()))
+
+                async def probed() -> bool:  # the media engine works in the background
+                    assert live_ingest.relay is not None
+                    return live_ingest.relay.ingest_facts()["width"] is not None
+
+                await wait_for(probed)
+                assert_heartbeat_health(live_ingest, server.ingest_url)
                 text = await scrape(http, health)
                 state = samples(text, "rig_agent_destination_state")
                 assert list(state.values()) == [1], state
