@@ -108,7 +108,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         self.stream_key: str | None = None
         self.last_data = 0.0
         self._loop = asyncio.get_running_loop()
-        self._deadline: asyncio.TimerHandle | None = None
+        self._publish_by = 0.0  # loop time: the deadline to send `publish`
         self._authorising: asyncio.Task[None] | None = None
         self._close_reason: str | None = None
         self._closed = False
@@ -132,9 +132,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.last_data = self._loop.time()
-        self._deadline = self._loop.call_later(
-            server.settings.handshake_timeout, self._fail, "did not publish in time"
-        )
+        self._publish_by = self.last_data + server.settings.handshake_timeout
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
@@ -155,8 +153,6 @@ class IngestConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        if self._deadline is not None:
-            self._deadline.cancel()
         if self._authorising is not None:
             self._authorising.cancel()
         self.server.connections.discard(self)
@@ -176,9 +172,13 @@ class IngestConnection(asyncio.BufferedProtocol):
             self.transport.close()
 
     def check(self, now: float) -> None:
-        """Periodic: the idle deadline of a publishing connection."""
-        if self.session.publishing and now - self.last_data > self.server.settings.idle_timeout:
-            self._fail("no data in time")
+        """Periodic: the deadline to publish (rig's answer has one of its own), then the
+        idle deadline while publishing."""
+        if self.session.publishing:
+            if now - self.last_data > self.server.settings.idle_timeout:
+                self._fail("no data in time")
+        elif self._authorising is None and now > self._publish_by:
+            self._fail("did not publish in time")
 
     # -------------------------------------------------------------- internals
 
@@ -229,13 +229,11 @@ class IngestConnection(asyncio.BufferedProtocol):
     async def _authorise(self, event: PublishRequested) -> None:
         """Ask rig what this key is for; accept or refuse before any media flows."""
         try:
-            accepted = await self._claim(event)
+            await self._claim(event)
         finally:
             self._authorising = None
         if self._closed:
             return
-        if accepted and self._deadline is not None:
-            self._deadline.cancel()
         self._handle(self.session.receive_data(b""))  # the answer, media held meanwhile
         if not self._closed and self.transport is not None:
             self.transport.resume_reading()

@@ -5,7 +5,7 @@ this server runs on (uvloop under `rig-agent`): no thread per ingest or destinat
 The server accepts connections (`agent.ingest.IngestConnection`), keeps the registry of
 live publishes (one per stream key) and their claims at rig, renews the claims with each
 stream's health every heartbeat, applies rig's answer (revoked: kick; new destinations:
-`StreamRelay.apply_destinations`), and checks publishers' idle deadline twice a second.
+`StreamRelay.apply_destinations`), and checks the connections' deadlines twice a second.
 PyAV probes run in a small worker pool (`agent.probe`).
 """
 
@@ -35,7 +35,7 @@ __all__ = ["IngestServer", "LiveIngest", "key_id", "stream_key_of"]
 
 log = logging.getLogger(__name__)
 
-# How often the idle deadline of publishers is checked.
+# How often the connections' deadlines (to publish, then idle) are checked.
 CHECK_INTERVAL = 0.5
 
 

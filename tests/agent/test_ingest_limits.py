@@ -95,3 +95,42 @@ async def test_wrong_application_is_refused_with_badname(ingest):
             events += [e for e in session.receive_data(data) if isinstance(e, PublishRefused)]
     assert events[0].code == "NetStream.Publish.BadName"
     w.close()
+
+
+async def test_a_slow_answer_from_rig_is_not_the_publishers_deadline():
+    """The deadline is to send `publish`; rig's answer has its own (RigClient's timeout).
+    rig here accepts connections and never answers: after its 1 s timeout the publish is
+    refused with NetStream.Publish.Denied, although the handshake deadline is 0.5 s."""
+    held: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda r, w: held.append(w), "127.0.0.1", 0)
+    rig_url = f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}"
+    settings = AgentSettings(
+        rig_url=rig_url, agent_key="unused", rtmp_listen="127.0.0.1:0", handshake_timeout=0.5
+    )
+    async with RigClient(settings.rig_url, settings.agent_key, timeout=1) as rig:
+        server = IngestServer(settings, rig, settings.egress())
+        await server.start()
+        try:
+            session = ClientSession("live", "rtmp://127.0.0.1/live", "somekey")
+            session.start()
+            r, w = await asyncio.open_connection("127.0.0.1", server.port)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            events = []
+            async with asyncio.timeout(5):
+                while not events:
+                    w.write(session.data_to_send())
+                    data = await r.read(65536)
+                    assert data, "closed before rig answered"
+                    events += [
+                        e for e in session.receive_data(data) if isinstance(e, PublishRefused)
+                    ]
+            assert events[0].code == "NetStream.Publish.Denied"
+            assert loop.time() - started >= 0.9  # it waited for rig, past the 0.5 s deadline
+            w.close()
+        finally:
+            await server.close()
+            for writer in held:
+                writer.close()
+            silent.close()
+            await silent.wait_closed()
