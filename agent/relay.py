@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agent.destination import (
@@ -45,41 +44,18 @@ from agent.destination import (
     EgressSettings,
     StreamStart,
 )
+from agent.ingest_facts import IngestFacts
 from agent.media_queue import MediaMessage
 from agent.tags import AUDIO, DATA, VIDEO, Kind, Tag, classify
 
 if TYPE_CHECKING:
-    from agent.probe import Probe, Prober
+    from agent.probe import Prober
     from agent.rtmp.message import Message
 
 log = logging.getLogger(__name__)
 
 # Kinds a (re)connecting destination gets the latest of, per track, before any media.
 _CONFIGURATION = frozenset((Kind.SEQUENCE_HEADER, Kind.CHANNEL_CONFIG, Kind.METADATA))
-# The same track facts for at most this many probes per track (a publisher could send a
-# new sequence header with every frame).
-MAX_PROBES_PER_TRACK = 16
-
-
-@dataclass
-class _TrackState:
-    """One track of the ingest: what the heartbeat says about it and its probe."""
-
-    codec: str | None = None
-    header: bytes | None = None  # the sequence header's payload, as probed
-    probe_pending: bool = False  # wants the next coded frame
-    probes: int = 0
-    facts: Probe | None = None
-
-
-@dataclass
-class _Window:
-    """Measurements since the last heartbeat."""
-
-    frames: int = 0
-    first_ts: int | None = None
-    last_ts: int | None = None
-    keyframes: list[int] = field(default_factory=list)
 
 
 class StreamRelay(StreamStart):
@@ -94,7 +70,7 @@ class StreamRelay(StreamStart):
     ) -> None:
         self.label = label
         self._settings = settings
-        self._prober = prober
+        self.facts = IngestFacts(prober)  # for the heartbeat
         self.workers: dict[int, DestinationWorker] = {}
         self.retired: list[DestinationWorker] = []  # removed or changed while live
         self._live: tuple[DestinationWorker, ...] = ()  # what feed() sends to
@@ -121,11 +97,6 @@ class StreamRelay(StreamStart):
         self._plain_audio: Tag | None = None
         self._plain_inter: Tag | None = None
         self.has_video = False
-        # Facts for the heartbeat.
-        self._tracks: dict[tuple[int, int], _TrackState] = {}
-        self._window = _Window()
-        self._last_keyframe_interval: float | None = None
-        self.unclassified = 0
         for destination in destinations:
             self._add_worker(destination)
 
@@ -205,7 +176,7 @@ class StreamRelay(StreamStart):
                 # Not script data at all (no handler name): nginx-rtmp drops a client
                 # whose data message its AMF reader cannot read, so forwarding this
                 # would cut every nginx-rtmp destination. Counted, not sent.
-                self.unclassified += 1
+                self.facts.unclassified += 1
                 continue
             media = MediaMessage(message.type_id, message.timestamp, message.payload, kind)
             append(media)
@@ -213,7 +184,7 @@ class StreamRelay(StreamStart):
             if tag is self._plain_audio:
                 self._cache_add(media)
             elif tag is self._plain_inter:
-                self._count_frame(media.timestamp)
+                self.facts.count_frame(media.timestamp)
                 self._cache_add(media)
             else:
                 self._note(tag, media)
@@ -254,23 +225,7 @@ class StreamRelay(StreamStart):
     def ingest_facts(self) -> dict[str, object]:
         """What the classifier, the media engine and the measurements say about the
         ingest since the last call (CONTRACTS.md §1, `ingest` without the byte counts)."""
-        window, self._window = self._window, _Window()
-        frame_rate = 0.0
-        if window.frames > 1 and window.first_ts is not None and window.last_ts is not None:
-            span = window.last_ts - window.first_ts
-            if span > 0:
-                frame_rate = round((window.frames - 1) * 1000 / span, 2)
-        keys = window.keyframes
-        if len(keys) > 1 and keys[-1] > keys[0]:
-            self._last_keyframe_interval = round((keys[-1] - keys[0]) / (len(keys) - 1) / 1000, 2)
-        facts: dict[str, object] = {
-            "frameRate": frame_rate,
-            "keyframeInterval": self._last_keyframe_interval,
-            "unclassifiedMessages": self.unclassified,
-        }
-        facts.update(self._track_facts(VIDEO))
-        facts.update(self._track_facts(AUDIO))
-        return facts
+        return self.facts.report(self._primary_video)
 
     def destination_health(self, now: float) -> list[dict[str, object]]:
         """Every destination's state, for the heartbeat."""
@@ -289,7 +244,7 @@ class StreamRelay(StreamStart):
                 self._metadata = media  # onMetaData
             return
         if kind is Kind.UNKNOWN:
-            self.unclassified += 1
+            self.facts.unclassified += 1
         elif kind is Kind.KEYFRAME or kind is Kind.FRAME:
             self._frame(tag, media)
             if kind is Kind.KEYFRAME and self._is_primary(tag):
@@ -300,72 +255,29 @@ class StreamRelay(StreamStart):
 
     def _configure(self, tag: Tag, media: MediaMessage) -> None:
         self._arrivals += 1
-        self._plain_audio = self._plain_inter = None
+        self._plain_audio = self._plain_inter = None  # a probe may wait for a frame now
         for track in tag.tracks:
             self._configuration[(tag.media, track.id, tag.kind)] = (self._arrivals, media)
-            if tag.kind is not Kind.SEQUENCE_HEADER:
-                continue
-            state = self._tracks.setdefault((tag.media, track.id), _TrackState())
-            state.codec = track.codec
-            payload = media.body[track.start : track.end]
-            if payload != state.header:
-                state.header = payload
-                state.probe_pending = track.codec is not None
-        if tag.media == VIDEO and tag.kind is Kind.SEQUENCE_HEADER:
-            self.has_video = True
+        if tag.kind is Kind.SEQUENCE_HEADER:
+            self.facts.sequence_header(tag, media.body)
+            if tag.media == VIDEO:
+                self.has_video = True
 
     def _frame(self, tag: Tag, media: MediaMessage) -> None:
-        """Measure video frames; start a probe on the first coded frame after a new
-        sequence header (for video, a keyframe)."""
+        """Count video frames; let the media engine probe; take the short path next
+        time when this tag needs nothing more."""
         primary = False
         if tag.media == VIDEO:
             self.has_video = True
             primary = self._is_primary(tag)
             if primary:
-                self._count_frame(media.timestamp)
-                if tag.kind is Kind.KEYFRAME:
-                    self._window.keyframes.append(media.timestamp)
-        for track in tag.tracks:
-            state = self._tracks.get((tag.media, track.id))
-            if state is None:
-                # A codec without sequence headers (MP3, Speex, VP6...): probe its frames.
-                state = self._tracks[(tag.media, track.id)] = _TrackState(
-                    codec=track.codec, probe_pending=track.codec is not None
-                )
-            if not state.probe_pending:
-                continue
-            if tag.media == VIDEO and tag.kind is not Kind.KEYFRAME:
-                continue
-            state.probe_pending = False
-            if self._prober is None or state.probes >= MAX_PROBES_PER_TRACK:
-                continue
-            state.probes += 1
-            frame = media.body[track.start : track.end]
-            key = (tag.media, track.id)
-            assert state.codec is not None
-
-            def done(result: Probe | None, key: tuple[int, int] = key) -> None:
-                if result is not None and key in self._tracks:
-                    self._tracks[key].facts = result
-
-            self._prober.submit(state.codec, state.header, frame, done)
-        if (
-            tag.kind is Kind.FRAME
-            and len(tag.tracks) == 1
-            and not self._tracks[(tag.media, tag.tracks[0].id)].probe_pending
-        ):
+                self.facts.count_frame(media.timestamp, tag.kind is Kind.KEYFRAME)
+        settled = self.facts.frame(tag, media.body)
+        if settled and tag.kind is Kind.FRAME and len(tag.tracks) == 1:
             if tag.media == AUDIO:
                 self._plain_audio = tag
             elif primary:
                 self._plain_inter = tag
-
-    def _count_frame(self, timestamp: int) -> None:
-        """A frame of the primary video track, for the measured frame rate."""
-        window = self._window
-        window.frames += 1
-        if window.first_ts is None:
-            window.first_ts = timestamp
-        window.last_ts = timestamp
 
     def _is_primary(self, tag: Tag) -> bool:
         """The first video track seen is the one whose keyframes start GOPs."""
@@ -409,28 +321,6 @@ class StreamRelay(StreamStart):
                 self._cache_keyframe = False
             else:
                 self._cache_bytes -= len(cache.popleft().body)
-
-    def _track_facts(self, media: int) -> dict[str, object]:
-        tracks = sorted((key[1], state) for key, state in self._tracks.items() if key[0] == media)
-        if media == VIDEO:
-            primary = next((s for tid, s in tracks if tid == self._primary_video), None)
-            state = primary or (tracks[0][1] if tracks else None)
-            probe = state.facts if state else None
-            return {
-                "videoCodec": state.codec if state else None,
-                "width": probe.width if probe else None,
-                "height": probe.height if probe else None,
-                "pixelFormat": probe.pixel_format if probe else None,
-                "profile": probe.profile if probe else None,
-                "level": probe.level if probe else None,
-            }
-        state = tracks[0][1] if tracks else None
-        probe = state.facts if state else None
-        return {
-            "audioCodec": state.codec if state else None,
-            "audioSampleRate": probe.sample_rate if probe else None,
-            "audioChannels": probe.channels if probe else None,
-        }
 
     def _add_worker(self, destination: Destination) -> DestinationWorker:
         label = f"{self.label} -> {destination.service} #{destination.id}"

@@ -114,7 +114,7 @@ async def test_every_message_reaches_every_destination_unchanged():
         # Counted: the unknown video (sent) and the data that is not script data (held
         # back: nginx-rtmp would hang up on it).
         unknown = sum(kind(m) is Kind.UNKNOWN for m in sent)
-        assert relay.unclassified == unknown + 1 == 3
+        assert relay.facts.unclassified == unknown + 1 == 3
 
 
 async def test_a_new_destination_starts_with_metadata_headers_then_the_newest_keyframe():
