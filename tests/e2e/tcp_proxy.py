@@ -94,7 +94,9 @@ class RecordingProxy:
         for sock in (client, server):
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with up_path.open("wb") as up, down_path.open("wb") as down:
+        # Unbuffered: a test may read what was recorded while the connection still ends
+        # (a capture read too early missed the last messages of a killed publisher).
+        with up_path.open("wb", buffering=0) as up, down_path.open("wb", buffering=0) as down:
             self._pump(client, server, up, down)
         client.close()
         server.close()
