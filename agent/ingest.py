@@ -18,6 +18,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, cast
 
+from agent import end_reasons
 from agent.relay import StreamRelay
 from agent.rig_client import RigUnavailable, StreamInUse, StreamNotFound
 from agent.rtmp import ProtocolError, ServerSession
@@ -61,15 +62,18 @@ class LiveIngest:
         # Bytes received and time at the previous heartbeat, for the bitrate.
         self._last_sample: tuple[float, int] = (self.started, 0)
 
-    def kick(self, reason: str = "kicked") -> None:
+    def kick(self, reason: str = end_reasons.KICKED) -> None:
         """End this publish: rig revoked it ("kicked"), or the agent is shutting down."""
         self.connection.close(reason)
 
-    def health(self, ingest_url: str) -> dict[str, object]:
-        """Ingest facts and per-destination state, for the heartbeat (CONTRACTS.md §1)."""
+    def health(self, ingest_url: str, final: bool = False) -> dict[str, object]:
+        """Ingest facts and per-destination state, for the heartbeat (CONTRACTS.md §1).
+        `final`, for the release: bitrate and frame rate over the whole publish rather
+        than since the last heartbeat (a last, partial window, perhaps the idle wait
+        before the publisher was dropped, says nothing of the broadcast)."""
         now = time.monotonic()
         bytes_in = self.session.bytes_received
-        then, bytes_then = self._last_sample
+        then, bytes_then = (self.started, 0) if final else self._last_sample
         self._last_sample = (now, bytes_in)
         elapsed = now - then
         ingest: dict[str, object] = {
@@ -77,13 +81,18 @@ class LiveIngest:
             "bitrate": round((bytes_in - bytes_then) * 8 / elapsed) if elapsed > 0 else 0,
             "uptime": round(now - self.started, 1),
         }
-        destinations: list[dict[str, object]] = []
         if self.relay is not None:
-            ingest.update(self.relay.ingest_facts())
-            destinations = self.relay.destination_health(asyncio.get_running_loop().time())
+            ingest.update(self.relay.ingest_facts(final))
+        return {"ingestUrl": ingest_url, "ingest": ingest, "destinations": self.destinations()}
+
+    def destinations(self) -> list[dict[str, object]]:
+        """Every destination's state and figures (CONTRACTS.md §1, `destinations`)."""
+        if self.relay is None:
+            return []
+        destinations = self.relay.destination_health(asyncio.get_running_loop().time())
         for destination in destinations:
             destination["lastError"] = peer_text(destination.get("lastError"))
-        return {"ingestUrl": ingest_url, "ingest": ingest, "destinations": destinations}
+        return destinations
 
 
 def peer_text(value: object, limit: int = 200) -> object:
@@ -158,8 +167,8 @@ class IngestConnection(asyncio.BufferedProtocol):
         self.server.connections.discard(self)
         if exc is not None and self._close_reason is None:
             log.info("RTMP connection from %s lost: %s", self.peer, exc)
-            self._close_reason = "connection lost"
-        self._end_publish(self._close_reason or "connection closed")
+            self._close_reason = end_reasons.CONNECTION_LOST
+        self._end_publish(self._close_reason or end_reasons.CONNECTION_CLOSED)
 
     # -------------------------------------------------------------- for the server
 
@@ -176,7 +185,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         idle deadline while publishing."""
         if self.session.publishing:
             if now - self.last_data > self.server.settings.idle_timeout:
-                self._fail("no data in time")
+                self._fail(end_reasons.NO_DATA)
         elif self._authorising is None and now > self._publish_by:
             self._fail("did not publish in time")
 
@@ -204,13 +213,13 @@ class IngestConnection(asyncio.BufferedProtocol):
             if isinstance(event, PublishRequested):
                 self._start_authorising(event)
             elif isinstance(event, PublishEnded):
-                self._end_publish(event.reason or "unpublished")
+                self._end_publish(event.reason or end_reasons.UNPUBLISHED)
             relay = self.relay
         if media and relay is not None:
             relay.feed(media)
         self._flush()
         if self.session.closed and not self._closed:
-            self.close("closed by the protocol")
+            self.close(end_reasons.PROTOCOL_CLOSED)
 
     def _flush(self) -> None:
         data = self.session.data_to_send()
@@ -219,7 +228,7 @@ class IngestConnection(asyncio.BufferedProtocol):
             return
         transport.write(data)
         if transport.get_write_buffer_size() > MAX_UNSENT:
-            self._fail("the publisher stopped reading")
+            self._fail(end_reasons.STOPPED_READING)
 
     def _start_authorising(self, event: PublishRequested) -> None:
         assert self.transport is not None
@@ -263,6 +272,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         server.live[key] = ingest  # reserve the key while rig answers
         self.ingest, self.stream_key = ingest, key
         try:
+            await server.released(key)  # the previous publish of this key, if any
             claim = await server.rig.claim(key, server.ingest_url)
         except StreamInUse:
             self._release()
@@ -287,7 +297,7 @@ class IngestConnection(asyncio.BufferedProtocol):
             raise
         ingest.claim_id = claim.claim_id
         if self._closed:  # gone while rig answered: give the claim back at once
-            self._end_publish("connection closed")
+            self._end_publish(end_reasons.CONNECTION_CLOSED)
             return False
         relay = server.new_relay(f"stream {kid}", claim.destinations)
         ingest.relay = self.relay = relay
@@ -333,6 +343,7 @@ class IngestConnection(asyncio.BufferedProtocol):
             ingest.relay.end(reason)
             log.info("stream %s from %s ended: %s", ingest.key_id, self.peer, reason)
         if ingest.claim_id is not None:
-            self.server.release_claim(ingest.key_id, ingest.claim_id)
+            assert self.stream_key is not None
+            self.server.release_claim(self.stream_key, ingest, end_reasons.end_reason(reason))
             ingest.claim_id = None
         self._release()

@@ -43,6 +43,14 @@ class _Window:
     last_ts: int | None = None
     keyframes: list[int] = field(default_factory=list)
 
+    def frame_rate(self) -> float:
+        """Frames per second of media time (0 without two frames)."""
+        if self.frames > 1 and self.first_ts is not None and self.last_ts is not None:
+            span = self.last_ts - self.first_ts
+            if span > 0:
+                return round((self.frames - 1) * 1000 / span, 2)
+        return 0.0
+
 
 class IngestFacts:
     """Facts about one ingest's tracks, for the heartbeat."""
@@ -51,7 +59,9 @@ class IngestFacts:
         self._prober = prober
         self._tracks: dict[tuple[int, int], _Track] = {}  # by (media, track id)
         self._window = _Window()
+        self._whole = _Window()  # every window so far, added up (keyframes not kept)
         self._keyframe_interval: float | None = None
+        self._last_keyframe: int | None = None  # its timestamp, across reports
         self.unclassified = 0
 
     def sequence_header(self, tag: Tag, body: bytes) -> None:
@@ -103,18 +113,19 @@ class IngestFacts:
         if keyframe:
             window.keyframes.append(timestamp)
 
-    def report(self, primary_video: int | None) -> dict[str, object]:
+    def report(self, primary_video: int | None, final: bool = False) -> dict[str, object]:
         """The facts, measurements since the last report (CONTRACTS.md §1 `ingest`
-        without the byte counts)."""
+        without the byte counts); `final`: the frame rate over every report so far (the
+        release's, for the session: a last, partial window says nothing of the whole)."""
         window, self._window = self._window, _Window()
-        frame_rate = 0.0
-        if window.frames > 1 and window.first_ts is not None and window.last_ts is not None:
-            span = window.last_ts - window.first_ts
-            if span > 0:
-                frame_rate = round((window.frames - 1) * 1000 / span, 2)
-        keys = window.keyframes
-        if len(keys) > 1 and keys[-1] > keys[0]:
-            self._keyframe_interval = round((keys[-1] - keys[0]) / (len(keys) - 1) / 1000, 2)
+        whole = self._whole
+        whole.frames += window.frames
+        if whole.first_ts is None:
+            whole.first_ts = window.first_ts
+        if window.last_ts is not None:
+            whole.last_ts = window.last_ts
+        frame_rate = (whole if final else window).frame_rate()
+        self._measure_keyframe_interval(window)
         video = self._track(VIDEO, primary_video)
         audio = self._track(AUDIO, None)
         probe_v = video.facts if video else None
@@ -133,6 +144,28 @@ class IngestFacts:
             "audioChannels": probe_a.channels if probe_a else None,
             "unclassifiedMessages": self.unclassified,
         }
+
+    def configuration(self, media: int, track_id: int) -> tuple[str | None, bytes | None]:
+        """A track's codec and its latest sequence header (None, None: not seen)."""
+        state = self._tracks.get((media, track_id))
+        return (state.codec, state.header) if state else (None, None)
+
+    def _measure_keyframe_interval(self, window: _Window) -> None:
+        """The mean time between keyframes that ended in `window`, counting from the
+        last keyframe of earlier windows, so a GOP longer than the heartbeat interval is
+        measured too; between keyframes, the last value, or the time the current GOP has
+        lasted when that is longer (the encoder stopped sending keyframes)."""
+        keys = window.keyframes
+        if self._last_keyframe is not None:
+            keys = [self._last_keyframe, *keys]
+        if not keys:
+            return
+        self._last_keyframe = keys[-1]
+        if len(keys) > 1 and keys[-1] > keys[0]:
+            self._keyframe_interval = round((keys[-1] - keys[0]) / (len(keys) - 1) / 1000, 2)
+        elif self._keyframe_interval is not None and window.last_ts is not None:
+            open_gop = round((window.last_ts - keys[-1]) / 1000, 2)
+            self._keyframe_interval = max(self._keyframe_interval, open_gop)
 
     def _track(self, media: int, wanted: int | None) -> _Track | None:
         """The track reported for `media`: `wanted`, else the lowest track id."""

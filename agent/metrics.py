@@ -174,6 +174,23 @@ class AgentCollector(Collector):
         for name in sorted(set(STATES) | set(by_state)):
             states.add_metric([name], by_state.get(name, 0))
         yield states
+        yield from _thumbnail_metrics(server)
+
+
+def _thumbnail_metrics(server: "IngestServer") -> Iterator[Any]:
+    """Pictures made for rig (agent/thumbnails.py) and the CPU they took."""
+    thumbnailer = server.thumbnailer
+    pictures = CounterMetricFamily(
+        "rig_agent_thumbnails", "Thumbnails made from keyframes, by result", labels=["result"]
+    )
+    pictures.add_metric(["made"], thumbnailer.made if thumbnailer else 0)
+    pictures.add_metric(["failed"], thumbnailer.failed if thumbnailer else 0)
+    yield pictures
+    yield _counter(
+        "rig_agent_thumbnail_cpu_seconds",
+        "CPU seconds the thumbnail worker thread took to decode, scale and encode",
+        thumbnailer.cpu_seconds if thumbnailer else 0.0,
+    )
 
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:

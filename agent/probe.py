@@ -64,9 +64,9 @@ def _level(codec: str, raw: int, extradata: bytes | None) -> str | None:
     return None
 
 
-def probe(codec: str, extradata: bytes | None, frame: bytes) -> Probe:
-    """Open `codec`'s decoder with `extradata`, decode `frame`, report. Runs in the
-    worker thread (PyAV releases the GIL while decoding); raises on undecodable input."""
+def open_decoder(codec: str, extradata: bytes | None) -> av.CodecContext:
+    """A decoder of `codec` (an FFmpeg codec name, as the classifier says it) with the
+    sequence header as its extradata; ValueError when FFmpeg has none."""
     last_error: Exception | None = None
     for name in _DECODERS.get(codec, (codec,)):
         try:
@@ -79,10 +79,24 @@ def probe(codec: str, extradata: bytes | None, frame: bytes) -> Probe:
         raise ValueError(f"no decoder for {codec}: {last_error}")
     if extradata:
         context.extradata = extradata
+    return context
+
+
+def decode_one(context: av.CodecContext, frame: bytes) -> list:
+    """Decode one coded frame, flushing the decoder so a frame held back for reordering
+    (H.264 with B-frames) comes out too. Raises on undecodable input."""
     frames = context.decode(av.Packet(frame))
     # Some decoders will not flush after one packet; the frame is enough.
     with contextlib.suppress(av.FFmpegError, ValueError):
         frames += context.decode(None)
+    return frames
+
+
+def probe(codec: str, extradata: bytes | None, frame: bytes) -> Probe:
+    """Open `codec`'s decoder with `extradata`, decode `frame`, report. Runs in the
+    worker thread (PyAV releases the GIL while decoding); raises on undecodable input."""
+    context = open_decoder(codec, extradata)
+    frames = decode_one(context, frame)
     if context.type == "video":
         first = frames[0] if frames else None
         return Probe(

@@ -47,6 +47,7 @@ from agent.destination import (
 from agent.ingest_facts import IngestFacts
 from agent.media_queue import MediaMessage
 from agent.tags import AUDIO, DATA, VIDEO, Kind, Tag, classify
+from agent.thumbnails import Keyframe
 
 if TYPE_CHECKING:
     from agent.probe import Prober
@@ -97,6 +98,8 @@ class StreamRelay(StreamStart):
         self._plain_audio: Tag | None = None
         self._plain_inter: Tag | None = None
         self.has_video = False
+        # The newest keyframe of the primary video track, for thumbnails (agent.thumbnails).
+        self._keyframe: MediaMessage | None = None
         for destination in destinations:
             self._add_worker(destination)
 
@@ -222,14 +225,41 @@ class StreamRelay(StreamStart):
 
     # ------------------------------------------------------------------ heartbeat
 
-    def ingest_facts(self) -> dict[str, object]:
+    def ingest_facts(self, final: bool = False) -> dict[str, object]:
         """What the classifier, the media engine and the measurements say about the
-        ingest since the last call (CONTRACTS.md §1, `ingest` without the byte counts)."""
-        return self.facts.report(self._primary_video)
+        ingest since the last call (CONTRACTS.md §1, `ingest` without the byte counts);
+        `final`: the frame rate over the whole publish (for its session's report)."""
+        return self.facts.report(self._primary_video, final)
+
+    def latest_keyframe(self) -> Keyframe | None:
+        """The newest keyframe of the primary video track, with its codec and sequence
+        header, for a thumbnail (None: no video yet, or none since a new header)."""
+        media = self._keyframe
+        if media is None:
+            return None
+        track = next(
+            (t for t in classify(VIDEO, media.body).tracks if t.id == self._primary_video), None
+        )
+        codec, header = self.facts.configuration(VIDEO, track.id) if track else (None, None)
+        if track is None or codec is None:
+            return None
+        return Keyframe(media, codec, header, media.body[track.start : track.end])
 
     def destination_health(self, now: float) -> list[dict[str, object]]:
-        """Every destination's state, for the heartbeat."""
-        return [worker.health(now) for worker in self.workers.values()]
+        """Every destination's state and figures, for the heartbeat. A destination
+        changed (new key or URL) or removed while live counts what its earlier
+        connections sent too: rig merges a session's destinations by id, so this keeps
+        the whole broadcast in its report."""
+        reports = {w.destination.id: w.health(now) for w in self.workers.values()}
+        for worker in self.retired:
+            earlier = worker.health(now)
+            report = reports.setdefault(worker.destination.id, earlier)
+            if report is not earlier:
+                report["bytesSent"] = worker.bytes_sent + report["bytesSent"]
+                report["reconnects"] = worker.reconnects + report["reconnects"]
+                report["droppedPackets"] = worker.dropped_packets + report["droppedPackets"]
+                report["liveSeconds"] = round(worker.live_seconds(now) + report["liveSeconds"], 1)
+        return list(reports.values())
 
     # ------------------------------------------------------------------ internals
 
@@ -248,6 +278,7 @@ class StreamRelay(StreamStart):
         elif kind is Kind.KEYFRAME or kind is Kind.FRAME:
             self._frame(tag, media)
             if kind is Kind.KEYFRAME and self._is_primary(tag):
+                self._keyframe = media
                 self._cache.clear()
                 self._cache_bytes = 0
                 self._cache_keyframe = True
@@ -262,6 +293,7 @@ class StreamRelay(StreamStart):
             self.facts.sequence_header(tag, media.body)
             if tag.media == VIDEO:
                 self.has_video = True
+                self._keyframe = None  # it may not decode with the new header
 
     def _frame(self, tag: Tag, media: MediaMessage) -> None:
         """Count video frames; let the media engine probe; take the short path next

@@ -7,6 +7,7 @@ URL contains the ingest stream key.
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ class StreamInUse(Exception):
 
 class RigUnavailable(Exception):
     """rig could not be reached or answered with an error we cannot act on."""
+
+
+class RigRefused(RigUnavailable):
+    """rig refused the request itself (invalid input, 1005, or a body too large, HTTP
+    413): sending the same again will not help, sending less may."""
 
 
 @dataclass(frozen=True)
@@ -110,14 +116,26 @@ class RigClient:
         if status != 200:
             raise RigUnavailable(f"rig not ready: HTTP {status}, errorCode {body.get('errorCode')}")
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """An agent-token request; returns the payload, raises on errors.
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: bytes | None = None,
+        content_type: str = "application/json",
+        **kwargs: Any,
+    ) -> Any:
+        """An agent-token request; returns the payload, raises on errors. `data` is a body
+        already encoded (as JSON, unless `content_type` says otherwise).
 
         A 1003 answer (token expired or rig's key rotated) gets one retry with a new token.
         """
         for attempt in range(2):
             token = await self.token(force=attempt > 0)
             headers = {"Authorization": f"Bearer {token}"}
+            if data is not None:
+                headers["Content-Type"] = content_type
+                kwargs["data"] = data
             status, body = await self._request(method, path, headers=headers, **kwargs)
             if status == 200:
                 return body.get("payload")
@@ -128,12 +146,25 @@ class RigClient:
                 raise StreamInUse()
             if code != 1003:
                 break
-        raise RigUnavailable(f"rig answered HTTP {status}, errorCode {body.get('errorCode')}")
+        words = f"rig answered HTTP {status}, errorCode {body.get('errorCode')}"
+        if status in (400, 413):
+            raise RigRefused(words)
+        raise RigUnavailable(words)
 
     async def stream_config(self, stream_key: str) -> list[Destination]:
         """The active destinations of the stream with this ingest key."""
         payload = await self._call("GET", "/agents/config/" + quote(stream_key, safe=""))
         return destinations_from(payload)
+
+    async def put_thumbnail(self, claim_id: str, jpeg: bytes) -> bool:
+        """A live stream's picture (CONTRACTS.md §3); False when rig did not take it
+        because the claim is gone. A picture too soon after the last is RigUnavailable."""
+        path = f"/agents/claims/{quote(claim_id, safe='')}/thumbnail"
+        try:
+            await self._call("PUT", path, data=jpeg, content_type="image/jpeg")
+        except StreamNotFound:
+            return False
+        return True
 
     async def claim(self, stream_key: str, ingest_url: str) -> Claim:
         """Claim the key for a publish starting here; raises StreamInUse if live elsewhere."""
@@ -146,7 +177,19 @@ class RigClient:
         payload = await self._call("POST", "/agents/heartbeat", json={"claims": claims})
         return payload["claims"]
 
-    async def release(self, claim_id: str) -> None:
-        """The publish ended: release the claim (an unknown claim is already gone)."""
+    async def release(
+        self, claim_id: str, reason: str | None = None, health: dict[str, Any] | None = None
+    ) -> None:
+        """The publish ended: release the claim (an unknown claim is already gone), saying
+        why and with the final figures when given (CONTRACTS.md §2)."""
+        path = f"/agents/claims/{quote(claim_id, safe='')}"
         with contextlib.suppress(StreamNotFound):
-            await self._call("DELETE", f"/agents/claims/{quote(claim_id, safe='')}")
+            if reason is None:
+                await self._call("DELETE", path)
+                return
+            body = {"reason": reason} if health is None else {"reason": reason, "health": health}
+            try:
+                await self._call("DELETE", path, data=json.dumps(body).encode())
+            except RigRefused:
+                # rig refused the body (its health, say): the release matters more.
+                await self._call("DELETE", path)

@@ -17,6 +17,7 @@ import socket
 from collections.abc import Coroutine
 from typing import Any
 
+from agent import end_reasons
 from agent.destination import Destination, EgressSettings
 from agent.ingest import IngestConnection, LiveIngest, key_id, stream_key_of
 from agent.metrics import AgentStats
@@ -30,6 +31,7 @@ from agent.rig_client import (
     destinations_from,
 )
 from agent.settings import AgentSettings
+from agent.thumbnails import Thumbnailer
 
 __all__ = ["IngestServer", "LiveIngest", "key_id", "stream_key_of"]
 
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 
 # How often the connections' deadlines (to publish, then idle) are checked.
 CHECK_INTERVAL = 0.5
+# Seconds a release waits for the destinations to drain, for their final figures.
+RELEASE_DRAIN_WAIT = 3.0
+RIG_CALL_TIMEOUT = 5.0  # RigClient's
 
 
 class IngestServer:
@@ -50,10 +55,13 @@ class IngestServer:
         self.relays: set[StreamRelay] = set()
         self.connections: set[IngestConnection] = set()
         self.prober = Prober()
+        self.thumbnailer = Thumbnailer(rig.put_thumbnail) if settings.thumbnails else None
         self.stats = AgentStats()  # publishes accepted and refused, for agent/metrics.py
         self._server: asyncio.Server | None = None
+        self._port: int | None = None
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
+        self._releasing: dict[str, asyncio.Task[None]] = {}  # by stream key
 
     @property
     def ingest_url(self) -> str:
@@ -67,9 +75,10 @@ class IngestServer:
 
     @property
     def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        """The bound port (useful with port 0); still known once the listener closed (a
+        release during shutdown announces the ingest URL)."""
+        assert self._port is not None
+        return self._port
 
     @property
     def serving(self) -> bool:
@@ -82,11 +91,15 @@ class IngestServer:
         self._server = await loop.create_server(
             lambda: IngestConnection(self), self.settings.listen_host, self.settings.listen_port
         )
+        self._port = self._server.sockets[0].getsockname()[1]
         log.info("RTMP ingest listening on %s:%s", self.settings.listen_host, self.port)
         self._tasks = [
             loop.create_task(self._heartbeat_loop(), name="heartbeats"),
             loop.create_task(self._check_loop(), name="deadlines"),
         ]
+        if self.thumbnailer is not None:
+            task = self.thumbnailer.run(self._live_claims)
+            self._tasks.append(loop.create_task(task, name="thumbnails"))
 
     async def close(self) -> None:
         """Stop accepting, end every ingest, let destinations drain, then stop them."""
@@ -95,7 +108,7 @@ class IngestServer:
         for task in self._tasks:
             task.cancel()
         for connection in list(self.connections):
-            connection.close("shutdown")
+            connection.close(end_reasons.SHUTDOWN)
         await asyncio.sleep(0)  # let the connections notice they are closed
         relays = list(self.relays)
         deadline = self.settings.shutdown_timeout
@@ -109,6 +122,12 @@ class IngestServer:
         if self._server is not None:
             await self._server.wait_closed()
         await asyncio.to_thread(self.prober.close)
+        if self.thumbnailer is not None:
+            await self.thumbnailer.close()
+
+    def _live_claims(self) -> list[tuple[str, StreamRelay]]:
+        """(claim id, relay) of every publish live here."""
+        return [(i.claim_id, i.relay) for i in self.live.values() if i.claim_id and i.relay]
 
     def new_relay(self, label: str, destinations: list[Destination]) -> StreamRelay:
         """The relay of a publish that was just accepted."""
@@ -117,22 +136,45 @@ class IngestServer:
         self.relays.add(relay)
         return relay
 
-    def release_claim(self, kid: str, claim_id: str) -> None:
-        """Give a claim back to rig in the background (the publish ended)."""
-        self.spawn(self._release_claim(kid, claim_id), f"release-{kid}")
+    def release_claim(self, key: str, ingest: LiveIngest, reason: str) -> None:
+        """Give the publish's claim back to rig in the background, with why it ended and
+        its final figures (CONTRACTS.md §2), so its session loses nothing."""
+        assert ingest.claim_id is not None
+        health = ingest.health(self.ingest_url, final=True)  # the ingest as it ended
+        task = self.spawn(
+            self._release_claim(ingest, ingest.claim_id, reason, health), f"release-{ingest.key_id}"
+        )
+        self._releasing[key] = task
+        task.add_done_callback(lambda _: self._releasing.pop(key, None))
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+    async def released(self, key: str) -> None:
+        """Until a release of this key still in flight is done: rig answers a claim from
+        the agent that holds the stream with that same claim, which the release would then
+        end (CONTRACTS.md §6)."""
+        task = self._releasing.get(key)
+        if task is not None:
+            await asyncio.wait({task}, timeout=RELEASE_DRAIN_WAIT + RIG_CALL_TIMEOUT)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run a background task we keep a reference to until it ends."""
         task = asyncio.get_running_loop().create_task(coroutine, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
-    async def _release_claim(self, kid: str, claim_id: str) -> None:
+    async def _release_claim(
+        self, ingest: LiveIngest, claim_id: str, reason: str, health: dict[str, object]
+    ) -> None:
+        if ingest.relay is not None:
+            # The destinations' last figures once they have sent what was queued and
+            # closed (milliseconds, unless one is stuck: then what it had sent by then).
+            await ingest.relay.wait_closed(RELEASE_DRAIN_WAIT)
+            health["destinations"] = ingest.destinations()
         try:
-            await self.rig.release(claim_id)
+            await self.rig.release(claim_id, reason, health)
         except (RigUnavailable, StreamInUse) as exc:
             # The claim expires on its own once heartbeats stop mentioning it.
-            log.warning("stream %s: could not release the claim: %s", kid, exc)
+            log.warning("stream %s: could not release the claim: %s", ingest.key_id, exc)
 
     async def _check_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -41,6 +41,7 @@ class AgentSettings:
     log_format: str = "text"
     event_loop: str = "uvloop"
     allow_private_destinations: bool = False
+    thumbnails: bool = True  # a picture of each live stream for rig, every 10 s
 
     @property
     def listen_host(self) -> str:
@@ -198,6 +199,11 @@ OPTIONS: list[Option] = [
         switch,
         "let Custom destinations connect to loopback, private, link-local and other"
         " non-public addresses (yes/no; as rig's RIG_ALLOW_PRIVATE_DESTINATIONS)",
+        "--thumbnails",
+        "RIG_AGENT_THUMBNAILS",
+        "thumbnails",
+        switch,
+        "on or off: decode each live stream's newest keyframe every 10 s into a JPEG for rig",
     ),
 ]
 

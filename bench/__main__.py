@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench import thumbnails as bench_thumbnails
 from bench.fixture import make_fixture
 from bench.relays import RTMP_MODULE
 from bench.runner import Bench, Config, LatencyRun
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a setting for our agent, e.g. RIG_AGENT_EVENT_LOOP=asyncio (repeatable)",
     )  # fmt: skip
     p.add_argument("--profile", action="store_true", help="also profile ours at N=8 (py-spy)")
+    p.add_argument(
+        "--thumbnails", action="store_true",
+        help="also the CPU of one stream picture per codec and size (bench.thumbnails)",
+    )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep recordings and teed files")
     p.add_argument("--out", type=Path, default=OUT, help="output directory (bench/out)")
     p.add_argument("--json", type=Path, help="JSON result file (default: in --out)")
@@ -141,6 +146,8 @@ def summarise(bench: Bench) -> list[dict[str, Any]]:
                 "drain_s_max": max(r.drain_s for r in runs),
                 "damaged_destinations": max(r.damaged() for r in runs),
                 "publisher_errors": sum(len(r.publisher_errors) for r in runs),
+                "thumbnails": _median([r.thumbnails for r in runs]),
+                "thumbnail_cpu_s": _median([r.thumbnail_cpu_s for r in runs]),
             }
             for track in ("video", "audio"):
                 for part in ("head", "mid", "tail"):
@@ -326,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
             + (f"; {row['damaged_destinations']} damaged destination(s)"
                if row["damaged_destinations"] else "")
             + (f"; {row['publisher_errors']} publisher error(s)" if row["publisher_errors"] else "")
+            + (f"; {row['thumbnails']:.0f} thumbnails in the window took"
+               f" {row['thumbnail_cpu_s']:.3f} CPU-s"
+               if row["thumbnails"] is not None else "")
         )  # fmt: skip
     for fig in bench.api:
         print(
@@ -335,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             f" ({fig.connections} connections, {cfg.api_threads} threads,"
             f" {cfg.api_seconds} s)"
         )
+    thumbnails = bench_thumbnails.run() if args.thumbnails else []
     if bench.profile:
         print(f"profile: {json.dumps(bench.profile)[:3000]}")
     for note in bench.notes:
@@ -354,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": [asdict(r) for r in bench.latency],
         "api": [f.as_dict() for f in bench.api],
         "profile": bench.profile,
+        "thumbnails": [asdict(t) for t in thumbnails],
         "notes": bench.notes,
     }
     json_path = args.json or cfg.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"

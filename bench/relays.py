@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import subprocess
@@ -233,6 +234,7 @@ class RigStack:
         self.agent_key = ""
         self.agent: Child | None = None
         self.agent_port = 0
+        self.agent_http_port = 0
 
     @property
     def url(self) -> str:
@@ -276,18 +278,27 @@ class RigStack:
     def start_agent(self, log_path: Path) -> Child:
         """A fresh rig-agent process with default settings but for its addresses (free
         ports of its own, so the benchmark runs beside anything else) and `agent_env`."""
-        self.agent_port = free_port()
+        self.agent_port, self.agent_http_port = free_port(), free_port()
         env = clean_env(
             RIG_URL=self.url,
             RIG_AGENT_KEY=self.agent_key,
             RIG_AGENT_NAME="bench",
             RIG_AGENT_RTMP_LISTEN=f"127.0.0.1:{self.agent_port}",
-            RIG_AGENT_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
+            RIG_AGENT_HTTP_LISTEN=f"127.0.0.1:{self.agent_http_port}",
         )
         env.update(self.agent_env)
         self.agent = Child("rig-agent", [sys.executable, "-m", "agent"], log_path, env).start()
         self.agent.wait_for_port(self.agent_port)
         return self.agent
+
+    def thumbnail_figures(self) -> tuple[float, float]:
+        """(thumbnails made, CPU seconds they took) so far, from the agent's /metrics."""
+        url = f"http://127.0.0.1:{self.agent_http_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+        made = re.search(r'^rig_agent_thumbnails_total\{result="made"\} (\S+)$', text, re.M)
+        cpu = re.search(r"^rig_agent_thumbnail_cpu_seconds_total (\S+)$", text, re.M)
+        return float(made.group(1)) if made else 0.0, float(cpu.group(1)) if cpu else 0.0
 
     def stop_agent(self) -> None:
         """SIGTERM the agent (it drains its destinations first)."""

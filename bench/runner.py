@@ -92,6 +92,9 @@ class WorkloadRun:
     main_thread_share: float  # of the relay process's CPU: for ours, the event loop (ingest)
     destinations: list[dict[str, Any]]
     publisher_errors: list[str]
+    # Ours: stream pictures made in the window and the CPU they took (agent/thumbnails.py).
+    thumbnails: int | None = None
+    thumbnail_cpu_s: float | None = None
 
     def worst(self, track: str, part: str) -> int:
         """The largest loss (ms) of `track` at `part` over every destination."""
@@ -323,14 +326,15 @@ class Bench:
                         main_thread_cpu_seconds(relay_child.pid),
                         [f.stat().st_size for f in sent_files],
                         receivers.total_bytes(),
+                        self.rig.thumbnail_figures() if relay == "ours" else (0.0, 0.0),
                     )
 
-                cpu0, rig0, t0, main0, offsets0, recorded0 = window_edge()
+                cpu0, rig0, t0, main0, offsets0, recorded0, thumbs0 = window_edge()
                 if profile_to is not None:
                     self.profile = _py_spy(relay_child.pid, cfg.window, profile_to)
                 else:
                     time.sleep(cfg.window)
-                cpu1, rig1, t1, main1, offsets1, recorded1 = window_edge()
+                cpu1, rig1, t1, main1, offsets1, recorded1, thumbs1 = window_edge()
                 errors = [
                     f"publisher {j} exited early: {p.log()[-300:].strip()}"
                     for j, p in enumerate(publishers)
@@ -385,6 +389,8 @@ class Bench:
             main_thread_share=round((main1 - main0) / cpu, 3) if cpu else 0.0,
             destinations=destinations,
             publisher_errors=errors,
+            thumbnails=round(thumbs1[0] - thumbs0[0]) if relay == "ours" else None,
+            thumbnail_cpu_s=round(thumbs1[1] - thumbs0[1], 4) if relay == "ours" else None,
         )
 
     # ------------------------------------------------------------------ latency

@@ -27,6 +27,7 @@ class Connection:
     closed_at: float | None = None  # time.monotonic() when the connection ended
     error: str | None = None
     writer: asyncio.StreamWriter | None = None
+    bytes: int = 0  # every byte read, handshake included
 
 
 class Receiver:
@@ -92,6 +93,7 @@ class Receiver:
         session = ServerSession(max_chunk_size=self.max_chunk_size)
         try:
             while data := await reader.read(65536):
+                connection.bytes += len(data)
                 for event in session.receive_data(data):
                     if isinstance(event, PublishRequested):
                         session.accept_publish()

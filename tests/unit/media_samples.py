@@ -7,8 +7,11 @@ from __future__ import annotations
 import functools
 import io
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
+
+from agent.flv import FlvTagReader
 
 WIDTH, HEIGHT = 320, 240
 
@@ -56,6 +59,11 @@ def _audio(stream: av.audio.stream.AudioStream, count: int):
     yield from stream.encode(None)
 
 
+def flv_samples(data: bytes) -> list[FlvSample]:
+    """The tags of an FLV file."""
+    return [FlvSample(*tag) for tag in FlvTagReader().feed(data)]
+
+
 @functools.cache
 def encoded_flv(video: str, audio: str, frames: int = 45) -> EncodedFlv:
     """`frames` video frames at 30 fps (keyframe every 30) and 48 kHz stereo audio."""
@@ -77,13 +85,7 @@ def encoded_flv(video: str, audio: str, frames: int = 45) -> EncodedFlv:
         for packet in _audio(aus, frames * 2 // 3):
             out.mux(packet)
     data = buffer.getvalue()
-    tags = []
-    pos = int.from_bytes(data[5:9], "big") + 4
-    while pos + 11 <= len(data):
-        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
-        timestamp = int.from_bytes(data[pos + 4 : pos + 7], "big") | data[pos + 7] << 24
-        tags.append(FlvSample(data[pos], timestamp, data[pos + 11 : pos + 11 + size]))
-        pos += 11 + size + 4
+    tags = flv_samples(data)
     packets = keyframes = 0
     with av.open(io.BytesIO(data), "r", format="flv") as container:
         for packet in container.demux(video=0):
@@ -91,3 +93,60 @@ def encoded_flv(video: str, audio: str, frames: int = 45) -> EncodedFlv:
                 packets += 1
                 keyframes += packet.is_keyframe
     return EncodedFlv(tags, packets, keyframes)
+
+
+# Encoders and options for a short stream of a still picture (thumbnail tests, bench).
+VIDEO_ENCODERS = {
+    "h264": ("libx264", {"preset": "veryfast"}),
+    "hevc": ("libx265", {"preset": "ultrafast", "x265-params": "log-level=error"}),
+    "av1": ("libsvtav1", {"preset": "12"}),
+    "vp9": ("libvpx-vp9", {"deadline": "realtime", "cpu-used": "8"}),
+}
+
+
+def two_colours(width: int, height: int, frame: int = 0):
+    """A picture whose left half is red and right half blue, with a white bar that
+    moves right by 8 px per frame (so pictures of different frames differ)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height), (220, 20, 20))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((width // 2, 0, width, height), fill=(20, 20, 220))
+    x = (8 * frame) % width
+    draw.rectangle((x, 0, x + max(2, width // 40), height // 8), fill=(255, 255, 255))
+    return image
+
+
+@functools.cache
+def picture_flv(
+    codec: str,
+    width: int,
+    height: int,
+    frames: int = 10,
+    gop: int = 5,
+    sample_aspect: tuple[int, int] | None = None,
+) -> list[FlvSample]:
+    """The video tags of `frames` frames of `two_colours` at 30 fps, a keyframe every
+    `gop` frames, encoded by PyAV's FFmpeg and muxed by its FLV muxer."""
+    encoder, options = VIDEO_ENCODERS[codec]
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="flv") as out:
+        stream = out.add_stream(encoder, rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = gop
+        if sample_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = Fraction(*sample_aspect)
+        if codec == "hevc":
+            options = {**options, "x265-params": f"{options['x265-params']}:keyint={gop}"}
+        elif codec == "av1":
+            options = {**options, "svtav1-params": f"keyint={gop}"}
+        stream.options = options
+        for i in range(frames):
+            picture = av.VideoFrame.from_image(two_colours(width, height, i))
+            frame = picture.reformat(format="yuv420p")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return flv_samples(buffer.getvalue())
