@@ -199,6 +199,8 @@ OPTIONS: list[Option] = [
         switch,
         "let Custom destinations connect to loopback, private, link-local and other"
         " non-public addresses (yes/no; as rig's RIG_ALLOW_PRIVATE_DESTINATIONS)",
+    ),
+    (
         "--thumbnails",
         "RIG_AGENT_THUMBNAILS",
         "thumbnails",
