@@ -302,3 +302,25 @@ async def test_a_destination_changed_while_live_keeps_its_bytes_in_the_session(
         report = next(d for d in session["destinations"] if d["id"] == youtube["id"])
         # Both connections' bytes: the first one's are not lost with the change.
         assert report["bytesSent"] == live.received("YouTube") > before
+
+
+async def test_a_publish_right_after_the_last_waits_for_its_release(aiohttp_server, settings, db):
+    """rig answers a claim from the agent that holds the stream with that same claim: a
+    new publish claiming before the last one's release went out would have it ended by
+    that release (CONTRACTS.md §6)."""
+    async with live_stack(aiohttp_server, settings, db) as live:
+        first = await live.publisher()
+        await first.send(stream_media())
+        await relayed(live)
+        await first.stop()
+        second = await live.publisher()  # at once: the release is still in flight
+        await second.send(stream_media())
+        youtube = live.receivers["YouTube"]
+        await wait_until(lambda: len(youtube.publishes) == 2 and youtube.publishes[1].messages)
+        await asyncio.sleep(1.5)  # heartbeats every 0.3 s: the second claim stays live
+        sessions = await live.sessions()
+        assert [s["endReason"] for s in sessions] == [None, "ended"]
+        status, body, _ = await live.get(f"/streams/{live.stream['id']}")
+        assert status == 200 and body["payload"]["isStreaming"] is True  # type: ignore[index]
+        await second.stop()
+        assert (await live.ended_session())["endReason"] == "ended"
