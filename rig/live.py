@@ -36,10 +36,11 @@ from rig.api import ApiRoutes
 from rig.appkeys import POOL, SETTINGS
 from rig.auth import require_agent
 from rig.background import OUTAGE_ERRORS, PauseLog, worker
-from rig.body import invalid, read_body, read_optional_body
-from rig.errors import InUse, NotFound
+from rig.body import read_body, read_optional_body, validate
+from rig.errors import ApiError, InUse, MissingInput, NotFound
+from rig.health import sanitise_health
 from rig.payloads import disconnect_protection, fetch_destinations
-from rig.sessions import CLAIM_HOLDING, end_sessions, open_session, record_health
+from rig.sessions import CLAIM_HOLDING, end_sessions, fact, open_session, record_health
 from rig.shapes import (
     INGEST_URL_MAX,
     ClaimAnswer,
@@ -49,6 +50,7 @@ from rig.shapes import (
     Heartbeat,
     HeartbeatAnswer,
     IngestState,
+    InvalidClaimAnswer,
     Release,
 )
 
@@ -57,8 +59,10 @@ routes = ApiRoutes()
 AGENTS = {"tag": "agents", "auth": "agent"}
 
 SWEEP_SECONDS = 1.0
+# A heartbeat's body: 100 claims with full health for 10 destinations each are ~420 KB
+# (tests/api/test_heartbeat_batches.py); the API's other bodies stay within 64 KiB.
+HEARTBEAT_BODY_MAX = 2 * 1024 * 1024
 FAILING_STATES = ("backoff", "failed")
-INGEST_STATES: tuple[IngestState, ...] = ("live", "backup", "holding")
 # What feeds the destinations when a broadcast starts with a publisher of this key.
 STATE_OF_ROLE: dict[str, IngestState] = {"primary": "live", "backup": "backup"}
 
@@ -270,9 +274,7 @@ async def release(request: web.Request) -> None:
     except ValueError as exc:
         raise NotFound("Claim not found") from exc
     body = await read_optional_body(request, Release) or Release()
-    health = body.health or {}
-    if problem := _health_problem(health):
-        raise invalid("health", problem)
+    health = sanitise_health(body.health)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         if health:
             await record_health(conn, claim_id, health)
@@ -288,54 +290,28 @@ async def release(request: web.Request) -> None:
         await webhooks.enqueue(conn, gone["stream_id"], "stream.offline", {"reason": body.reason})
 
 
-def _has_nul(value: Any) -> bool:
-    """Whether any string (or key) in a JSON value holds NUL, which jsonb refuses."""
-    stack = [value]
-    while stack:  # iterative: the JSON may nest as deep as the parser allowed
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
-def _health_problem(health: Any) -> str | None:
-    """Why a claim's health report cannot be stored and read back (None if it can)."""
-    if not isinstance(health, dict):
-        return "an object"
-    if _has_nul(health):
-        return "no NUL characters"
-    if health.get("ingestUrl") is not None and not _is_ingest_url(health["ingestUrl"]):
-        return "ingestUrl: an rtmp:// or rtmps:// URL of at most 512 characters"
-    if health.get("ingest") is not None and not isinstance(health["ingest"], dict):
-        return "ingest: an object"
-    if health.get("ingestState") is not None and health["ingestState"] not in INGEST_STATES:
-        return "ingestState: live, backup or holding"
-    destinations = health.get("destinations")
-    if destinations is not None and (
-        not isinstance(destinations, list)
-        or not all(
-            isinstance(d, dict) and (d.get("id") is None or isinstance(d["id"], int | str))
-            for d in destinations
+def claim_entry(raw: Any) -> tuple[ClaimBeat, dict] | InvalidClaimAnswer:
+    """One heartbeat entry read on its own: the claim and its sanitised health, or the
+    answer for an entry rig cannot read (the other entries are renewed all the same)."""
+    if not isinstance(raw, dict):
+        return InvalidClaimAnswer(claimId=None, status="invalid", reason="each claim is an object")
+    try:
+        item = validate(ClaimBeat, {**raw, "health": None})
+    except ApiError as error:
+        claim_id = raw.get("claimId")
+        return InvalidClaimAnswer(
+            claimId=fact(claim_id, str) if isinstance(claim_id, str) else None,
+            status="invalid",
+            reason=fact(_reason(error), str) or "invalid",
         )
-    ):
-        return "destinations: an array of objects, each with a numeric or string id"
-    return None
+    return item, sanitise_health(raw.get("health"))
 
 
-def _claims_of(body: Heartbeat) -> list[tuple[ClaimBeat, dict]]:
-    parsed = []
-    for item in body.claims:
-        health = item.health or {}  # absent or null: nothing reported
-        if problem := _health_problem(health):
-            raise invalid("health", problem)
-        parsed.append((item, health))
-    return parsed
+def _reason(error: ApiError) -> str:
+    details = error.details if isinstance(error.details, dict) else {}
+    field = details.get("field")
+    reason = details.get("reason") or ("missing" if isinstance(error, MissingInput) else "")
+    return f"{field}: {reason}" if field and reason else error.message
 
 
 def _backup_status(stream: asyncpg.Record, backup_key: str | None) -> str | None:
@@ -449,22 +425,28 @@ async def heartbeat(request: web.Request) -> HeartbeatAnswer:
     the stream's current destinations, so changes reach the agent within a heartbeat.
     """
     agent = await require_agent(request)
-    claims = _claims_of(await read_body(request, Heartbeat))
+    # A batch of claims with their health is larger than the API's other bodies.
+    batch = await read_body(request.clone(client_max_size=HEARTBEAT_BODY_MAX), Heartbeat)
+    entries = [claim_entry(raw) for raw in batch.claims]
     settings = request.app[SETTINGS]
-    answers = []
+    answers: list[ClaimAnswer | InvalidClaimAnswer] = []
     async with request.app[POOL].acquire() as conn:
-        for item, health in claims:
-            async with conn.transaction():
-                answers.append(
-                    await _renew(
-                        conn,
-                        agent,
-                        item,
-                        health,
-                        settings.claim_ttl,
-                        settings.service_urls,
+        for entry in entries:
+            if isinstance(entry, InvalidClaimAnswer):
+                answers.append(entry)
+                continue
+            item, health = entry
+            try:
+                async with conn.transaction():
+                    answer = await _renew(
+                        conn, agent, item, health, settings.claim_ttl, settings.service_urls
                     )
+            except asyncpg.PostgresError as exc:  # this claim only (the database is up)
+                log.warning("heartbeat: claim %s not renewed: %s", item.claimId, type(exc).__name__)
+                answer = InvalidClaimAnswer(
+                    claimId=str(item.claimId), status="invalid", reason="could not be renewed"
                 )
+            answers.append(answer)
     return HeartbeatAnswer(claims=answers)
 
 

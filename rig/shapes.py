@@ -398,8 +398,20 @@ class Release(Body):
 
 
 class Heartbeat(Body):
+    """Each entry is read on its own (rig/live.py): an entry that is not a ClaimBeat is
+    answered `invalid` while the others are renewed, so the batch as a whole only needs
+    to be an array of at most HEARTBEAT_CLAIMS_MAX entries."""
+
     claims: Annotated[
-        list[Annotated[ClaimBeat, because("each claim is an object")]],
+        list[
+            Annotated[
+                ClaimBeat | Any,
+                Field(
+                    description="a ClaimBeat; an entry that is not one is answered"
+                    " {claimId, status: invalid, reason}, and the others are renewed"
+                ),
+            ]
+        ],
         Field(max_length=HEARTBEAT_CLAIMS_MAX),
         BeforeValidator(_claims_list),
     ]
@@ -761,8 +773,21 @@ class ThumbnailStored(Answer):
     takenAt: Time
 
 
+class InvalidClaimAnswer(Answer):
+    """A heartbeat entry rig could not read: that claim was not renewed."""
+
+    claimId: Annotated[
+        str | None, Field(description="as the entry gave it (cut to 200 characters), if text")
+    ]
+    status: Literal["invalid"]
+    reason: Annotated[str, Field(description="what is wrong with the entry")]
+
+
 class HeartbeatAnswer(Answer):
-    claims: list[ClaimAnswer]
+    claims: Annotated[
+        list[ClaimAnswer | InvalidClaimAnswer],
+        Field(description="one answer per entry, in the order of the entries"),
+    ]
 
 
 class Alive(Answer):

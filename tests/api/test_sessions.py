@@ -172,13 +172,7 @@ async def test_release_reasons_and_a_release_without_body(api, make_agent, expec
 
 async def test_a_bad_release_body_changes_nothing(api, make_agent, expect_error, case):
     t = await live_stream(api, make_agent)
-    for body, field in [
-        ({"reason": "bored"}, "reason"),
-        ({"reason": 5}, "reason"),
-        ({"health": "fine"}, "health"),
-        ({"health": {"ingest": 5}}, "health"),
-        ({"health": {"destinations": [{"id": 1, "lastError": "x\x00"}]}}, "health"),
-    ]:
+    for body, field in [({"reason": "bored"}, "reason"), ({"reason": 5}, "reason")]:
         with case(body):
             error = await expect_error(await t.agent.release(t.claim["claimId"], body), 1005, 400)
             assert error["details"]["field"] == field
