@@ -220,5 +220,7 @@ class IngestServer:
                 log.warning("stream %s: rig revoked the claim, ending the publish", ingest.key_id)
                 ingest.claim_id = None  # nothing to release: rig already ended it
                 ingest.kick()
-            elif ingest.relay is not None:
+            elif answer.get("status") == "live" and ingest.relay is not None:
+                # Only a live answer carries the destinations (`invalid`: rig could not
+                # read or renew that entry; the publish goes on as it is).
                 ingest.relay.apply_destinations(destinations_from(answer.get("destinations")))

@@ -13,7 +13,7 @@ import asyncpg
 from aiohttp import web
 
 from rig.api import ApiRoutes
-from rig.appkeys import POOL, SETTINGS, TOKENS
+from rig.appkeys import POOL, RATE_LIMITS, SETTINGS, TOKENS
 from rig.auth import agent_claims, agent_revoked, agent_subject
 from rig.body import read_body
 from rig.errors import InvalidCredentials, NotFound
@@ -73,7 +73,8 @@ async def authenticate_agent(request: web.Request) -> AgentToken:
     summary="The destinations of the active stream with this ingest key",
     message="Stream Config",
     payload=list[Destination],
-    errors=("404",),
+    errors=("404", "429"),
+    description="Unknown keys are limited per agent (429: RIG_RATE_LIMIT_AGENT_MISSES).",
 )
 async def stream_config(request: web.Request) -> list[Destination]:
     """The destinations of the active stream with this ingest key (the agents' hot path).
@@ -82,6 +83,7 @@ async def stream_config(request: web.Request) -> list[Destination]:
     one round trip to PostgreSQL per request.
     """
     claims = agent_claims(request)
+    lookup = request.app[RATE_LIMITS].key_lookup(claims.subject)
     stream_key = request.match_info["streamKey"]
     if "\x00" in stream_key:  # PostgreSQL text cannot hold NUL: no stream has this key
         stream_key = ""  # no stream has an empty key; the agent is still checked
@@ -100,5 +102,6 @@ async def stream_config(request: web.Request) -> list[Destination]:
         raise agent_revoked()
     if rows[0]["stream_id"] is None:
         raise NotFound("Stream not found")
+    request.app[RATE_LIMITS].guessed_right(lookup)
     service_urls = request.app[SETTINGS].service_urls
     return [destination_payload(row, service_urls) for row in rows if row["id"]]

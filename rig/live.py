@@ -33,8 +33,8 @@ from aiohttp import web
 
 from rig import webhooks
 from rig.api import ApiRoutes
-from rig.appkeys import POOL, SETTINGS
-from rig.auth import require_agent
+from rig.appkeys import POOL, RATE_LIMITS, SETTINGS
+from rig.auth import agent_claims, require_agent
 from rig.background import OUTAGE_ERRORS, PauseLog, worker
 from rig.body import read_body, read_optional_body, validate
 from rig.errors import ApiError, InUse, MissingInput, NotFound
@@ -187,12 +187,14 @@ def _is_ingest_url(url: Any) -> bool:
     message="Stream claimed",
     payload=Claimed,
     body=ClaimRequest,
-    errors=("404",),
+    errors=("404", "429"),
     conflicts=(1009,),
+    description="Unknown keys are limited per agent (429: RIG_RATE_LIMIT_AGENT_MISSES).",
 )
 async def claim(request: web.Request) -> Claimed:
     """Claim a stream key (primary or backup) for a publish starting on this agent;
     returns the stream's broadcast on this agent (see the module docstring)."""
+    lookup = request.app[RATE_LIMITS].key_lookup(agent_claims(request).subject)
     agent = await require_agent(request)
     ingest_url = (await read_body(request, ClaimRequest)).ingestUrl
     ttl = request.app[SETTINGS].claim_ttl
@@ -200,6 +202,7 @@ async def claim(request: web.Request) -> Claimed:
         stream = await stream_of_key(conn, request.match_info["streamKey"], lock=True)
         if stream is None:
             raise NotFound("Stream not found")
+        request.app[RATE_LIMITS].guessed_right(lookup)
         role, state = stream["role"], STATE_OF_ROLE[stream["role"]]
         held = await conn.fetchrow(
             f"""SELECT c.claim_id, c.agent_id, c.ingest_url, c.ingest_state,

@@ -180,6 +180,7 @@ def install(app: web.Application, settings: Settings, document: dict[str, Any]) 
         settings.rate_limit_address,
         settings.rate_limit_address_username,
         settings.rate_limit_username,
+        settings.rate_limit_agent_misses,
         settings.rate_limit_window,
         settings.trusted_proxies,
     )

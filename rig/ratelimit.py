@@ -14,6 +14,11 @@ ones (a right one gives its allowance back):
 - per user for the old password of `POST /accounts/password` (a stolen token must not
   be a free guessing oracle), at RIG_RATE_LIMIT_ADDRESS_USERNAME.
 
+Stream keys looked up by an agent (`POST /agents/streams/{streamKey}/claim`,
+`GET /agents/config/{streamKey}`) are limited the same way per agent, counting only the
+unknown ones (RIG_RATE_LIMIT_AGENT_MISSES): wrong keys thrown at an agent cannot make
+rig run a transaction for each, while a busy agent's known keys never wait.
+
 Each allowance is a token bucket: `limit` requests at once, refilling evenly over
 `window` seconds. A refused request is answered HTTP 429, errorCode 1010, with
 `Retry-After`.
@@ -36,6 +41,12 @@ from rig.errors import ApiError, Handler, route_of
 
 MAX_KEYS = 100_000  # buckets kept at most; full (idle) buckets are dropped first
 KNOWN_GOOD_SECONDS = 30 * 24 * 3600  # how long a successful log-in vouches for its address
+
+# Routes whose unknown stream keys count against the agent's allowance.
+KEY_LOOKUP_ROUTES = {
+    ("POST", "/agents/streams/{streamKey}/claim"),
+    ("GET", "/agents/config/{streamKey}"),
+}
 
 # Routes limited per client address, each its own allowance.
 LIMITED_ROUTES = {
@@ -168,6 +179,7 @@ class RateLimits:
     # Wrong guesses at one username from one address, or at one user's old password.
     per_target: TokenBucket
     per_username: TokenBucket  # wrong guesses at one username from every address
+    per_agent: TokenBucket  # unknown stream keys looked up by one agent
     trusted: list[Network]
     known_good: KnownGood = field(default_factory=KnownGood)
 
@@ -177,6 +189,7 @@ class RateLimits:
         address_limit: int,
         address_username_limit: int,
         username_limit: int,
+        agent_misses_limit: int,
         window: float,
         trusted_proxies: str,
     ) -> "RateLimits":
@@ -184,6 +197,7 @@ class RateLimits:
             TokenBucket(address_limit, window),
             TokenBucket(address_username_limit, window),
             TokenBucket(username_limit, window),
+            TokenBucket(agent_misses_limit, window),
             parse_networks(trusted_proxies),
         )
 
@@ -211,6 +225,16 @@ class RateLimits:
         """Spend the allowance of one old-password check of a password change."""
         guess = Guess([])
         self._spend(guess, self.per_target, f"password|{user_id}", "")
+        return guess
+
+    def key_lookup(self, agent_id: str) -> Guess:
+        """Spend one of the agent's unknown-key lookups (given back if the key is known);
+        TooManyRequests once they are spent. Call before any database work."""
+        guess = Guess([])
+        wait = self.per_agent.take(agent_id)
+        if wait:
+            raise _refused(wait, "too many unknown stream keys from this agent")
+        guess.spent.append((self.per_agent, agent_id))
         return guess
 
     def guessed_right(self, guess: Guess) -> None:

@@ -36,6 +36,9 @@ class Settings:
     # Far above what a person mistypes: only a guesser spread over many addresses gets
     # there, and the owner's known-good address is exempt (rig/ratelimit.py).
     rate_limit_username: int = 100
+    # Unknown stream keys an agent may look up (claim, config) per window: a stranger
+    # hammering an agent with wrong keys must not cost rig a transaction each.
+    rate_limit_agent_misses: int = 120
     rate_limit_window: float = 60.0
     trusted_proxies: str = ""
     request_timeout: float = 30.0
@@ -137,6 +140,14 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         int,
         "wrong passwords per username from all addresses per window, except from an"
         " address that logged in as that user before (0: no limit)",
+    ),
+    (
+        "--rate-limit-agent-misses",
+        "RIG_RATE_LIMIT_AGENT_MISSES",
+        "rate_limit_agent_misses",
+        int,
+        "unknown stream keys one agent may look up (claim, config) per window; known keys"
+        " are not counted (0: no limit)",
     ),
     (
         "--rate-limit-window",

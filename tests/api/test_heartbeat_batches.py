@@ -164,3 +164,37 @@ async def test_the_heartbeat_limit_still_refuses_huge_bodies(api, make_agent, ex
         headers={"Content-Type": "application/json"},
     )
     await expect_error(resp, 1005, 413)
+
+
+async def test_a_claim_the_database_cannot_renew_fails_alone(api, make_agent):
+    """A database error renewing one claim (here a trigger refusing its row) is that
+    claim's answer only; the others are renewed."""
+    account = await api.account()
+    first, second = await api.stream(account), await api.stream(account)
+    agent = await make_agent()
+    one = await agent.claimed(first["streamKey"])
+    two = await agent.claimed(second["streamKey"])
+    await api.db.execute(
+        f"""CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF NEW.claim_id = '{one["claimId"]}' THEN RAISE EXCEPTION 'refused'; END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_one BEFORE UPDATE ON stream_claims
+              FOR EACH ROW EXECUTE FUNCTION refuse_one();"""
+    )
+    try:
+        answers = await agent.beat(
+            [
+                {"claimId": one["claimId"], "streamKey": first["streamKey"]},
+                {"claimId": two["claimId"], "streamKey": second["streamKey"]},
+            ]
+        )
+    finally:
+        await api.db.execute("DROP TRIGGER refuse_one ON stream_claims; DROP FUNCTION refuse_one")
+    assert answers[0] == {
+        "claimId": one["claimId"],
+        "status": "invalid",
+        "reason": "could not be renewed",
+    }
+    assert answers[1]["status"] == "live"

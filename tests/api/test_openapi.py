@@ -6,7 +6,7 @@ import re
 from rig.app import create_app
 from rig.app import openapi_document as build_document
 from rig.openapi import ERROR_CODES, STATUS_CODES
-from rig.ratelimit import LIMITED_ROUTES
+from rig.ratelimit import KEY_LOOKUP_ROUTES, LIMITED_ROUTES
 
 METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -132,7 +132,8 @@ def test_security_matches_the_routes():
     # thumbnail per 5 s per stream (rig/thumbnails.py).
     events = ("get", "/streams/{streamID}/events")
     thumbnail = ("put", "/agents/claims/{claimID}/thumbnail")
-    expected = {(method.lower(), path) for method, path in LIMITED_ROUTES} | {events, thumbnail}
+    routes = LIMITED_ROUTES | KEY_LOOKUP_ROUTES
+    expected = {(method.lower(), path) for method, path in routes} | {events, thumbnail}
     assert limited == expected
 
 
