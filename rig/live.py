@@ -38,7 +38,7 @@ from rig.auth import agent_claims, require_agent
 from rig.background import OUTAGE_ERRORS, PauseLog, worker
 from rig.body import read_body, read_optional_body, validate
 from rig.errors import ApiError, InUse, MissingInput, NotFound
-from rig.health import sanitise_health
+from rig.health import INGEST_STATES, sanitise_health
 from rig.payloads import disconnect_protection, fetch_destinations
 from rig.sessions import CLAIM_HOLDING, end_sessions, fact, open_session, record_health
 from rig.shapes import (
@@ -298,16 +298,19 @@ def claim_entry(raw: Any) -> tuple[ClaimBeat, dict] | InvalidClaimAnswer:
     answer for an entry rig cannot read (the other entries are renewed all the same)."""
     if not isinstance(raw, dict):
         return InvalidClaimAnswer(claimId=None, status="invalid", reason="each claim is an object")
+    claim_id = raw.get("claimId")
+    claim_text = fact(claim_id, str) if isinstance(claim_id, str) else None
     try:
         item = validate(ClaimBeat, {**raw, "health": None})
     except ApiError as error:
-        claim_id = raw.get("claimId")
-        return InvalidClaimAnswer(
-            claimId=fact(claim_id, str) if isinstance(claim_id, str) else None,
-            status="invalid",
-            reason=fact(_reason(error), str) or "invalid",
-        )
-    return item, sanitise_health(raw.get("health"))
+        reason = fact(_reason(error), str) or "invalid"
+        return InvalidClaimAnswer(claimId=claim_text, status="invalid", reason=reason)
+    health = raw.get("health")
+    if isinstance(health, dict) and health.get("ingestState") not in (None, *INGEST_STATES):
+        # Not a figure to drop: it decides holding and takeovers. Nothing changes.
+        reason = "health.ingestState: live, backup or holding"
+        return InvalidClaimAnswer(claimId=claim_text, status="invalid", reason=reason)
+    return item, sanitise_health(health)
 
 
 def _reason(error: ApiError) -> str:

@@ -427,6 +427,7 @@ async def test_ingest_state_follows_the_heartbeats(api, make_agent, expect_ok):
 
 
 async def test_an_unknown_ingest_state_is_refused(api, make_agent, expect_error, expect_ok, case):
+    """That entry is answered invalid (issue 12 item 1: the heartbeat's others renew)."""
     account = await api.account()
     stream = await api.stream(account)
     agent = await make_agent()
@@ -434,10 +435,9 @@ async def test_an_unknown_ingest_state_is_refused(api, make_agent, expect_error,
     await agent.beat([beat_of(claim, stream["streamKey"], "holding")])
     for state in ("offline", "LIVE", "", 1, ["live"], {"state": "live"}):
         with case(state):
-            resp = await agent.heartbeat([beat_of(claim, stream["streamKey"], state)])
-            error = await expect_error(resp, 1005, 400)
-            assert error["details"]["field"] == "health"
-            assert "ingestState" in error["details"]["reason"]
+            (answer,) = await agent.beat([beat_of(claim, stream["streamKey"], state)])
+            assert answer["status"] == "invalid"
+            assert "ingestState" in answer["reason"]
     assert await ingest_state(api, account, stream["id"], expect_ok) == "holding"
 
 

@@ -85,7 +85,7 @@ async def test_health_is_bounded_and_sanitised(api, make_agent):
     claim = await agent.claimed(stream["streamKey"])
     report = {
         "ingestUrl": "rtmp://edge.example/live",
-        "ingestState": "sideways",  # not a state: dropped
+        "ingestState": None,  # absent: live
         "extra": {"deep": [LONG] * 100},  # unknown: dropped
         "ingest": {
             "videoCodec": "h264\n2026-11-30 ERROR forged log line\x00" + LONG,
