@@ -4,12 +4,14 @@
 from types import SimpleNamespace
 
 from agent.destination import EgressSettings
+from agent.rig_client import RigClient
 from agent.server import IngestServer
 from agent.settings import AgentSettings
 
 
 def test_an_invalid_answer_leaves_the_publish_as_it_is():
-    server = IngestServer(AgentSettings(), rig=None, egress=EgressSettings())  # type: ignore[arg-type]
+    rig = RigClient("http://127.0.0.1:9", "unused")  # never called here
+    server = IngestServer(AgentSettings(), rig, EgressSettings())
     applied: list = []
     kicked: list = []
     # Stand-ins for a live ingest: only what apply_heartbeat touches.
