@@ -123,10 +123,12 @@ async def test_database_outage_is_not_ready_but_alive_and_recovers(
     assert rig.stop() == 0
     log = rig.log()
     assert "Traceback" not in log, log
-    # Background workers say once that they paused and once that they resumed, not
-    # a line per attempt while the database is away.
-    assert log.count("claim sweeper paused") == 1, log
-    assert log.count("claim sweeper resumed") == 1, log
+    # Background workers say that they paused and that they resumed, not a line per
+    # attempt (one a second) while the database is away. (Twice at most: a restarting
+    # database may refuse a first connection after the first query succeeded.)
+    paused = log.count("claim sweeper paused")
+    assert 1 <= paused <= 2, log
+    assert log.count("claim sweeper resumed") == paused, log
 
 
 async def test_a_dead_background_worker_fails_liveness(aiohttp_client, settings, db):
