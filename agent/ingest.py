@@ -147,14 +147,11 @@ class IngestConnection(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._buffer[:nbytes])
-
-    def data_received(self, data: bytes | memoryview) -> None:
         if self._closed:
             return
         self.last_data = self._loop.time()
         try:
-            events = self.session.receive_data(data)
+            events = self.session.receive_data(self._buffer[:nbytes])
         except ProtocolError as exc:
             self._fail(str(exc))
             return

@@ -34,6 +34,7 @@ from .message import (
 __all__ = ["ServerSession"]
 
 _MEDIA_TYPES = frozenset((AUDIO, VIDEO, DATA_AMF0, DATA_AMF3))
+_PLAIN_MEDIA = frozenset((AUDIO, VIDEO))
 _MAX_STREAMS = 16  # createStream calls honoured per connection
 
 
@@ -125,10 +126,15 @@ class ServerSession(_Connection):
                 return events
             self._state = _State.AWAIT_CONNECT
             data = self._handshake.leftover
+        publishing = self._state is _State.PUBLISHING
         for message in self._reader.feed(data):
+            if publishing and message.type_id in _PLAIN_MEDIA:
+                events.append(MediaReceived(message))  # the common case, in short
+                continue
             self._handle(message, events)
             if self._closed:
                 break
+            publishing = self._state is _State.PUBLISHING
         self._maybe_ack()
         return events
 
