@@ -2,11 +2,12 @@
 
 A session opens when a claim is granted, takes the facts of every heartbeat (the
 ingest's, merged field by field; each destination's, merged by id, so a destination
-removed mid-session stays in the report) and ends on release (the agent's reason and
-final figures), on expiry (`expired`), on a kick by rig (`key changed`, `deactivated`)
-or when another agent takes a holding stream over (`taken over`). Deleting a stream
-deletes its sessions. Everything is in PostgreSQL: the numbers survive a rig restart,
-and any rig replica answers for any session.
+removed mid-session stays in the report, and so does its last error after it recovered:
+the session says whether a destination got the whole broadcast) and ends on release
+(the agent's reason and final figures), on expiry (`expired`), on a kick by rig (`key
+changed`, `deactivated`) or when another agent takes a holding stream over (`taken
+over`). Deleting a stream deletes its sessions. Everything is in PostgreSQL: the
+numbers survive a rig restart, and any rig replica answers for any session.
 
 What the agent reports is sanitised here once more: only the known fields, with the
 right types, strings cut to 200 characters, so one odd report cannot spoil a session.
@@ -25,7 +26,8 @@ from rig.diagnostics import diagnose
 from rig.shapes import Destination, Session, SessionDestination, SessionIngest
 
 TEXT_MAX = 200
-# A claim's holding time so far, the current holding period included (sql/0005).
+# A claim's holding time so far, the current holding period included
+# (sql/0006_disconnect_protection.sql).
 CLAIM_HOLDING = (
     "holding_seconds + CASE WHEN ingest_state = 'holding'"
     " THEN extract(epoch FROM now() - state_since) ELSE 0 END"
@@ -99,8 +101,6 @@ def destination_facts(
         if isinstance(dest_id, bool) or not isinstance(dest_id, int):
             continue  # only rig's destination ids mean anything here
         facts = _facts(item, DESTINATION_FACTS)
-        if "lastError" not in facts:
-            facts["lastError"] = None  # a destination that recovered has no error now
         if dest_id in services:
             facts["service"] = services[dest_id]
         merged[str(dest_id)] = facts
@@ -157,7 +157,13 @@ async def record_health(
         f"""UPDATE stream_sessions s
                SET ingest = CASE WHEN $2::jsonb IS NULL THEN s.ingest
                                  ELSE coalesce(s.ingest, '{{}}') || $2::jsonb END,
-                   destinations = s.destinations || $3::jsonb,
+                   destinations = s.destinations || (
+                       -- merged per destination: a report without lastError (the
+                       -- destination recovered) keeps the session's last error
+                       SELECT coalesce(jsonb_object_agg(
+                                  n.key, coalesce(s.destinations -> n.key, '{{}}') || n.value),
+                              '{{}}')
+                         FROM jsonb_each($3::jsonb) AS n),
                    holding_seconds = coalesce(
                        (SELECT {CLAIM_HOLDING} FROM stream_claims WHERE claim_id = $1),
                        s.holding_seconds)

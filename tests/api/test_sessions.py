@@ -228,6 +228,23 @@ async def test_an_agent_renewing_after_expiry_continues_its_session(api, make_ag
     assert session["ingest"]["bytesIn"] == 2000
 
 
+async def test_a_recovered_destination_keeps_its_last_error_in_the_session(api, make_agent):
+    """The live figures say a destination is fine again; the session still says it failed
+    once, with what went wrong: a streamer reads whether it got the whole broadcast."""
+    t = await live_stream(api, make_agent)
+    failed = dest(t.youtube["id"], 900, 1.0, state="backoff", lastError="connection refused")
+    await t.agent.beat([{**t.beat, "health": health(1000, [failed])}])
+    recovered = dest(t.youtube["id"], 1900, 2.0, reconnects=1)
+    await t.agent.beat([{**t.beat, "health": health(2000, [recovered])}])
+    (session,), _ = await sessions(api, t.account, t.stream["id"])
+    (youtube,) = session["destinations"]
+    assert (youtube["bytesSent"], youtube["reconnects"], youtube["lastError"]) == (
+        1900,
+        1,
+        "connection refused",
+    )
+
+
 async def test_sessions_are_newest_first_in_pages(api, make_agent, expect_ok):
     t = await live_stream(api, make_agent)
     ids = []
