@@ -242,14 +242,14 @@ def check(service: str, rules: Requirements, facts: Mapping[str, Any]) -> list[D
                 "info",
                 "bitrate-high",
                 f"{_mbit(bitrate)} is above the {_mbit(band.low)}-{_mbit(band.high)} {service}"
-                f" recommends at {band.lines}p{band.fps:.0f}: more than it uses.",
+                f" recommends for up to {band.lines}p{band.fps:.0f}: more than it uses.",
             )
         if band is not None and bitrate < band.low / TOLERANCE:
             say(
                 "info",
                 "bitrate-low",
                 f"{_mbit(bitrate)} is below the {_mbit(band.low)}-{_mbit(band.high)} {service}"
-                f" recommends at {band.lines}p{band.fps:.0f}: raise the bitrate, or lower the"
+                f" recommends for up to {band.lines}p{band.fps:.0f}: raise the bitrate, or lower the"
                 " resolution, for a sharper picture.",
             )
     rate = _number(facts, "audioSampleRate")
