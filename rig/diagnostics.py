@@ -249,8 +249,8 @@ def check(service: str, rules: Requirements, facts: Mapping[str, Any]) -> list[D
                 "info",
                 "bitrate-low",
                 f"{_mbit(bitrate)} is below the {_mbit(band.low)}-{_mbit(band.high)} {service}"
-                f" recommends for up to {band.lines}p{band.fps:.0f}: raise the bitrate, or lower the"
-                " resolution, for a sharper picture.",
+                f" recommends for up to {band.lines}p{band.fps:.0f}: raise the bitrate, or lower"
+                " the resolution, for a sharper picture.",
             )
     rate = _number(facts, "audioSampleRate")
     if rules.sample_rates is not None and rate is not None and int(rate) not in rules.sample_rates:
