@@ -54,11 +54,14 @@ class DestinationState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Destination:
-    """A destination as rig describes it. `url` embeds the destination's stream key."""
+    """A destination as rig describes it: the service's RTMP server URL, and the stream
+    key published there. The key is opaque (any characters: `/`, `#`, `?`, `%`...): it
+    is never parsed out of a URL, and never logged."""
 
     id: int
     service: str
-    url: str
+    server_url: str
+    stream_key: str
 
     def __repr__(self) -> str:  # keep the key out of any accidental log line
         return f"Destination(id={self.id}, service={self.service!r})"
@@ -177,7 +180,7 @@ class DestinationWorker:
     def start(self) -> None:
         """Start connecting at once."""
         try:
-            target = parse_target(self.destination.url)
+            target = parse_target(self.destination.server_url, self.destination.stream_key)
         except EgressError as exc:
             self.last_error = str(exc)
             log.error("%s: %s; giving up", self.label, exc)

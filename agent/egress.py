@@ -20,10 +20,11 @@ import os
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
 
+from agent.logsafe import escape
 from agent.rtmp import ClientSession, ProtocolError
 from agent.rtmp.events import PublishRefused, PublishStarted, ServerClosed
 from rig.netpolicy import allowed_addresses
@@ -69,13 +70,13 @@ class EgressError(Exception):
 
 @dataclass(frozen=True)
 class RtmpTarget:
-    """Where to publish: parsed from a destination's full ingest URL."""
+    """Where to publish: the server URL's parts, and the stream key as given."""
 
     scheme: str
     host: str
     port: int
     app: str
-    stream_name: str
+    stream_name: str = field(repr=False)  # the destination's key
 
     @property
     def tc_url(self) -> str:
@@ -90,23 +91,29 @@ class RtmpTarget:
         return f"{self.scheme}://{self.host}:{self.port}/{self.app}"
 
 
-def parse_target(url: str) -> RtmpTarget:
-    """Split `rtmp[s]://host[:port]/app[/more]/streamname`; the last segment is the name.
-
-    Everything before the last path segment is the application, as FFmpeg's
-    `rtmp_app` would be for such URLs; a query string stays with the stream name.
-    """
-    parts = urlsplit(url)
+def parse_target(server_url: str, stream_key: str) -> RtmpTarget:
+    """Where to publish `stream_key`: `rtmp[s]://host[:port]/app[/instance]` is the
+    server (OBS's "Server"), its whole path the application; the key is the stream name,
+    exactly as given (OBS's "Stream Key": it may hold `/`, `?`, `#`, `%`...)."""
+    if not server_url:
+        raise EgressError("the destination's URL does not end with its stream key")
+    try:
+        parts = urlsplit(server_url)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme, 0)
+    except ValueError:
+        raise EgressError("destination server URL is not a valid URL") from None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise EgressError("destination URL must be rtmp:// or rtmps:// with a host")
-    path = parts.path.strip("/")
-    app, _, name = path.rpartition("/")
-    if not app or not name:
-        raise EgressError("destination URL must have an application and a stream key")
+        raise EgressError("destination server URL must be rtmp:// or rtmps:// with a host")
+    app = parts.path.strip("/")
     if parts.query:
-        name = f"{name}?{parts.query}"
-    port = parts.port or DEFAULT_PORTS[parts.scheme]
-    return RtmpTarget(parts.scheme, parts.hostname, port, app, name)
+        app = f"{app}?{parts.query}"
+    if not app:
+        raise EgressError("destination server URL must have an application")
+    if parts.fragment:
+        raise EgressError("destination server URL must not have a fragment")
+    if not stream_key:
+        raise EgressError("destination has no stream key")
+    return RtmpTarget(parts.scheme, parts.hostname, port, app, stream_key)
 
 
 def _os_error_words(exc: OSError) -> str:
@@ -204,7 +211,7 @@ class RtmpPublish(asyncio.Protocol):
         try:
             events = self._session.receive_data(data)
         except ProtocolError as exc:
-            message = f"{self.target.safe_name} broke the protocol: {exc}"
+            message = f"{self.target.safe_name} broke the protocol: {escape(exc)}"
             self.fail(EgressError(message, connected=True))
             return
         self._flush()  # acks, pongs, the publish sequence
@@ -218,7 +225,9 @@ class RtmpPublish(asyncio.Protocol):
                 message = f"{self.target.safe_name} refused the publish{why}"
                 self.fail(EgressError(message, connected=True, refused=True))
                 # The code is the peer's: logged escaped and cut short, never in lastError.
-                log.info("%s refused the publish: %.100r", self.target.safe_name, event.code)
+                log.info(
+                    "%s refused the publish: %s", self.target.safe_name, escape(event.code, 100)
+                )
             elif isinstance(event, ServerClosed):
                 self.fail(self._closed_by_peer())
 

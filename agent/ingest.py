@@ -1,12 +1,20 @@
 """One publisher's RTMP connection, on the agent's event loop (an asyncio Protocol).
 
-Bytes in go to the sans-I/O `ServerSession`; its answers go straight back. A connection
-has `RIG_AGENT_HANDSHAKE_TIMEOUT` from TCP accept to `publish`; the publish is
-authorised by rig before any media is accepted (reading pauses meanwhile); once
-accepted, every audio/video/data message of each read goes to the stream's relay in one
-call (`StreamRelay.feed`), and the end of the publish, whatever ends it (unpublish, a
-closed or broken connection, the idle deadline, a kick), ends the relay (`end`) and
-releases the claim. Malformed input closes this connection only.
+Bytes in go to the sans-I/O `ServerSession`; its answers go straight back. Until its
+publish is accepted a connection is a stranger's (`agent.limits`): it is admitted only
+within the per-address limits, has `RIG_AGENT_HANDSHAKE_TIMEOUT` from TCP accept to the
+end of the handshake and `RIG_AGENT_PUBLISH_TIMEOUT` from there to `publish` (rig's
+answer has a deadline of its own), may send only small messages and buffer little (all
+such connections together are bounded too), and its refusals are logged at a bounded
+rate. A publish from an address that failed too often, or with a key rig refused a
+moment ago, is refused without asking rig.
+
+The publish is authorised by rig before any media is accepted (reading pauses
+meanwhile); once accepted, every audio/video/data message of each read goes to the
+stream's relay in one call (`StreamRelay.feed`), and the end of the publish, whatever
+ends it (unpublish, a closed or broken connection, the idle deadline, a kick), ends the
+relay (`end`) and releases the claim. Malformed input closes this connection only.
+Whatever the peer sent is escaped in logs (`agent.logsafe`).
 """
 
 from __future__ import annotations
@@ -14,11 +22,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import socket
 import time
 from typing import TYPE_CHECKING, cast
 
 from agent import end_reasons
+from agent.limits import address_of
+from agent.logsafe import escape
 from agent.relay import StreamRelay
 from agent.rig_client import RigUnavailable, StreamInUse, StreamNotFound
 from agent.rtmp import ProtocolError, ServerSession
@@ -34,8 +45,10 @@ MAX_STREAM_KEY = 256
 # The connection's own receive buffer: the loop reads into it (no new bytes object per
 # read); the sans-I/O session copies what it keeps.
 READ_BUFFER = 64 * 1024
-# A publisher that does not read our acks and pings: closed once this much waits for it.
+# A publisher that does not read our acks and pings: closed once this much waits for it
+# (a stranger's connection, once a little does: our answers to commands are small).
 MAX_UNSENT = 1024 * 1024
+MAX_UNSENT_UNAUTHENTICATED = 64 * 1024
 
 
 def key_id(stream_key: str) -> str:
@@ -89,18 +102,8 @@ class LiveIngest:
         """Every destination's state and figures (CONTRACTS.md §1, `destinations`)."""
         if self.relay is None:
             return []
-        destinations = self.relay.destination_health(asyncio.get_running_loop().time())
-        for destination in destinations:
-            destination["lastError"] = peer_text(destination.get("lastError"))
-        return destinations
-
-
-def peer_text(value: object, limit: int = 200) -> object:
-    """A string that may hold a peer's bytes, made safe to report: control characters
-    removed, at most `limit` characters."""
-    if not isinstance(value, str):
-        return value
-    return "".join(c for c in value if c.isprintable())[:limit]
+        # Strings are cleaned and cut where the health is sent (agent.heartbeat.bounded).
+        return self.relay.destination_health(asyncio.get_running_loop().time())
 
 
 class IngestConnection(asyncio.BufferedProtocol):
@@ -109,17 +112,29 @@ class IngestConnection(asyncio.BufferedProtocol):
     def __init__(self, server: IngestServer) -> None:
         self.server = server
         settings = server.settings
-        self.session = ServerSession(max_message_size=settings.max_message_bytes)
+        self.session = ServerSession(
+            max_message_size=settings.max_message_bytes,
+            max_message_size_before_publish=settings.unauthenticated_max_message_bytes,
+        )
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self.address = ""  # what the per-address limits count by (agent.limits.address_of)
         self.ingest: LiveIngest | None = None
         self.relay: StreamRelay | None = None  # once the publish is accepted
         self.stream_key: str | None = None
         self.last_data = 0.0
+        # Until the publish is accepted the connection is a stranger's: deadlines run,
+        # and the bytes it makes us buffer are charged to the shared budget.
+        self.authenticated = False
+        self._charged = 0
         self._loop = asyncio.get_running_loop()
-        self._publish_by = 0.0  # loop time: the deadline to send `publish`
+        # The deadline of the step before the publish (loop time), and its name.
+        self._deadline = 0.0
+        self._deadline_kind = "handshake_timeout"
         self._authorising: asyncio.Task[None] | None = None
         self._close_reason: str | None = None
+        self._admitted = False
+        self._token_spent = False  # of the address's budget of refused publishes
         self._closed = False
         self._buffer = memoryview(bytearray(READ_BUFFER))
 
@@ -130,18 +145,27 @@ class IngestConnection(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
+        self.address = address_of(str(peer[0]))
         server = self.server
-        if len(server.connections) >= server.settings.max_connections:
-            log.warning("refusing %s: %d connections already", self.peer, len(server.connections))
+        refusal = server.admission.admit(self.address)
+        if refusal is not None:
             self._closed = True
             transport.abort()
+            server.stats.refuse_connection(refusal)
+            server.refusals.refused(
+                refusal,
+                "refusing RTMP connection from %s: %s",
+                self.peer,
+                _ADMISSION_WORDS[refusal],
+            )
             return
+        self._admitted = True
         server.connections.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.last_data = self._loop.time()
-        self._publish_by = self.last_data + server.settings.handshake_timeout
+        self._deadline = self.last_data + server.settings.handshake_timeout
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
@@ -150,20 +174,46 @@ class IngestConnection(asyncio.BufferedProtocol):
         if self._closed:
             return
         self.last_data = self._loop.time()
+        if not self.authenticated:
+            self._stranger_data(self._buffer[:nbytes])
+            return
         try:
             events = self.session.receive_data(self._buffer[:nbytes])
         except ProtocolError as exc:
-            self._fail(str(exc))
+            self._fail(f"protocol error: {escape(exc)}", "protocol_error")
             return
         self._handle(events)
+
+    def _stranger_data(self, data: memoryview) -> None:
+        """Bytes before the publish is accepted: the next step's deadline once the
+        handshake is over, and what the connection buffers charged to the shared budget."""
+        session = self.session
+        handshaking = not session.handshake_done
+        try:
+            events = session.receive_data(data)
+        except ProtocolError as exc:
+            self._fail(f"protocol error: {escape(exc)}", "protocol_error")
+            return
+        if handshaking and session.handshake_done:
+            self._deadline = self.last_data + self.server.settings.publish_timeout
+            self._deadline_kind = "publish_timeout"
+        if self._charge():
+            self._handle(events)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         if self._authorising is not None:
             self._authorising.cancel()
-        self.server.connections.discard(self)
+        server = self.server
+        if self._admitted:
+            self._admitted = False
+            server.connections.discard(self)
+            server.admission.left(self.address, authenticated=self.authenticated)
+            server.admission.charge(-self._charged)
+            self._charged = 0
         if exc is not None and self._close_reason is None:
-            log.info("RTMP connection from %s lost: %s", self.peer, exc)
+            if self.authenticated:
+                log.info("RTMP connection from %s lost: %s", self.peer, escape(exc))
             self._close_reason = end_reasons.CONNECTION_LOST
         self._end_publish(self._close_reason or end_reasons.CONNECTION_CLOSED)
 
@@ -178,21 +228,42 @@ class IngestConnection(asyncio.BufferedProtocol):
             self.transport.close()
 
     def check(self, now: float) -> None:
-        """Periodic: the deadline to publish (rig's answer has one of its own), then the
-        idle deadline while publishing."""
-        if self.session.publishing:
+        """Periodic: before the publish is accepted, the deadline of the current step
+        (handshake, then `publish`; rig's answer has one of its own); after, the idle
+        deadline."""
+        if self.authenticated:
             if now - self.last_data > self.server.settings.idle_timeout:
-                self._fail(end_reasons.NO_DATA)
-        elif self._authorising is None and now > self._publish_by:
-            self._fail("did not publish in time")
+                self._fail(end_reasons.NO_DATA, "idle")
+        elif self._authorising is None and now > self._deadline:
+            kind = self._deadline_kind
+            self._fail("no handshake in time" if kind == "handshake_timeout" else
+                       "did not publish in time", kind)  # fmt: skip
 
     # -------------------------------------------------------------- internals
 
-    def _fail(self, why: str) -> None:
-        """Malformed input or a deadline: log, close this connection only."""
+    def _charge(self) -> bool:
+        """Charge what this stranger's connection buffers now to the shared budget; close
+        it (False) if all of them together buffer too much."""
+        buffered = self.session.buffered_bytes
+        delta, self._charged = buffered - self._charged, buffered
+        if delta and not self.server.admission.charge(delta):
+            self._fail("unauthenticated connections buffer too much all together", "buffer_limit")
+            return False
+        return True
+
+    def _fail(self, why: str, kind: str) -> None:
+        """Malformed input, a limit or a deadline: log, close this connection only.
+        `why` holds nothing of the peer's unless escaped; `kind` names the refusal of a
+        stranger's connection in /metrics (and its log line is rate-limited)."""
         if self._closed:
             return
-        log.warning("closing RTMP connection from %s: %s", self.peer, why)
+        if self.authenticated:
+            log.warning("closing RTMP connection from %s: %s", self.peer, why)
+        else:
+            self.server.stats.refuse_connection(kind)
+            self.server.refusals.refused(
+                kind, "closing RTMP connection from %s: %s", self.peer, why
+            )
         self._close_reason = why
         assert self.transport is not None
         self.transport.abort()
@@ -224,8 +295,9 @@ class IngestConnection(asyncio.BufferedProtocol):
         if not data or transport is None or self._closed:
             return
         transport.write(data)
-        if transport.get_write_buffer_size() > MAX_UNSENT:
-            self._fail(end_reasons.STOPPED_READING)
+        limit = MAX_UNSENT if self.authenticated else MAX_UNSENT_UNAUTHENTICATED
+        if transport.get_write_buffer_size() > limit:
+            self._fail(end_reasons.STOPPED_READING, "not_reading")
 
     def _start_authorising(self, event: PublishRequested) -> None:
         assert self.transport is not None
@@ -235,14 +307,28 @@ class IngestConnection(asyncio.BufferedProtocol):
     async def _authorise(self, event: PublishRequested) -> None:
         """Ask rig what this key is for; accept or refuse before any media flows."""
         try:
-            await self._claim(event)
+            accepted = await self._claim(event)
         finally:
             self._authorising = None
         if self._closed:
             return
-        self._handle(self.session.receive_data(b""))  # the answer, media held meanwhile
+        if accepted:
+            self._authenticated()
+        try:
+            events = self.session.receive_data(b"")  # what was sent meanwhile, now read
+        except ProtocolError as exc:
+            self._fail(f"protocol error: {escape(exc)}", "protocol_error")
+            return
+        self._handle(events)
         if not self._closed and self.transport is not None:
             self.transport.resume_reading()
+
+    def _authenticated(self) -> None:
+        """The publish was accepted: from now on the normal limits apply."""
+        self.authenticated = True
+        self.server.admission.authenticated(self.address)
+        self.server.admission.charge(-self._charged)
+        self._charged = 0
 
     async def _claim(self, event: PublishRequested) -> bool:
         server = self.server
@@ -250,20 +336,37 @@ class IngestConnection(asyncio.BufferedProtocol):
         key = stream_key_of(event.stream_name)
         kid = key_id(key)
         app = (session.app or "").partition("?")[0].strip("/")
+        wait = server.failed_publishes.take(self.address)
+        if wait:
+            seconds = math.ceil(wait)
+            return self._refuse(
+                "throttled", f"too many refused publishes from this address (next in {seconds} s)",
+                "NetStream.Publish.Denied",
+                f"Too many refused publishes; try again in {seconds} s.", None,
+            )  # fmt: skip
+        self._token_spent = True  # given back unless this publish fails
         if app != server.settings.rtmp_app:
             return self._refuse(
-                "unknown_application", "unknown application", "NetStream.Publish.BadName",
-                "Unknown application.", None,
+                "unknown_application",
+                f'unknown application "{escape(app, 64)}" (this agent serves'
+                f' "{server.settings.rtmp_app}")',
+                "NetStream.Publish.BadName",
+                f"Unknown application; publish to {server.ingest_url}/<stream key>.", None,
             )  # fmt: skip
         if not key or len(key) > MAX_STREAM_KEY:
             return self._refuse(
                 "malformed_key", "malformed stream key", "NetStream.Publish.BadName",
                 "Invalid stream key.", None,
             )  # fmt: skip
+        if key in server.refused_keys:
+            return self._refuse(
+                "unknown_key_cached", "unknown or inactive key (refused a moment ago)",
+                "NetStream.Publish.BadName", "Unknown or inactive stream key.", kid,
+            )  # fmt: skip
         if key in server.live:
             return self._refuse(
                 "already_live_here", "already live here", "NetStream.Publish.Denied",
-                "Stream already publishing.", kid,
+                "Stream already publishing.", kid, failed=False,
             )  # fmt: skip
         ingest = LiveIngest(kid, self)
         server.live[key] = ingest  # reserve the key while rig answers
@@ -275,23 +378,26 @@ class IngestConnection(asyncio.BufferedProtocol):
             self._release()
             return self._refuse(
                 "live_elsewhere", "live on another agent", "NetStream.Publish.Denied",
-                "Stream already publishing.", kid,
+                "Stream already publishing.", kid, failed=False,
             )  # fmt: skip
         except StreamNotFound:
             self._release()
+            server.refused_keys.add(key)
             return self._refuse(
-                "unknown_key", "unknown key", "NetStream.Publish.BadName",
+                "unknown_key", "unknown or inactive key", "NetStream.Publish.BadName",
                 "Unknown or inactive stream key.", kid,
             )  # fmt: skip
         except RigUnavailable as exc:
             self._release()
             return self._refuse(
                 "rig_unavailable", str(exc), "NetStream.Publish.Denied",
-                "Service unavailable, try again.", kid, level=logging.ERROR,
+                "Service unavailable, try again.", kid, level=logging.ERROR, failed=False,
             )  # fmt: skip
         except asyncio.CancelledError:
             self._release()  # the connection closed while rig answered
+            self._give_back_token()
             raise
+        self._give_back_token()  # a good key: not a failed publish
         ingest.claim_id = claim.claim_id
         if self._closed:  # gone while rig answered: give the claim back at once
             self._end_publish(end_reasons.CONNECTION_CLOSED)
@@ -317,14 +423,31 @@ class IngestConnection(asyncio.BufferedProtocol):
         description: str,
         kid: str | None,
         level: int = logging.WARNING,
+        failed: bool = True,
     ) -> bool:
+        """Refuse the pending publish. `failed`: it keeps the token it took from the
+        address's budget of refused publishes (a wrong key or application, not a busy
+        stream or rig down)."""
+        server = self.server
+        if not failed:
+            self._give_back_token()
+        server.stats.refuse(reason)
         if kid is None:
-            log.log(level, "refused publish from %s: %s", self.peer, words)
+            server.refusals.refused(
+                reason, "refused publish from %s: %s", self.peer, words, level=level
+            )
         else:
-            log.log(level, "refused publish of stream %s from %s: %s", kid, self.peer, words)
-        self.server.stats.refuse(reason)
+            server.refusals.refused(
+                reason, "refused publish of stream %s from %s: %s", kid, self.peer, words,
+                level=level,
+            )  # fmt: skip
         self.session.reject_publish(code, description)
         return False
+
+    def _give_back_token(self) -> None:
+        if self._token_spent:
+            self._token_spent = False
+            self.server.failed_publishes.give_back(self.address)
 
     def _release(self) -> None:
         server = self.server
@@ -344,3 +467,12 @@ class IngestConnection(asyncio.BufferedProtocol):
             self.server.release_claim(self.stream_key, ingest, end_reasons.end_reason(reason))
             ingest.claim_id = None
         self._release()
+
+
+# How a refused connection is named in the log.
+_ADMISSION_WORDS = {
+    "server_full": "as many connections as allowed already (RIG_AGENT_MAX_CONNECTIONS)",
+    "address_connections": "as many connections from this address as allowed already",
+    "address_unauthenticated": "as many connections from this address not publishing yet as"
+    " allowed already",
+}

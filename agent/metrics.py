@@ -3,8 +3,9 @@
 Nothing on the media path updates a metric: a scrape reads `IngestServer.live` (each
 ingest's bytes received), each StreamRelay's destination workers (`bytes_sent`, `reconnects`,
 `state`, dropped packets) and `AgentStats`, the few counters the server keeps itself
-(accepted and refused publishes, and the totals of ingests that have ended, so the
-`_total` counters never go back).
+(accepted and refused publishes, connections refused or closed before their publish by
+the abuse limits, and the totals of ingests that have ended, so the `_total` counters
+never go back).
 
 Labels name destinations by rig's destination id and service only: never a stream
 key, a destination key or a URL.
@@ -28,7 +29,21 @@ REFUSAL_REASONS = (
     "already_live_here",
     "live_elsewhere",
     "unknown_key",
+    "unknown_key_cached",  # refused a moment ago: not asked again (RIG_AGENT_REFUSED_KEY_TTL)
+    "throttled",  # too many refused publishes from the address
     "rig_unavailable",
+)
+# Why a connection was refused at accept or closed before its publish (the `reason`
+# label of rig_agent_connections_refused_total; agent/limits.py, agent/ingest.py).
+CONNECTION_REFUSAL_REASONS = (
+    "server_full",
+    "address_connections",
+    "address_unauthenticated",
+    "handshake_timeout",
+    "publish_timeout",
+    "protocol_error",
+    "buffer_limit",
+    "not_reading",
 )
 STATES = ("connecting", "live", "backoff", "failed", "off")
 
@@ -39,6 +54,7 @@ class AgentStats:
     def __init__(self) -> None:
         self.accepted = 0
         self.refused: collections.Counter[str] = collections.Counter()
+        self.connections_refused: collections.Counter[str] = collections.Counter()
         self.ended_bytes_in = 0
         self.ended_bytes_out = 0
         self.ended_reconnects = 0
@@ -47,6 +63,11 @@ class AgentStats:
     def refuse(self, reason: str) -> None:
         """A publish was refused (one of REFUSAL_REASONS)."""
         self.refused[reason] += 1
+
+    def refuse_connection(self, reason: str) -> None:
+        """A connection was refused, or closed before its publish (one of
+        CONNECTION_REFUSAL_REASONS)."""
+        self.connections_refused[reason] += 1
 
     def accept(self, ingest: "LiveIngest") -> None:
         """A publish was accepted: count it and follow its bytes until it has ended."""
@@ -103,6 +124,25 @@ class AgentCollector(Collector):
         for reason in sorted(set(REFUSAL_REASONS) | set(stats.refused)):
             refused.add_metric([reason], stats.refused.get(reason, 0))
         yield refused
+        refused = CounterMetricFamily(
+            "rig_agent_connections_refused",
+            "Connections refused at accept or closed before their publish, by reason",
+            labels=["reason"],
+        )
+        for reason in sorted(set(CONNECTION_REFUSAL_REASONS) | set(stats.connections_refused)):
+            refused.add_metric([reason], stats.connections_refused.get(reason, 0))
+        yield refused
+        admission = server.admission
+        yield _gauge(
+            "rig_agent_unauthenticated_connections",
+            "Open RTMP connections whose publish is not accepted (yet)",
+            sum(1 for c in server.connections if not c.authenticated),
+        )
+        yield _gauge(
+            "rig_agent_unauthenticated_buffered_bytes",
+            "Bytes buffered for connections whose publish is not accepted (yet)",
+            admission.unauthenticated_bytes,
+        )
 
         bytes_in = stats.ended_bytes_in + sum(i.session.bytes_received for i in followed)
         yield _counter("rig_agent_ingest_bytes", "Bytes received from publishers", bytes_in)

@@ -49,10 +49,26 @@ class Claim:
     destinations: list[Destination]
 
 
+def server_url_of(rtmp_url: str, stream_key: str) -> str:
+    """The server part of a destination's `rtmpUrl`, which is the server URL, `/` and the
+    key (rig-api-v1): the key is cut off the end as the whole string it is, never looked
+    for inside the URL. "" when the URL does not end with the key (the destination then
+    fails with a clear error instead of publishing a wrong key)."""
+    suffix = "/" + stream_key
+    if stream_key and rtmp_url.endswith(suffix):
+        return rtmp_url[: -len(suffix)]
+    return ""
+
+
 def destinations_from(payload: list[dict[str, Any]] | None) -> list[Destination]:
     """The active destinations among rig's destination objects."""
     return [
-        Destination(id=d["id"], service=d["service"], url=d["rtmpUrl"])
+        Destination(
+            id=d["id"],
+            service=d["service"],
+            server_url=server_url_of(d["rtmpUrl"], d.get("streamKey") or ""),
+            stream_key=d.get("streamKey") or "",
+        )
         for d in payload or []
         if d.get("isActive") and d.get("rtmpUrl")
     ]
@@ -172,10 +188,15 @@ class RigClient:
         payload = await self._call("POST", path, json={"ingestUrl": ingest_url})
         return Claim(payload["claimId"], destinations_from(payload["destinations"]))
 
-    async def heartbeat(self, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Renew every claim; returns rig's answer per claim (status, destinations)."""
-        payload = await self._call("POST", "/agents/heartbeat", json={"claims": claims})
-        return payload["claims"]
+    async def heartbeat(self, claims: list[bytes]) -> list[dict[str, Any]]:
+        """Renew the claims of one batch (each already encoded as a JSON object); returns
+        rig's answer per claim (status, destinations). `agent.heartbeat` makes batches."""
+        body = b'{"claims":[' + b",".join(claims) + b"]}"
+        payload = await self._call("POST", "/agents/heartbeat", data=body)
+        answers = payload.get("claims") if isinstance(payload, dict) else None
+        if not isinstance(answers, list):
+            raise RigUnavailable("rig's heartbeat answer has no claims")
+        return [a for a in answers if isinstance(a, dict)]
 
     async def release(
         self, claim_id: str, reason: str | None = None, health: dict[str, Any] | None = None

@@ -4,9 +4,10 @@ Every socket of the process (publishers, destinations) is served by the asyncio 
 this server runs on (uvloop under `rig-agent`): no thread per ingest or destination.
 The server accepts connections (`agent.ingest.IngestConnection`), keeps the registry of
 live publishes (one per stream key) and their claims at rig, renews the claims with each
-stream's health every heartbeat, applies rig's answer (revoked: kick; new destinations:
-`StreamRelay.apply_destinations`), and checks the connections' deadlines twice a second.
-PyAV probes run in a small worker pool (`agent.probe`).
+stream's health every heartbeat (in batches: `agent.heartbeat`), applies rig's answer
+(revoked: kick; new destinations: `StreamRelay.apply_destinations`), and checks the
+connections' deadlines twice a second. It holds what the abuse limits count across
+connections (`agent.limits`). PyAV probes run in a small worker pool (`agent.probe`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 
 from agent import end_reasons
 from agent.destination import Destination, EgressSettings
+from agent.heartbeat import HeartbeatSender, bounded
 from agent.ingest import IngestConnection, LiveIngest, key_id, stream_key_of
+from agent.limits import Admission, RefusalLog, RefusedKeys, failed_publishes
 from agent.metrics import AgentStats
 from agent.probe import Prober
 from agent.relay import StreamRelay
@@ -27,7 +30,6 @@ from agent.rig_client import (
     RigClient,
     RigUnavailable,
     StreamInUse,
-    StreamNotFound,
     destinations_from,
 )
 from agent.settings import AgentSettings
@@ -42,6 +44,8 @@ CHECK_INTERVAL = 0.5
 # Seconds a release waits for the destinations to drain, for their final figures.
 RELEASE_DRAIN_WAIT = 3.0
 RIG_CALL_TIMEOUT = 5.0  # RigClient's
+# How often the negative cache of refused keys forgets what has expired.
+PRUNE_INTERVAL = 60.0
 
 
 class IngestServer:
@@ -57,6 +61,13 @@ class IngestServer:
         self.prober = Prober()
         self.thumbnailer = Thumbnailer(rig.put_thumbnail) if settings.thumbnails else None
         self.stats = AgentStats()  # publishes accepted and refused, for agent/metrics.py
+        # What strangers may cost (agent/limits.py).
+        self.admission = Admission(settings.admission())
+        self.failed_publishes = failed_publishes(
+            settings.failed_publish_burst, settings.failed_publishes_per_minute
+        )
+        self.refused_keys = RefusedKeys(settings.refused_key_ttl)
+        self.refusals = RefusalLog(logging.getLogger("agent.ingest"))
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._tasks: list[asyncio.Task] = []
@@ -171,43 +182,64 @@ class IngestServer:
             await ingest.relay.wait_closed(RELEASE_DRAIN_WAIT)
             health["destinations"] = ingest.destinations()
         try:
-            await self.rig.release(claim_id, reason, health)
+            await self.rig.release(claim_id, reason, bounded(health))
         except (RigUnavailable, StreamInUse) as exc:
             # The claim expires on its own once heartbeats stop mentioning it.
             log.warning("stream %s: could not release the claim: %s", ingest.key_id, exc)
 
     async def _check_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        pruned = loop.time()
         while True:
             await asyncio.sleep(CHECK_INTERVAL)
             now = loop.time()
             for connection in list(self.connections):
                 connection.check(now)
             self.relays = {r for r in self.relays if not r.done}
+            self.refusals.tick()
+            if now - pruned > PRUNE_INTERVAL:
+                pruned = now
+                self.refused_keys.prune()
 
     async def _heartbeat_loop(self) -> None:
-        """Renew our claims; kick revoked publishes; apply destination changes."""
+        """Renew our claims every heartbeat interval (a round that takes longer starts
+        the next one at once); kick revoked publishes; apply destination changes."""
+        loop = asyncio.get_running_loop()
+        sender = HeartbeatSender(self.rig)
+        interval = self.settings.heartbeat_interval
         failing = False
+        next_round = loop.time() + interval
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
-            claims = [
-                {"claimId": i.claim_id, "streamKey": key, "health": i.health(self.ingest_url)}
-                for key, i in self.live.items()
-                if i.claim_id and i.relay
-            ]
-            if not claims:
+            await asyncio.sleep(max(0.0, next_round - loop.time()))
+            next_round += interval
+            entries = self.heartbeat_entries()
+            if not entries:
                 continue
-            try:
-                answers = await self.rig.heartbeat(claims)
-            except (RigUnavailable, StreamNotFound, StreamInUse) as exc:
+            result = await sender.send(entries)
+            next_round = max(next_round, loop.time())
+            if result.failed:
                 if not failing:
-                    log.warning("heartbeat failed, streaming on from cached config: %s", exc)
+                    log.warning(
+                        "heartbeat failed, streaming on from cached config: %d of %d"
+                        " batch(es) of claims failed (%s)",
+                        len(result.failed),
+                        result.batches,
+                        result.failed[0],
+                    )
                 failing = True
-                continue
-            if failing:
+            elif failing:
                 log.info("heartbeat to rig works again")
-            failing = False
-            self.apply_heartbeat(answers)
+                failing = False
+            self.apply_heartbeat(result.answers)
+
+    def heartbeat_entries(self) -> list[dict[str, Any]]:
+        """One heartbeat entry per claim of this agent, with the stream's health."""
+        url = self.ingest_url
+        return [
+            {"claimId": i.claim_id, "streamKey": key, "health": i.health(url)}
+            for key, i in self.live.items()
+            if i.claim_id and i.relay
+        ]
 
     def apply_heartbeat(self, answers: list[dict]) -> None:
         """Act on rig's answer to a heartbeat."""
@@ -216,11 +248,12 @@ class IngestServer:
             ingest = by_claim.get(answer.get("claimId"))
             if ingest is None:
                 continue
-            if answer.get("status") == "revoked":
+            status = answer.get("status")
+            if status == "revoked":
                 log.warning("stream %s: rig revoked the claim, ending the publish", ingest.key_id)
                 ingest.claim_id = None  # nothing to release: rig already ended it
                 ingest.kick()
-            elif answer.get("status") == "live" and ingest.relay is not None:
+            elif status == "live" and ingest.relay is not None:
                 # Only a live answer carries the destinations (`invalid`: rig could not
-                # read or renew that entry; the publish goes on as it is).
+                # read or renew that entry, even cut down; the publish goes on as it is).
                 ingest.relay.apply_destinations(destinations_from(answer.get("destinations")))

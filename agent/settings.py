@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.destination import EgressSettings
+from agent.limits import AdmissionLimits
 from rig.logs import log_format
 from rig.settings import Option, add_option_arguments, option_values, switch
 
@@ -23,9 +24,18 @@ class AgentSettings:
     rtmp_app: str = "live"
     public_url: str = ""
     max_connections: int = 200
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = 5.0
+    publish_timeout: float = 5.0
     idle_timeout: float = 30.0
     max_message_bytes: int = 8 * 1024 * 1024
+    # Abuse limits: what a stranger may cost before a key is checked (agent/limits.py).
+    max_connections_per_address: int = 64
+    max_unauthenticated_per_address: int = 32
+    unauthenticated_max_message_bytes: int = 64 * 1024
+    unauthenticated_buffer_bytes: int = 32 * 1024 * 1024
+    failed_publish_burst: int = 10
+    failed_publishes_per_minute: float = 12.0
+    refused_key_ttl: float = 5.0
     queue_seconds: float = 10.0
     queue_bytes: int = 64 * 1024 * 1024
     connect_timeout: float = 10.0
@@ -53,6 +63,15 @@ class AgentSettings:
         """Port part of rtmp_listen."""
         return int(self.rtmp_listen.rpartition(":")[2])
 
+    def admission(self) -> AdmissionLimits:
+        """The connection limits, for agent.limits.Admission."""
+        return AdmissionLimits(
+            max_connections=self.max_connections,
+            max_connections_per_address=self.max_connections_per_address,
+            max_unauthenticated_per_address=self.max_unauthenticated_per_address,
+            unauthenticated_buffer_bytes=self.unauthenticated_buffer_bytes,
+        )
+
     def egress(self) -> EgressSettings:
         """The destination workers' limits and timings."""
         context = None
@@ -68,6 +87,14 @@ class AgentSettings:
             tls_context=context,
             allow_private_destinations=self.allow_private_destinations,
         )
+
+
+def positive_number(value: str) -> float:
+    """A number above 0."""
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"must be above 0, not {value!r}")
+    return number
 
 
 def event_loop(value: str) -> str:
@@ -99,11 +126,32 @@ OPTIONS: list[Option] = [
         "RTMP connections at once; more are closed at accept",
     ),
     (
+        "--max-connections-per-address",
+        "RIG_AGENT_MAX_CONNECTIONS_PER_ADDRESS",
+        "max_connections_per_address",
+        int,
+        "RTMP connections at once from one address (IPv4, or IPv6 /64)",
+    ),
+    (
+        "--max-unauthenticated-per-address",
+        "RIG_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS",
+        "max_unauthenticated_per_address",
+        int,
+        "connections from one address whose publish is not accepted yet",
+    ),
+    (
         "--handshake-timeout",
         "RIG_AGENT_HANDSHAKE_TIMEOUT",
         "handshake_timeout",
         float,
-        "seconds a client has from connecting to publishing",
+        "seconds from connecting to the end of the RTMP handshake",
+    ),
+    (
+        "--publish-timeout",
+        "RIG_AGENT_PUBLISH_TIMEOUT",
+        "publish_timeout",
+        float,
+        "seconds from the end of the handshake to the publish command",
     ),
     (
         "--idle-timeout",
@@ -117,7 +165,43 @@ OPTIONS: list[Option] = [
         "RIG_AGENT_MAX_MESSAGE_BYTES",
         "max_message_bytes",
         int,
-        "largest RTMP message accepted",
+        "largest RTMP message accepted from a publisher",
+    ),
+    (
+        "--unauthenticated-max-message-bytes",
+        "RIG_AGENT_UNAUTHENTICATED_MAX_MESSAGE_BYTES",
+        "unauthenticated_max_message_bytes",
+        int,
+        "largest RTMP message accepted before a publish is accepted",
+    ),
+    (
+        "--unauthenticated-buffer-bytes",
+        "RIG_AGENT_UNAUTHENTICATED_BUFFER_BYTES",
+        "unauthenticated_buffer_bytes",
+        int,
+        "bytes all connections not yet publishing may buffer together",
+    ),
+    (
+        "--failed-publish-burst",
+        "RIG_AGENT_FAILED_PUBLISH_BURST",
+        "failed_publish_burst",
+        int,
+        "refused publishes (wrong key or application) one address may make in a burst"
+        " (0: no limit)",
+    ),
+    (
+        "--failed-publishes-per-minute",
+        "RIG_AGENT_FAILED_PUBLISHES_PER_MINUTE",
+        "failed_publishes_per_minute",
+        positive_number,
+        "refused publishes one address may make a minute after its burst",
+    ),
+    (
+        "--refused-key-ttl",
+        "RIG_AGENT_REFUSED_KEY_TTL",
+        "refused_key_ttl",
+        float,
+        "seconds a key rig refused is refused again without asking rig (0: off)",
     ),
     (
         "--queue-seconds",

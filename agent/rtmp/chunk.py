@@ -14,6 +14,8 @@ from .message import (
     ABORT,
     AGGREGATE,
     AUDIO,
+    COMMAND_AMF0,
+    COMMAND_AMF3,
     DATA_AMF0,
     DATA_AMF3,
     SET_CHUNK_SIZE,
@@ -58,6 +60,7 @@ CSID_VIDEO = 6
 _MAX_CHUNK_STREAMS = 1024
 _DEFAULT_MAX_IN_FLIGHT = 64
 
+_COMMANDS = (COMMAND_AMF0, COMMAND_AMF3)
 _EXTENDED = 0xFFFFFF  # timestamp field value announcing an extended timestamp, §5.3.1.3
 _MASK32 = 0xFFFFFFFF
 
@@ -139,18 +142,44 @@ class ChunkReader:
 
     @property
     def buffered(self) -> int:
-        """Bytes of an incomplete chunk waiting in the input buffer."""
+        """Bytes waiting in the input buffer: an incomplete chunk, or bytes kept unread
+        (`feed_until_command`, `keep`)."""
         return len(self._buf)
+
+    @property
+    def partial_bytes(self) -> int:
+        """Bytes of partially received messages."""
+        return self._pending
+
+    def set_max_message_size(self, size: int) -> None:
+        """Change the largest message accepted from now on (a server accepts small ones
+        until it knows who the peer is). Partial messages may total twice as much."""
+        self.max_message_size = size
+        self._max_pending = 2 * size
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
         """Consume *data*; return the messages completed by it, in arrival order."""
+        return self._feed(data, False)
+
+    def feed_until_command(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        """As `feed`, but stop after the first command message: what follows stays in the
+        input buffer, unread, until the next call (a server that must answer a command
+        before it knows which limits apply to the rest)."""
+        return self._feed(data, True)
+
+    def keep(self, data: bytes | bytearray | memoryview) -> None:
+        """Append *data* to the input buffer without reading it (see `feed_until_command`)."""
+        self.bytes_received += len(data)
+        self._buf += data
+
+    def _feed(self, data: bytes | bytearray | memoryview, stop: bool) -> list[Message]:
         self.bytes_received += len(data)
         buf = self._buf
         buf += data
         out: list[Message] = []
         view = memoryview(buf)
         try:
-            consumed = self._parse(view, out)
+            consumed = self._parse(view, out, stop)
         finally:
             view.release()
         if consumed:
@@ -158,7 +187,7 @@ class ChunkReader:
             del buf[:consumed]
         return out
 
-    def _parse(self, mv: memoryview, out: list[Message]) -> int:
+    def _parse(self, mv: memoryview, out: list[Message], stop: bool) -> int:
         streams = self._streams
         chunk_size = self.chunk_size
         end = len(mv)
@@ -289,6 +318,8 @@ class ChunkReader:
             if message.type_id <= ABORT:
                 self._apply_control(message)
                 chunk_size = self.chunk_size
+            elif stop and message.type_id in _COMMANDS:
+                break
         return pos
 
     def _add_pending(self, n: int) -> None:

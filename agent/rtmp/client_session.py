@@ -225,7 +225,9 @@ class ClientSession(_Connection):
             return
         sid = args[1] if len(args) > 1 else None
         if not isinstance(sid, float) or not 0 < sid <= 0xFFFFFFFF or sid != int(sid):
-            raise ProtocolError(f"createStream answered with an invalid stream id {sid!r}")
+            # Words, not the peer's value (it may be anything: it ends up in lastError).
+            shown = repr(sid) if isinstance(sid, float) else type(sid).__name__
+            raise ProtocolError(f"createStream answered with an invalid stream id ({shown})")
         self._stream_id = int(sid)
         self._call("publish", None, self.stream_name, "live", stream_id=self._stream_id)
         self._state = _State.PUBLISH_REQUESTED

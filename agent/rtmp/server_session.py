@@ -36,6 +36,12 @@ __all__ = ["ServerSession"]
 _MEDIA_TYPES = frozenset((AUDIO, VIDEO, DATA_AMF0, DATA_AMF3))
 _PLAIN_MEDIA = frozenset((AUDIO, VIDEO))
 _MAX_STREAMS = 16  # createStream calls honoured per connection
+#: Largest message before a publish is accepted: the handshake and the commands of a
+#: publish (connect, createStream, publish) are a few hundred bytes each.
+DEFAULT_MAX_MESSAGE_SIZE_BEFORE_PUBLISH = 64 * 1024
+#: Bytes received while a publish waits for its answer, kept unread: the rest of the
+#: read that brought the publish command (a caller pauses reading meanwhile).
+MAX_INPUT_WHILE_PENDING = 1024 * 1024
 
 
 class _State(enum.Enum):
@@ -54,8 +60,13 @@ class ServerSession(_Connection):
     returns, and answer each :class:`PublishRequested` with :meth:`accept_publish` or
     :meth:`reject_publish`. Close the socket once :attr:`closed` is true.
 
-    Media received before ``publish`` is dropped (``dropped_before_publish``); media
-    received while the publish is pending is held and delivered after acceptance.
+    Memory before a publish is accepted is what a stranger can make us hold, so until
+    then messages are limited to ``max_message_size_before_publish`` bytes (partial
+    ones to twice that), and nothing after a ``publish`` command is read until the
+    publish is answered: those bytes are kept as they are (at most
+    ``MAX_INPUT_WHILE_PENDING``) and read, with ``max_message_size`` as the limit, once
+    the publish is accepted. Media received before ``publish`` is dropped
+    (``dropped_before_publish``).
     """
 
     def __init__(
@@ -65,9 +76,12 @@ class ServerSession(_Connection):
         chunk_size: int = 4096,
         *,
         max_chunk_size: int = MAX_CHUNK_SIZE,
+        max_message_size_before_publish: int = DEFAULT_MAX_MESSAGE_SIZE_BEFORE_PUBLISH,
         random: RandomSource = os.urandom,
     ) -> None:
-        super().__init__(max_message_size=max_message_size, max_chunk_size=max_chunk_size)
+        before = min(max_message_size, max_message_size_before_publish)
+        super().__init__(max_message_size=before, max_chunk_size=max_chunk_size)
+        self._max_message_size = max_message_size
         self._handshake = ServerHandshake(random)
         self._window_ack_size = window_ack_size
         self._chunk_size = chunk_size
@@ -103,40 +117,77 @@ class ServerSession(_Connection):
         """Message stream id of the current (or last) publish, 0 if none."""
         return self._publish_stream_id
 
+    @property
+    def handshake_done(self) -> bool:
+        """The RTMP handshake is over (commands come next)."""
+        return self._state is not _State.HANDSHAKE
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and held, not yet delivered: unread input, partial messages,
+        media held for a pending publish (what a peer makes this session keep)."""
+        reader = self._reader
+        return reader.buffered + reader.partial_bytes + self._held_bytes
+
     # ------------------------------------------------------------------ I/O entry points
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Consume bytes from the client; return the events they produced.
 
-        Media that arrived between ``publish`` and :meth:`accept_publish` is held
-        (up to ``max_message_size`` bytes) and returned by the next call, which may be
-        ``receive_data(b"")``.
+        What arrived between ``publish`` and :meth:`accept_publish` is read once the
+        publish is accepted, by the next call, which may be ``receive_data(b"")``.
         """
         if self._closed:
             return []
         events, self._ready = self._ready, []
-        if not data:
-            return events
-        self._received += len(data)
-        if self._state is _State.HANDSHAKE:
-            reply = self._handshake.feed(data)
-            if reply:
-                self._out.append(reply)
-            if not self._handshake.done:
-                return events
-            self._state = _State.AWAIT_CONNECT
-            data = self._handshake.leftover
-        publishing = self._state is _State.PUBLISHING
-        for message in self._reader.feed(data):
-            if publishing and message.type_id in _PLAIN_MEDIA:
-                events.append(MediaReceived(message))  # the common case, in short
-                continue
-            self._handle(message, events)
-            if self._closed:
-                break
-            publishing = self._state is _State.PUBLISHING
+        if data:
+            self._received += len(data)
+            if self._state is _State.HANDSHAKE:
+                reply = self._handshake.feed(data)
+                if reply:
+                    self._out.append(reply)
+                if not self._handshake.done:
+                    return events
+                self._state = _State.AWAIT_CONNECT
+                data = self._handshake.leftover
+        state = self._state
+        if state is _State.PUBLISHING:
+            publishing = True
+            for message in self._reader.feed(data):
+                if publishing and message.type_id in _PLAIN_MEDIA:
+                    events.append(MediaReceived(message))  # the common case, in short
+                    continue
+                self._handle(message, events)
+                if self._closed:
+                    break
+                publishing = self._state is _State.PUBLISHING
+        elif state is _State.PUBLISH_PENDING:
+            self._reader.keep(data)
+            if self._reader.buffered > MAX_INPUT_WHILE_PENDING:
+                raise ProtocolError(
+                    f"more than {MAX_INPUT_WHILE_PENDING} bytes sent before the publish was"
+                    " answered"
+                )
+        elif state is not _State.HANDSHAKE:
+            self._read_commands(data, events)
         self._maybe_ack()
         return events
+
+    def _read_commands(self, data: bytes | bytearray | memoryview, events: list[Event]) -> None:
+        """Before a publish: one command at a time, so that what follows a ``publish``
+        stays unread until the publish is answered (and then read with the limits that
+        apply to a publisher)."""
+        while True:
+            messages = self._reader.feed_until_command(data)
+            if not messages:
+                return
+            data = b""
+            for message in messages:  # only the last one may be a command
+                self._handle(message, events)
+                if self._closed:
+                    return
+            if self._state is _State.PUBLISH_PENDING:
+                return  # the rest waits for the answer
 
     def accept_publish(self) -> None:
         """Start the pending publish: Stream Begin + NetStream.Publish.Start (§7.2.2.6)."""
@@ -148,6 +199,7 @@ class ServerSession(_Connection):
             sid, "status", "NetStream.Publish.Start", f"{self.stream_name} is now published."
         )
         self._state = _State.PUBLISHING
+        self._reader.set_max_message_size(self._max_message_size)
         for message in self._held:
             self._media(message, self._ready)
         self._held = []
@@ -210,7 +262,7 @@ class ServerSession(_Connection):
         if name in ("_result", "_error", "onStatus"):
             return  # answers to nothing we asked: ignore
         if state is _State.AWAIT_CONNECT:
-            raise ProtocolError(f"command {name!r} before connect")
+            raise ProtocolError(f"command {name[:64]!r} before connect")
         if name in ("releaseStream", "FCPublish"):
             if tx:
                 self._send_command(0, "_result", tx, None)

@@ -58,10 +58,16 @@ def is_configuration(message: Message) -> bool:
     return kind(message) in (Kind.SEQUENCE_HEADER, Kind.CHANNEL_CONFIG, Kind.METADATA)
 
 
+def destination(n: int, url: str) -> Destination:
+    """Destination `n` publishing to a receiver's `url` (server URL, `/`, key)."""
+    server, _, key = url.rpartition("/")
+    return Destination(n, "Custom", server, key)
+
+
 def add_destination(relay: StreamRelay, url: str) -> None:
     """rig adds a destination while the stream is live."""
     current = [w.destination for w in relay.workers.values()]
-    relay.apply_destinations([*current, Destination(len(current) + 1, "Custom", url)])
+    relay.apply_destinations([*current, destination(len(current) + 1, url)])
 
 
 async def live(relay: StreamRelay, count: int | None = None) -> None:
@@ -81,7 +87,7 @@ async def feed(relay: StreamRelay, messages: list[Message], per_read: int = 3) -
 
 def relay_of(*urls: str, prober: Prober | None = None, **settings: object) -> StreamRelay:
     egress = EgressSettings(**{**SETTINGS.__dict__, **settings})
-    destinations = [Destination(n + 1, "Custom", url) for n, url in enumerate(urls)]
+    destinations = [destination(n + 1, url) for n, url in enumerate(urls)]
     return StreamRelay("stream test", destinations, egress, prober)
 
 

@@ -58,8 +58,8 @@ def test_refused_publishes_relay_nothing(e2e, media):
         assert time.monotonic() - started < media.duration - 2, publish.stderr
         agent.wait_for_log(rf"refused publish of stream {key_id(key)} from .*: {reason}")
 
-    refused(wrong_key, "unknown key")
-    refused(inactive.key, "unknown key")
+    refused(wrong_key, "unknown or inactive key")
+    refused(inactive.key, "unknown or inactive key")
     stack.rig.process.stop()
     refused(stream.key, "rig unreachable")
 
@@ -269,6 +269,12 @@ def test_sigterm_ends_the_stream_cleanly(e2e, long_media):
 
     agent.wait_closed(stream, timeout=0)
     assert "agent stopped" in agent.log()
+    assert f"stream {key_id(stream.key)} from 127.0.0.1" in agent.log()
+    assert "ended: shutdown" in agent.log() and "kicked" not in agent.log()
+    # rig was told why (CONTRACTS.md §2): the session ended as a shutdown, offline at once.
+    [session] = stack.api.call("GET", f"/streams/{stream.id}/sessions")
+    assert session["endReason"] == "shutdown", session
+    assert not stack.api.call("GET", f"/streams/{stream.id}")["isStreaming"]
     for receiver, service in ((stack.youtube, "YouTube"), (stack.twitch, "Twitch")):
         recording = parse_flv(receiver.recording(keys[service]))
         assert not recording.truncated

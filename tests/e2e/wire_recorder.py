@@ -6,12 +6,15 @@ audio, video and data message as one FLV tag, bytes and timestamps as received.
 
 Run as a process (so a test can SIGKILL it):
     python wire_recorder.py PORT DIR RUN
-Files are DIR/<stream name>-<RUN>-<connection number>.flv, written tag by tag.
+Files are DIR/<stream name>-<RUN>-<connection number>.flv, written tag by tag (a `/` of
+the name becomes `_`); each publish's application and stream name, exactly as received,
+are printed (`publish N: 'app' 'name'`).
 """
 
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.flv import FLV_HEADER, flv_tag, strip_set_data_frame
@@ -28,6 +31,8 @@ def serve(conn: socket.socket, number: int, records: Path, run: str) -> None:
             for event in session.receive_data(data):
                 if isinstance(event, PublishRequested):
                     session.accept_publish()
+                    # Exactly what arrived (a test reads it back with ast.literal_eval).
+                    print(f"publish {number}: {session.app!r} {event.stream_name!r}", flush=True)
                     name = event.stream_name.replace("/", "_")
                     out = (records / f"{name}-{run}-{number:03d}.flv").open("wb", buffering=0)
                     out.write(FLV_HEADER)
@@ -50,8 +55,9 @@ def serve(conn: socket.socket, number: int, records: Path, run: str) -> None:
         conn.close()
 
 
-def main() -> None:
-    port, records, run = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+def accept_forever(port: int, serve: Callable[[socket.socket, int], None]) -> None:
+    """Accept connections on 127.0.0.1:`port` forever; each is served by `serve(conn,
+    number)` in a thread of its own (numbers from 1)."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
@@ -60,7 +66,12 @@ def main() -> None:
     while True:
         conn, _ = listener.accept()
         number += 1
-        threading.Thread(target=serve, args=(conn, number, records, run), daemon=True).start()
+        threading.Thread(target=serve, args=(conn, number), daemon=True).start()
+
+
+def main() -> None:
+    port, records, run = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    accept_forever(port, lambda conn, number: serve(conn, number, records, run))
 
 
 if __name__ == "__main__":

@@ -453,3 +453,30 @@ def test_message_chunks_round_trip_through_the_reader(
     assert [(m.type_id, m.stream_id, m.timestamp, m.payload) for m in got] == [
         (t, 1, ts, p) for t, ts, p in messages
     ]
+
+
+def test_feed_until_command_leaves_what_follows_a_command_unread() -> None:
+    writer = ChunkWriter()
+    control = msg.window_ack_size(1000)
+    command = Message(msg.COMMAND_AMF0, 0, 0, b"\x02\x00\x07publish")
+    video = Message(msg.VIDEO, 1, 0, bytes(300_000))
+    video_bytes = writer.write(video)
+    data = writer.write(control) + writer.write(command) + video_bytes
+    reader = ChunkReader(max_message_size=1000)
+    assert reader.feed_until_command(data) == [control, command]
+    assert reader.buffered == len(video_bytes)  # raw: its size was never checked
+    reader.keep(b"")
+    reader.set_max_message_size(1_000_000)
+    assert reader.feed(b"") == [video]
+    assert reader.buffered == 0 and reader.partial_bytes == 0
+    assert reader.bytes_received == len(data)
+
+
+def test_a_smaller_limit_holds_fewer_partial_bytes() -> None:
+    reader = ChunkReader(max_message_size=1000)
+    writer = ChunkWriter()
+    data = writer.write(Message(msg.VIDEO, 1, 0, bytes(900)), 4)
+    reader.feed(data[:-100])
+    assert reader.partial_bytes == 768  # six chunks of 128 bytes
+    with pytest.raises(MessageTooLarge):
+        reader.feed(writer.write(Message(msg.VIDEO, 1, 0, bytes(1001)), 5))

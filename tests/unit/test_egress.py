@@ -1,62 +1,100 @@
-"""Destination URLs and reconnect backoff."""
+"""Destination server URLs and keys, and reconnect backoff."""
+
+import re
 
 import pytest
 
 from agent.destination import Backoff, Destination
 from agent.egress import EgressError, parse_target
+from agent.rig_client import server_url_of
 
 
 @pytest.mark.parametrize(
-    ("url", "scheme", "host", "port", "app", "name", "tc_url"),
+    ("server", "key", "scheme", "host", "port", "app", "tc_url"),
     [
         (
-            "rtmp://a.rtmp.youtube.com/live2/abcd-efgh",
+            "rtmp://a.rtmp.youtube.com/live2",
+            "abcd-efgh",
             "rtmp",
             "a.rtmp.youtube.com",
             1935,
             "live2",
-            "abcd-efgh",
             "rtmp://a.rtmp.youtube.com/live2",
         ),
         (
-            "rtmps://live-api-s.facebook.com:443/rtmp/FB-1-2?s_bl=1",
+            "rtmps://live-api-s.facebook.com:443/rtmp",
+            "FB-1-2?s_bl=1",
             "rtmps",
             "live-api-s.facebook.com",
             443,
             "rtmp",
-            "FB-1-2?s_bl=1",
             "rtmps://live-api-s.facebook.com/rtmp",
         ),
         (
-            "rtmp://127.0.0.1:19351/app/inst/key",
+            "rtmp://127.0.0.1:19351/app/inst",
+            "key",
             "rtmp",
             "127.0.0.1",
             19351,
             "app/inst",
-            "key",
             "rtmp://127.0.0.1:19351/app/inst",
+        ),
+        # Keys are opaque: every character arrives as given, none moves into the app.
+        (
+            "rtmp://h/app",
+            "head/tail#frag?query=value%41&extra",
+            "rtmp",
+            "h",
+            1935,
+            "app",
+            "rtmp://h/app",
         ),
     ],
 )
-def test_parse_target(url, scheme, host, port, app, name, tc_url):
-    target = parse_target(url)
+def test_parse_target(server, key, scheme, host, port, app, tc_url):
+    target = parse_target(server, key)
     assert (target.scheme, target.host, target.port, target.app, target.stream_name) == (
         scheme,
         host,
         port,
         app,
-        name,
+        key,
     )
     assert target.tc_url == tc_url
-    assert name.partition("?")[0] not in target.safe_name  # the key never reaches logs
+    for part in re.findall(r"[a-z]{4,}", key):  # the key never reaches logs
+        assert part not in target.safe_name
+        assert part not in repr(target)
 
 
 @pytest.mark.parametrize(
-    "url", ["http://host/app/key", "rtmp:///app/key", "rtmp://host/key", "rtmp://host/app/"]
+    ("server", "key"),
+    [
+        ("http://host/app", "key"),
+        ("rtmp:///app", "key"),
+        ("rtmp://host", "key"),
+        ("rtmp://host/", "key"),
+        ("rtmp://host/app#x", "key"),
+        ("rtmp://host:99999/app", "key"),
+        ("rtmp://host/app", ""),
+        ("", "key"),
+    ],
 )
-def test_parse_target_rejects(url):
+def test_parse_target_rejects(server, key):
     with pytest.raises(EgressError):
-        parse_target(url)
+        parse_target(server, key)
+
+
+@pytest.mark.parametrize(
+    ("rtmp_url", "key", "server"),
+    [
+        ("rtmp://a.rtmp.youtube.com/live2/abcd", "abcd", "rtmp://a.rtmp.youtube.com/live2"),
+        ("rtmp://h/app/head/tail#x?y%41", "head/tail#x?y%41", "rtmp://h/app"),
+        ("rtmp://h/app/other", "key", ""),  # not its key: no guess
+        ("rtmp://h/app/key", "", ""),
+    ],
+)
+def test_server_url_is_the_url_without_the_key_at_its_end(rtmp_url, key, server):
+    assert server_url_of(rtmp_url, key) == server
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter():
@@ -68,6 +106,6 @@ def test_backoff_doubles_up_to_the_cap_with_jitter():
     assert backoff.next_delay() <= 1.2
 
 
-def test_destination_repr_hides_the_url():
-    destination = Destination(id=3, service="YouTube", url="rtmp://h/live2/SECRETKEY")
+def test_destination_repr_hides_the_key():
+    destination = Destination(3, "YouTube", "rtmp://h/live2", "SECRETKEY")
     assert "SECRETKEY" not in repr(destination)

@@ -65,8 +65,13 @@ async def listener():
 
 
 async def publish(url: str, public_only: bool) -> None:
+    server, _, key = url.rpartition("/")
     connection = await open_publish(
-        parse_target(url), chunk_size=4096, timeout=3, write_timeout=3, public_only=public_only
+        parse_target(server, key),
+        chunk_size=4096,
+        timeout=3,
+        write_timeout=3,
+        public_only=public_only,
     )
     connection.close(clean=False)  # not reached in these tests: every open fails
 

@@ -11,9 +11,9 @@ import pytest
 from agent.rtmp import amf0
 from agent.rtmp import message as msg
 from agent.rtmp.amf0 import EcmaArray
-from agent.rtmp.chunk import ChunkReader
+from agent.rtmp.chunk import ChunkReader, ChunkWriter
 from agent.rtmp.client_session import ClientSession
-from agent.rtmp.errors import LocalProtocolError, ProtocolError
+from agent.rtmp.errors import LocalProtocolError, MessageTooLarge, ProtocolError
 from agent.rtmp.events import (
     ConnectRequested,
     Event,
@@ -150,15 +150,57 @@ def test_media_before_publish_is_dropped_and_held_until_accept() -> None:
     assert raw.server.dropped_before_publish == 1
 
 
-def test_held_media_is_bounded_and_dropped_on_reject() -> None:
+def test_input_kept_while_pending_is_bounded_and_dropped_on_reject() -> None:
     raw = RawClient(ServerSession(max_message_size=10_000))
     raw.send(command(0, "connect", 1, FFMPEG_CONNECT), command(0, "createStream", 2, None))
     raw.send(command(1, "publish", 3, None, "k", "live"))
     for i in range(5):
-        raw.send(Message(msg.VIDEO, 1, i, bytes(3000)))
-    assert raw.server.dropped_before_publish == 2
+        assert raw.send(Message(msg.VIDEO, 1, i, bytes(3000))) == []
+    assert raw.server.buffered_bytes > 15_000  # kept unread, as sent
     raw.server.reject_publish()
     assert raw.server.receive_data(b"") == []
+    # A publisher that does not wait for the answer may send a read's worth, not more.
+    raw = RawClient(ServerSession())
+    raw.send(command(0, "connect", 1, FFMPEG_CONNECT), command(0, "createStream", 2, None))
+    raw.send(command(1, "publish", 3, None, "k", "live"))
+    with pytest.raises(ProtocolError, match="before the publish was answered"):
+        for i in range(100):
+            raw.send(Message(msg.VIDEO, 1, i, bytes(20_000)))
+
+
+def test_before_publish_only_small_messages_are_accepted() -> None:
+    """A stranger cannot make the session hold megabytes: 64 KiB per message (and
+    twice that in partial messages) until a publish is accepted."""
+    raw = RawClient(ServerSession())
+    raw.send(command(0, "connect", 1, FFMPEG_CONNECT))
+    header = ChunkWriter().write(Message(msg.VIDEO, 1, 0, bytes(65 * 1024)))[:12]
+    with pytest.raises(MessageTooLarge, match="limit of 65536 bytes"):
+        raw.server.receive_data(header)
+    # Partial messages on several chunk streams: 128 KiB at most, all together.
+    raw = RawClient(ServerSession())
+    raw.send(command(0, "connect", 1, FFMPEG_CONNECT))
+    writer = ChunkWriter()
+    parked = 0
+    with pytest.raises(ProtocolError, match="partially received messages"):
+        for csid in range(4, 10):
+            chunks = writer.write(Message(msg.VIDEO, 1, 0, bytes(60_000)), csid)
+            raw.server.receive_data(chunks[: -(1 + 60_000 % 128)])  # all but the last chunk
+            parked += 1
+    assert parked == 2  # the third partial message would pass 128 KiB
+
+
+def test_large_media_sent_with_the_publish_is_read_with_the_publishers_limit() -> None:
+    """A publisher that sends a keyframe in the same read as `publish` (before the
+    answer) loses nothing: the rest of the read waits, then gets the normal limit."""
+    raw = RawClient(ServerSession())
+    raw.send(command(0, "connect", 1, FFMPEG_CONNECT), command(0, "createStream", 2, None))
+    keyframe = Message(msg.VIDEO, 1, 40, b"\x17\x01" + bytes(300_000))
+    events = raw.send(command(1, "publish", 3, None, "k", "live"), keyframe)
+    assert events == [PublishRequested("k", "live")]
+    raw.server.accept_publish()
+    assert raw.server.receive_data(b"") == [MediaReceived(keyframe)]
+    big = Message(msg.VIDEO, 1, 80, bytes(2_000_000))
+    assert raw.send(big) == [MediaReceived(big)]
 
 
 def test_ffmpeg_command_sequence() -> None:
@@ -283,8 +325,8 @@ def test_default_window_before_any_announcement() -> None:
     raw = RawClient(server)
     raw.send(command(0, "connect", 1, FFMPEG_CONNECT))
     raw.replies()
-    for i in range(30):
-        raw.send(Message(msg.VIDEO, 1, i, bytes(100_000)))
+    for i in range(50):  # before a publish: messages of at most 64 KiB
+        raw.send(Message(msg.VIDEO, 1, i, bytes(60_000)))
     acks = [m for m in raw.replies() if m.type_id == msg.ACK]
     assert len(acks) == 1 and int.from_bytes(acks[0].payload, "big") >= 2_500_000
 
@@ -367,15 +409,6 @@ def test_unknown_commands() -> None:
             ],
             "publish without a stream name",
         ),
-        (
-            [
-                command(0, "connect", 1, FFMPEG_CONNECT),
-                command(0, "createStream", 2, None),
-                command(1, "publish", 3, None, "k"),
-                command(1, "publish", 4, None, "k"),
-            ],
-            "publish in state publish-pending",
-        ),
         ([Message(msg.COMMAND_AMF0, 0, 0, amf0.encode(1.0, 2.0))], "command message without"),
         ([Message(msg.USER_CONTROL, 0, 0, b"\x00")], "user control message shorter than 6"),
         ([Message(msg.WINDOW_ACK_SIZE, 0, 0, b"\x00")], "message type 5 payload shorter"),
@@ -385,6 +418,16 @@ def test_protocol_violations(messages: list[Message], error: str) -> None:
     raw = RawClient(ServerSession())
     with pytest.raises(ProtocolError, match=error):
         raw.send(*messages)
+
+
+def test_a_second_publish_is_read_once_the_first_is_answered() -> None:
+    raw = RawClient(ServerSession())
+    raw.send(command(0, "connect", 1, FFMPEG_CONNECT), command(0, "createStream", 2, None))
+    events = raw.send(command(1, "publish", 3, None, "k"), command(1, "publish", 4, None, "k"))
+    assert events == [PublishRequested("k", "live")]
+    raw.server.accept_publish()
+    with pytest.raises(ProtocolError, match="publish in state publishing"):
+        raw.server.receive_data(b"")
 
 
 def test_too_many_streams() -> None:
