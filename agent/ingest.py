@@ -235,9 +235,7 @@ class IngestConnection(asyncio.BufferedProtocol):
             if now - self.last_data > self.server.settings.idle_timeout:
                 self._fail(end_reasons.NO_DATA, "idle")
         elif self._authorising is None and now > self._deadline:
-            kind = self._deadline_kind
-            self._fail("no handshake in time" if kind == "handshake_timeout" else
-                       "did not publish in time", kind)  # fmt: skip
+            self._fail(_DEADLINE_WORDS[self._deadline_kind], self._deadline_kind)
 
     # -------------------------------------------------------------- internals
 
@@ -469,6 +467,11 @@ class IngestConnection(asyncio.BufferedProtocol):
         self._release()
 
 
+# How a connection that missed the deadline of a step before its publish is named.
+_DEADLINE_WORDS = {
+    "handshake_timeout": "no handshake in time",
+    "publish_timeout": "did not publish in time",
+}
 # How a refused connection is named in the log.
 _ADMISSION_WORDS = {
     "server_full": "as many connections as allowed already (RIG_AGENT_MAX_CONNECTIONS)",
