@@ -109,9 +109,11 @@ async def test_thousands_of_claims_are_renewed_and_bad_health_fails_no_other_cla
         hostile = entries[7]
         hostile["health"]["destinations"][2]["lastError"] = HOSTILE
         hostile["health"]["destinations"][2]["service"] = HOSTILE
-        # ... and this one's health is something rig refuses (destinations not an array).
+        # ... and this one's health is something rig refuses: the whole batch (an older
+        # rig), or this claim alone (`invalid`, for a state that is not one).
         bad = entries[1234]
         bad["health"]["destinations"] = {"not": "an array"}
+        bad["health"]["ingestState"] = "on fire"
         # Every claim is about to expire: only a heartbeat keeps it.
         await db.execute("UPDATE stream_claims SET expires_at = now() + interval '2 seconds'")
         started = await db.fetchval("SELECT clock_timestamp()")
@@ -140,10 +142,13 @@ async def test_thousands_of_claims_are_renewed_and_bad_health_fails_no_other_cla
         assert len(hostile_dest[field]) == 200
         assert hostile_dest[field].isprintable()
     # The refused health was replaced by what renews the claim; the claim is live.
-    assert stored[bad["claimId"]] == {"ingestUrl": INGEST_URL}
+    assert stored[bad["claimId"]]["ingestUrl"] == INGEST_URL
+    assert not stored[bad["claimId"]].get("ingest")
     # Claims batched with neither of them kept their whole health.
-    last = entries[-1]
-    assert stored[last["claimId"]] == last["health"]
+    last, kept = entries[-1]["health"], stored[entries[-1]["claimId"]]
+    assert kept["ingest"]["bytesIn"] == last["ingest"]["bytesIn"]
+    errors = [d["lastError"] for d in kept["destinations"]]
+    assert errors == [d["lastError"] for d in last["destinations"]]
     cut_down = sum(1 for h in stored.values() if "ingest" not in h)
     assert cut_down <= MAX_CLAIMS_PER_BATCH  # at most the bad claim's batch (an older rig)
 

@@ -45,6 +45,8 @@ def test_essential_keeps_what_renews_a_claim():
         "streamKey": "k",
         "health": {"ingestUrl": "rtmp://e/live", "ingestState": "live"},
     }
+    entry["health"]["ingestState"] = "bogus"  # not a state: left out (means `live`)
+    assert essential(entry)["health"] == {"ingestUrl": "rtmp://e/live"}
 
 
 def claims(count: int, size: int) -> list[_Claim]:
