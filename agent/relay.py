@@ -10,9 +10,13 @@ unchanged, same timestamp, same order; only a data message without a handler nam
 held back, see `feed`), the tag classifier (`agent.tags`) says what it is;
 the relay keeps what a destination that (re)connects needs:
 
-- the publisher's latest `onMetaData`, as it was sent (with `@setDataFrame`: a relay
-  publishes, and publishers send it so; nginx-rtmp and SRS keep the publisher's
-  metadata and send it to each new client);
+- the publisher's latest `onMetaData`, as it was sent. nginx-rtmp's `push` sends its
+  own regenerated metadata by default (`meta on`; `meta copy` forwards the publisher's)
+  and SRS's forwarder the publisher's renamed `onMetaData`, both without the
+  `@setDataFrame` wrapper; we keep the wrapper when the publisher used one, because the
+  relay *publishes* to its destinations and `@setDataFrame` is how publishers (OBS,
+  FFmpeg) give a server like YouTube or Twitch its metadata. The `onMetaData` body is
+  the publisher's either way;
 - the latest sequence header of every track (per multitrack track id), the latest
   enhanced-audio channel configuration and the latest video metadata (colorInfo);
 - a GOP cache: every other message since the newest video keyframe of the primary video
