@@ -22,6 +22,7 @@ import random
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from agent.egress import (
     FALLBACK_CHUNK_SIZE,
@@ -132,14 +133,14 @@ class Chunked:
         return data
 
 
-class StreamStart:
+class StreamStart(Protocol):
     """What the relay gives a destination that (re)connects."""
 
     def start_messages(self, worker: DestinationWorker) -> tuple[list[MediaMessage], bool]:
         """What `worker`'s new connection starts with: the latest metadata and codec
         configuration, then media from a keyframe; and whether its video must wait for
         the next keyframe (nothing to start from)."""
-        raise NotImplementedError
+        ...
 
 
 class DestinationWorker:
@@ -217,12 +218,6 @@ class DestinationWorker:
     def done(self) -> bool:
         """Nothing more to do: ended, stopped or failed for good."""
         return self._finished
-
-    async def wait(self) -> None:
-        """Until the worker is done."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._task)
 
     # ------------------------------------------------------------------ the media path
 

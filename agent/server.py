@@ -20,7 +20,7 @@ from typing import Any
 
 from agent import end_reasons
 from agent.destination import Destination, EgressSettings
-from agent.heartbeat import HeartbeatSender, bounded
+from agent.heartbeat import HeartbeatRound, HeartbeatSender, bounded
 from agent.ingest import IngestConnection, LiveIngest, key_id, stream_key_of
 from agent.limits import Admission, RefusalLog, RefusedKeys, failed_publishes
 from agent.metrics import AgentStats
@@ -73,6 +73,10 @@ class IngestServer:
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._releasing: dict[str, asyncio.Task[None]] = {}  # by stream key
+        # The heartbeat on its way to rig, if any: a release waits for it (rig renews
+        # and re-grants the claims a heartbeat names; one arriving after the release
+        # would make the stream live again).
+        self._heartbeat: asyncio.Future[HeartbeatRound] | None = None
 
     @property
     def ingest_url(self) -> str:
@@ -181,6 +185,9 @@ class IngestServer:
             # closed (milliseconds, unless one is stuck: then what it had sent by then).
             await ingest.relay.wait_closed(RELEASE_DRAIN_WAIT)
             health["destinations"] = ingest.destinations()
+        heartbeat = self._heartbeat
+        if heartbeat is not None:
+            await asyncio.wait({heartbeat}, timeout=RIG_CALL_TIMEOUT)
         try:
             await self.rig.release(claim_id, reason, bounded(health))
         except (RigUnavailable, StreamInUse) as exc:
@@ -215,7 +222,11 @@ class IngestServer:
             entries = self.heartbeat_entries()
             if not entries:
                 continue
-            result = await sender.send(entries)
+            self._heartbeat = asyncio.ensure_future(sender.send(entries))
+            try:
+                result = await self._heartbeat
+            finally:
+                self._heartbeat = None
             next_round = max(next_round, loop.time())
             if result.failed:
                 if not failing:

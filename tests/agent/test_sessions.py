@@ -91,7 +91,9 @@ class Live:
 
 
 @contextlib.asynccontextmanager
-async def live_stack(aiohttp_server, settings, db, **agent_options: object):
+async def live_stack(aiohttp_server, settings, db, via=None, **agent_options: object):
+    """`via`, if given, makes the URL the agent reaches rig at from rig's own URL (a
+    proxy in between)."""
     async with Receiver() as youtube, Receiver() as twitch, aiohttp.ClientSession() as http:
         services = {
             **settings.service_urls,
@@ -117,8 +119,9 @@ async def live_stack(aiohttp_server, settings, db, **agent_options: object):
                 assert resp.status == 200, await resp.text()
                 destinations[service] = (await resp.json())["payload"]
         _agent_id, api_key = await create_agent(db, "edge-sessions")
+        agent_rig_url = rig_url if via is None else await via(rig_url)
         agent_settings = AgentSettings(
-            rig_url=rig_url,
+            rig_url=agent_rig_url,
             agent_key=api_key,
             name="edge-sessions",
             rtmp_listen="127.0.0.1:0",
@@ -128,7 +131,7 @@ async def live_stack(aiohttp_server, settings, db, **agent_options: object):
             shutdown_timeout=2,
             **agent_options,  # type: ignore[arg-type]
         )
-        async with RigClient(rig_url, api_key) as rig:
+        async with RigClient(agent_rig_url, api_key) as rig:
             server = IngestServer(agent_settings, rig, agent_settings.egress())
             await server.start()
             try:
