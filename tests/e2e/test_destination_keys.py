@@ -3,7 +3,8 @@
 A key may hold `/`, `#`, `?` and `%`: it arrives at the destination exactly as the user
 typed it (the wire recorder prints the stream name it received; so does nginx-rtmp's
 log), and no part of it is in the agent's log or in `lastError`, also for a
-destination that cannot be reached.
+destination that cannot be reached. Once that destination is reachable, it goes live and
+its `lastError` is cleared (the session keeps the last failure as history).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import secrets
 
 import pytest
 
-from .harness import free_port, wait_until
+from .harness import Receiver, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
-def test_keys_arrive_exactly_and_are_never_shown(e2e, media):
+def test_keys_arrive_exactly_and_are_never_shown(e2e, long_media):
+    media = long_media
     recorder = e2e.wire_recorder("app")
     nginx = e2e.receiver("live2")
     unreachable = free_port()
@@ -43,8 +45,14 @@ def test_keys_arrive_exactly_and_are_never_shown(e2e, media):
 
     error = wait_until(twitch_error, 20, "Twitch's lastError")
     assert f"rtmp://127.0.0.1:{unreachable}/app" in error, error
+    # Twitch comes up: live, and no error shown any more.
+    (e2e.root / "late-twitch").mkdir()
+    twitch = Receiver(e2e.root / "late-twitch", "app", unreachable)
+    e2e.receivers.append(twitch)
+    twitch.start()
+    wait_until(lambda: twitch_error() is None, 20, "Twitch's lastError cleared")
     assert publish.wait(60) == 0, publish.stderr
-    agent.wait_closed(stream, ("YouTube", "Kick"))
+    agent.wait_closed(stream)
 
     published = [
         tuple(ast.literal_eval(part) for part in re.findall(r"'(?:[^'\\]|\\.)*'", line))
@@ -54,6 +62,7 @@ def test_keys_arrive_exactly_and_are_never_shown(e2e, media):
     assert published == [("app", keys["Kick"])]
     # nginx-rtmp logs the name it was given (`args` is what followed a `?`).
     assert f"publish: name='{keys['YouTube']}' args=''" in nginx.log()
+    assert f"publish: name='{keys['Twitch']}' args=''" in twitch.log()
 
     parts = re.findall(rf"[a-z]+{tok}", "".join(keys.values()))
     assert len(parts) == 8
