@@ -134,7 +134,6 @@ class IngestConnection(asyncio.BufferedProtocol):
         self._authorising: asyncio.Task[None] | None = None
         self._close_reason: str | None = None
         self._admitted = False
-        self._token_spent = False  # of the address's budget of refused publishes
         self._closed = False
         self._buffer = memoryview(bytearray(READ_BUFFER))
 
@@ -334,15 +333,14 @@ class IngestConnection(asyncio.BufferedProtocol):
         key = stream_key_of(event.stream_name)
         kid = key_id(key)
         app = (session.app or "").partition("?")[0].strip("/")
-        wait = server.failed_publishes.take(self.address)
+        wait = server.failed_publishes.wait(self.address)
         if wait:
             seconds = math.ceil(wait)
             return self._refuse(
                 "throttled", f"too many refused publishes from this address (next in {seconds} s)",
                 "NetStream.Publish.Denied",
-                f"Too many refused publishes; try again in {seconds} s.", None,
+                f"Too many refused publishes; try again in {seconds} s.", None, failed=False,
             )  # fmt: skip
-        self._token_spent = True  # given back unless this publish fails
         if app != server.settings.rtmp_app:
             return self._refuse(
                 "unknown_application",
@@ -393,9 +391,7 @@ class IngestConnection(asyncio.BufferedProtocol):
             )  # fmt: skip
         except asyncio.CancelledError:
             self._release()  # the connection closed while rig answered
-            self._give_back_token()
             raise
-        self._give_back_token()  # a good key: not a failed publish
         ingest.claim_id = claim.claim_id
         if self._closed:  # gone while rig answered: give the claim back at once
             self._end_publish(end_reasons.CONNECTION_CLOSED)
@@ -423,12 +419,12 @@ class IngestConnection(asyncio.BufferedProtocol):
         level: int = logging.WARNING,
         failed: bool = True,
     ) -> bool:
-        """Refuse the pending publish. `failed`: it keeps the token it took from the
-        address's budget of refused publishes (a wrong key or application, not a busy
-        stream or rig down)."""
+        """Refuse the pending publish. `failed`: it costs the address a token of its
+        budget of refused publishes (a wrong key or application, not a busy stream or rig
+        down, nor a publish refused because the budget is spent)."""
         server = self.server
-        if not failed:
-            self._give_back_token()
+        if failed:
+            server.failed_publishes.failed(self.address)
         server.stats.refuse(reason)
         if kid is None:
             server.refusals.refused(
@@ -441,11 +437,6 @@ class IngestConnection(asyncio.BufferedProtocol):
             )  # fmt: skip
         self.session.reject_publish(code, description)
         return False
-
-    def _give_back_token(self) -> None:
-        if self._token_spent:
-            self._token_spent = False
-            self.server.failed_publishes.give_back(self.address)
 
     def _release(self) -> None:
         server = self.server

@@ -8,10 +8,10 @@ said the key is good). Strangers get only what an honest publisher needs:
   (RIG_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS): one address cannot fill the server, so a
   slowloris from one address leaves room for everyone else. It also keeps the bytes all
   unauthenticated connections buffer, together (RIG_AGENT_UNAUTHENTICATED_BUFFER_BYTES).
-- `failed_publishes`: a token bucket per address (rig's `rig.ratelimit.TokenBucket`, as
-  for password guesses) for refused publishes (wrong key, wrong application): a burst,
-  then a steady rate; beyond it a publish is refused without asking rig, so guessing
-  keys costs rig nothing.
+- `FailedPublishes`: a token bucket per address (rig's `rig.ratelimit.TokenBucket`, as
+  for password guesses) that refused publishes spend (wrong key, wrong application): a
+  burst, then a steady rate; beyond it a publish is refused without asking rig, so
+  guessing keys costs rig nothing.
 - `RefusedKeys`: keys rig said it does not know, for a few seconds (RIG_AGENT_REFUSED_KEY_TTL),
   by SHA-256 only: the same wrong key again is refused at once. Short, because a stream
   that was inactive may be switched on a moment later.
@@ -120,13 +120,27 @@ def _decrement(counter: collections.Counter[str], key: str) -> None:
         del counter[key]
 
 
-def failed_publishes(
-    burst: int, per_minute: float, clock: Callable[[], float] = time.monotonic
-) -> TokenBucket:
-    """The throttle of refused publishes: `burst` per address at once, then `per_minute`
-    (above 0). A publish takes a token (`take`: 0 if there was one, else the seconds
-    until there is); one that did not fail gives it back (`give_back`). `burst` 0: off."""
-    return TokenBucket(burst, burst * 60.0 / per_minute, clock)
+class FailedPublishes:
+    """Refused publishes per address: a token bucket (rig's `TokenBucket`, as for password
+    guesses) of `burst` tokens refilled at `per_minute` (above 0), which only a publish
+    that fails spends. Checking costs nothing, so any number of good publishes from one
+    address may be authorised at once (a studio, a benchmark); `burst` 0: no limit."""
+
+    def __init__(
+        self, burst: int, per_minute: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._bucket = TokenBucket(burst, burst * 60.0 / per_minute, clock)
+
+    def wait(self, address: str) -> float:
+        """0 if `address` may try a publish now, else the seconds until it may."""
+        wait = self._bucket.take(address)
+        if not wait:
+            self._bucket.give_back(address)  # a look, not a spend
+        return wait
+
+    def failed(self, address: str) -> None:
+        """A publish from `address` was refused: it costs a token."""
+        self._bucket.take(address)
 
 
 def key_digest(stream_key: str) -> bytes:

@@ -22,7 +22,7 @@ from agent import end_reasons
 from agent.destination import Destination, EgressSettings
 from agent.heartbeat import HeartbeatRound, HeartbeatSender, bounded
 from agent.ingest import IngestConnection, LiveIngest, key_id, stream_key_of
-from agent.limits import Admission, RefusalLog, RefusedKeys, failed_publishes
+from agent.limits import Admission, FailedPublishes, RefusalLog, RefusedKeys
 from agent.metrics import AgentStats
 from agent.probe import Prober
 from agent.relay import StreamRelay
@@ -63,7 +63,7 @@ class IngestServer:
         self.stats = AgentStats()  # publishes accepted and refused, for agent/metrics.py
         # What strangers may cost (agent/limits.py).
         self.admission = Admission(settings.admission())
-        self.failed_publishes = failed_publishes(
+        self.failed_publishes = FailedPublishes(
             settings.failed_publish_burst, settings.failed_publishes_per_minute
         )
         self.refused_keys = RefusedKeys(settings.refused_key_ttl)

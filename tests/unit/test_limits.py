@@ -8,10 +8,10 @@ import pytest
 from agent.limits import (
     Admission,
     AdmissionLimits,
+    FailedPublishes,
     RefusalLog,
     RefusedKeys,
     address_of,
-    failed_publishes,
     key_digest,
 )
 
@@ -65,17 +65,21 @@ def test_strangers_share_one_buffer_budget():
 
 def test_failed_publishes_burst_then_a_steady_rate():
     clock = Clock()
-    throttle = failed_publishes(burst=3, per_minute=6, clock=clock)  # one every 10 s
-    assert [throttle.take("a") for _ in range(3)] == [0, 0, 0]
-    assert throttle.take("a") == pytest.approx(10)
-    assert throttle.take("b") == 0  # another address is not affected
-    throttle.give_back("b")  # a publish that did not fail costs nothing
+    throttle = FailedPublishes(burst=3, per_minute=6, clock=clock)  # one every 10 s
+    assert [throttle.wait("a") for _ in range(100)] == [0] * 100  # looking costs nothing
+    for _ in range(3):
+        throttle.failed("a")
+    assert throttle.wait("a") == pytest.approx(10)
+    assert throttle.wait("b") == 0  # another address is not affected
     clock.now += 4
-    assert throttle.take("a") == pytest.approx(6)
+    assert throttle.wait("a") == pytest.approx(6)
     clock.now += 6
-    assert throttle.take("a") == 0
-    assert throttle.take("a") == pytest.approx(10)
-    assert failed_publishes(burst=0, per_minute=1).take("a") == 0  # 0: off
+    assert throttle.wait("a") == 0
+    throttle.failed("a")
+    assert throttle.wait("a") == pytest.approx(10)
+    off = FailedPublishes(burst=0, per_minute=1)
+    off.failed("a")
+    assert off.wait("a") == 0  # burst 0: no limit
 
 
 def test_refused_keys_are_remembered_briefly_and_hashed():
