@@ -8,13 +8,16 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 import uvloop
 
-from agent.health import HealthServer
+from agent.health import start_health
 from agent.rig_client import RigClient
 from agent.server import IngestServer
 from agent.settings import AgentSettings, add_arguments, settings_from
+from agent.supervisor import Supervisor
 from rig.logs import setup_logging
 
 log = logging.getLogger("agent")
@@ -38,32 +41,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def serve(settings: AgentSettings) -> None:
-    """Run until SIGINT or SIGTERM, then shut down cleanly."""
+    """Run until SIGINT or SIGTERM, then shut down cleanly: one process serving every
+    connection, or (`--workers N`, N > 1) a supervisor of N worker processes."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     async with RigClient(settings.rig_url, settings.agent_key) as rig:
-        server = IngestServer(settings, rig, settings.egress())
-        await server.start()
-        health = None
-        if settings.http_listen.lower() != "off":
-            health = HealthServer(settings.http_listen, server, rig)
-            try:
-                await health.start()
-            except OSError as exc:  # relaying matters more than metrics: carry on
-                log.warning(
-                    "no metrics/health listener on %s (%s); set RIG_AGENT_HTTP_LISTEN",
-                    settings.http_listen,
-                    exc.strerror or exc,
-                )
-                await health.close()
-                health = None
+        server: IngestServer | Supervisor
+        supervisor = Supervisor(settings, settings.workers) if settings.workers > 1 else None
+        server = supervisor or IngestServer(settings, rig, settings.egress())
+
+        def on_signal() -> None:
+            if supervisor is not None:
+                supervisor.stop()  # no restarting the workers from now on
+            stop.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            await server.start()
+        except BaseException:
+            await server.close()
+            raise
+        metrics = supervisor.metrics_text if supervisor is not None else None
+        health = await start_health(settings.http_listen, server, rig, metrics)
         public = (
             settings.public_url
             or f"rtmp://{settings.listen_host}:{server.port}/{settings.rtmp_app}"
         )
-        log.info("agent %s ready: publish to %s with your stream key", settings.name, public)
+        workers = f" ({settings.workers} workers)" if supervisor is not None else ""
+        log.info(
+            "agent %s ready: publish to %s with your stream key%s", settings.name, public, workers
+        )
         quiet_garbage_collector()
         await stop.wait()
         log.info("shutting down: ending ingests, draining destinations")
@@ -117,12 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     if not settings.agent_key:
         parser.error("RIG_AGENT_KEY is not set (create one with: rig agents create NAME)")
+    return run_loop(settings, serve(settings))
+
+
+def run_loop(settings: AgentSettings, main: Coroutine[Any, Any, None]) -> int:
+    """Run `main` on the agent's event loop; 1 if it failed to listen (or the like)."""
     # One event loop serves every socket; uvloop (libuv, in C) by default: see the
     # README's Performance section for what it saves.
     loop_factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(settings))
+            runner.run(main)
     except OSError as exc:
         log.error("%s", exc)
         return 1

@@ -23,11 +23,13 @@ import asyncio
 import hashlib
 import logging
 import math
+import os
 import socket
 import time
 from typing import TYPE_CHECKING, cast
 
-from agent import end_reasons
+from agent import end_reasons, handoff
+from agent.handoff import HandoffError
 from agent.limits import address_of
 from agent.logsafe import escape
 from agent.relay import StreamRelay
@@ -64,16 +66,31 @@ def stream_key_of(stream_name: str) -> str:
 class LiveIngest:
     """A publish in progress on this agent: its claim, its relay, its statistics."""
 
-    def __init__(self, key_id: str, connection: IngestConnection) -> None:
-        self.key_id = key_id
+    def __init__(self, key: str, connection: IngestConnection) -> None:
+        self.key = key
+        self.key_id = key_id(key)
         self.connection = connection
         self.session = connection.session
         self.peer = connection.peer
         self.relay: StreamRelay | None = None
         self.claim_id: str | None = None
+        self.stream_id = ""  # rig's id of the stream (or the claim's), once claimed
         self.started = time.monotonic()
+        self._bytes_before = 0  # received by connections this publish had before
         # Bytes received and time at the previous heartbeat, for the bitrate.
         self._last_sample: tuple[float, int] = (self.started, 0)
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes received from the publisher(s) of this publish."""
+        return self._bytes_before + self.session.bytes_received
+
+    def attach(self, connection: IngestConnection) -> None:
+        """A new connection publishes into this ingest from now on (it replaced a hung
+        one): its relay, claim and figures go on."""
+        self._bytes_before += self.session.bytes_received
+        self.connection, self.session, self.peer = connection, connection.session, connection.peer
+        connection.ingest, connection.relay, connection.stream_key = self, self.relay, self.key
 
     def kick(self, reason: str = end_reasons.KICKED) -> None:
         """End this publish: rig revoked it ("kicked"), or the agent is shutting down."""
@@ -85,7 +102,7 @@ class LiveIngest:
         than since the last heartbeat (a last, partial window, perhaps the idle wait
         before the publisher was dropped, says nothing of the broadcast)."""
         now = time.monotonic()
-        bytes_in = self.session.bytes_received
+        bytes_in = self.bytes_in
         then, bytes_then = (self.started, 0) if final else self._last_sample
         self._last_sample = (now, bytes_in)
         elapsed = now - then
@@ -109,10 +126,10 @@ class LiveIngest:
 class IngestConnection(asyncio.BufferedProtocol):
     """One RTMP connection from a publisher."""
 
-    def __init__(self, server: IngestServer) -> None:
+    def __init__(self, server: IngestServer, session: ServerSession | None = None) -> None:
         self.server = server
         settings = server.settings
-        self.session = ServerSession(
+        self.session = session or ServerSession(
             max_message_size=settings.max_message_bytes,
             max_message_size_before_publish=settings.unauthenticated_max_message_bytes,
         )
@@ -127,6 +144,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         # and the bytes it makes us buffer are charged to the shared budget.
         self.authenticated = False
         self._charged = 0
+        self.handoffs = 0  # times this connection went from one worker to another
         self._loop = asyncio.get_running_loop()
         # The deadline of the step before the publish (loop time), and its name.
         self._deadline = 0.0
@@ -136,6 +154,42 @@ class IngestConnection(asyncio.BufferedProtocol):
         self._admitted = False
         self._closed = False
         self._buffer = memoryview(bytearray(READ_BUFFER))
+        # A socket handed over by another worker, until this worker starts reading it.
+        self._unattached: socket.socket | None = None
+
+    @classmethod
+    def adopt(
+        cls, server: IngestServer, session: ServerSession, sock: socket.socket, handoffs: int
+    ) -> IngestConnection | None:
+        """A connection another worker handed over with its publish pending
+        (agent/handoff.py): authorise the publish here, then read on. Reading starts
+        once the answer is decided; until then the peer's bytes wait in the socket.
+        None if this worker's limits refuse it (its address's connections, the
+        strangers' buffer budget)."""
+        connection = cls(server, session)
+        try:
+            host, port = sock.getpeername()[:2]
+        except OSError:
+            return None
+        connection.peer, connection.address = f"{host}:{port}", address_of(str(host))
+        if server.admission.admit(connection.address) is not None:
+            return None
+        buffered = session.buffered_bytes
+        if buffered and not server.admission.charge(buffered):
+            server.admission.left(connection.address, authenticated=False)
+            return None
+        connection._admitted, connection._charged = True, buffered
+        server.connections.add(connection)
+        connection.handoffs = handoffs
+        connection._unattached = sock
+        connection.last_data = connection.now()
+        connection._deadline = connection.last_data + server.settings.publish_timeout
+        connection._deadline_kind = "publish_timeout"
+        event = PublishRequested(session.stream_name or "", session.publish_type or "live")
+        connection._authorising = connection._loop.create_task(
+            connection._authorise(event), name="authorise"
+        )
+        return connection
 
     # -------------------------------------------------------------- asyncio.BufferedProtocol
 
@@ -146,20 +200,21 @@ class IngestConnection(asyncio.BufferedProtocol):
         self.peer = f"{peer[0]}:{peer[1]}"
         self.address = address_of(str(peer[0]))
         server = self.server
-        refusal = server.admission.admit(self.address)
-        if refusal is not None:
-            self._closed = True
-            transport.abort()
-            server.stats.refuse_connection(refusal)
-            server.refusals.refused(
-                refusal,
-                "refusing RTMP connection from %s: %s",
-                self.peer,
-                _ADMISSION_WORDS[refusal],
-            )
-            return
-        self._admitted = True
-        server.connections.add(self)
+        if not self._admitted:  # (one handed over was admitted when it came)
+            refusal = server.admission.admit(self.address)
+            if refusal is not None:
+                self._closed = True
+                transport.abort()
+                server.stats.refuse_connection(refusal)
+                server.refusals.refused(
+                    refusal,
+                    "refusing RTMP connection from %s: %s",
+                    self.peer,
+                    _ADMISSION_WORDS[refusal],
+                )
+                return
+            self._admitted = True
+            server.connections.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -222,8 +277,72 @@ class IngestConnection(asyncio.BufferedProtocol):
         """End the connection (and its publish, for `reason`)."""
         if self._close_reason is None:
             self._close_reason = reason
+        if self._unattached is not None:  # handed over, not read yet
+            self._unattached.close()
+            self._unattached = None
+            self.connection_lost(None)
+            return
         if self.transport is not None and not self._closed:
             self._flush()
+            self.transport.close()
+
+    def close_now(self, reason: str) -> None:
+        """End the connection at once, without waiting for its peer to read what is
+        queued (a hung publisher being replaced never would)."""
+        if self._close_reason is None:
+            self._close_reason = reason
+        if self.transport is not None and not self._closed:
+            log.info("closing RTMP connection from %s: %s", self.peer, reason)
+            self.transport.abort()
+
+    def now(self) -> float:
+        """The event loop's clock (that of `last_data`)."""
+        return self._loop.time()
+
+    def detach_publish(self) -> None:
+        """This connection no longer publishes (another one replaced it): its end ends
+        neither the relay nor the claim."""
+        self.ingest, self.relay, self.stream_key = None, None, None
+
+    def forget_publish(self) -> None:
+        """Give up this publish's place (its stream is relayed by another publish): no
+        claim release (the claim is the holder's), no registry change."""
+        if self.ingest is not None:
+            self.ingest.claim_id = None
+            if self.stream_key is not None and self.server.live.get(self.stream_key) is self.ingest:
+                del self.server.live[self.stream_key]
+        self.ingest, self.relay, self.stream_key = None, None, None
+
+    def refuse_publish(self, reason: str, words: str, code: str, description: str) -> bool:
+        """Refuse the pending publish (one of metrics.REFUSAL_REASONS), not counted as a
+        failed publish of its address (the stream is busy); returns False."""
+        kid = key_id(stream_key_of(self.session.stream_name or ""))
+        return self._refuse(reason, words, code, description, kid, failed=False)
+
+    async def hand_over(self) -> tuple[bytes, int]:
+        """What another worker needs to continue this connection (its publish pending):
+        the session's state and a duplicate of the socket's descriptor. Waits until what
+        was written to the peer has left (at most a second). HandoffError if it cannot."""
+        self._flush()
+        transport = self.transport
+        deadline = self.now() + 1.0
+        while transport is not None and transport.get_write_buffer_size() and not self._closed:
+            if self.now() > deadline:
+                raise HandoffError("the publisher does not read what was sent to it")
+            await asyncio.sleep(0.01)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if self._closed or sock is None:
+            raise HandoffError("the connection closed")
+        state = handoff.pack(self.session)
+        return state, os.dup(sock.fileno())
+
+    def handed_over(self, owner: int) -> None:
+        """Worker `owner` continues this connection: let go of it without a word to the
+        peer (closing our descriptor leaves the socket open there)."""
+        self._closed = True
+        self._give_back_token()  # the publish is that worker's to judge
+        log.info("RTMP connection from %s handed to worker %d", self.peer, owner)
+        if self.transport is not None:
             self.transport.close()
 
     def check(self, now: float) -> None:
@@ -262,7 +381,9 @@ class IngestConnection(asyncio.BufferedProtocol):
                 kind, "closing RTMP connection from %s: %s", self.peer, why
             )
         self._close_reason = why
-        assert self.transport is not None
+        if self.transport is None:  # handed over, not read yet
+            self.close(why)
+            return
         self.transport.abort()
 
     def _handle(self, events: list) -> None:
@@ -309,6 +430,17 @@ class IngestConnection(asyncio.BufferedProtocol):
             self._authorising = None
         if self._closed:
             return
+        if self._unattached is not None:  # handed over: read it from now on
+            sock, self._unattached = self._unattached, None
+            try:
+                await self._loop.connect_accepted_socket(lambda: self, sock)
+            except OSError as exc:
+                sock.close()
+                self._close_reason = f"connection lost: {exc.strerror or exc}"
+                self.connection_lost(None)
+                return
+            if self._closed:
+                return
         if accepted:
             self._authenticated()
         try:
@@ -359,13 +491,11 @@ class IngestConnection(asyncio.BufferedProtocol):
                 "unknown_key_cached", "unknown or inactive key (refused a moment ago)",
                 "NetStream.Publish.BadName", "Unknown or inactive stream key.", kid,
             )  # fmt: skip
-        if key in server.live:
-            return self._refuse(
-                "already_live_here", "already live here", "NetStream.Publish.Denied",
-                "Stream already publishing.", kid, failed=False,
-            )  # fmt: skip
-        ingest = LiveIngest(kid, self)
-        server.live[key] = ingest  # reserve the key while rig answers
+        placed = await server.placement.before_claim(self, key)
+        if placed is not None:  # joined a relay here, refused, or handed to another worker
+            return placed
+        ingest = LiveIngest(key, self)
+        server.live[key] = ingest  # the registry reserved the key while rig answers
         self.ingest, self.stream_key = ingest, key
         try:
             await server.released(key)  # the previous publish of this key, if any
@@ -393,6 +523,10 @@ class IngestConnection(asyncio.BufferedProtocol):
             self._release()  # the connection closed while rig answered
             raise
         ingest.claim_id = claim.claim_id
+        ingest.stream_id = claim.stream_id or claim.claim_id
+        placed = await server.placement.after_claim(self, key, claim)
+        if placed is not None:  # another key of the stream is relayed already
+            return placed
         if self._closed:  # gone while rig answered: give the claim back at once
             self._end_publish(end_reasons.CONNECTION_CLOSED)
             return False
@@ -442,6 +576,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         server = self.server
         if self.stream_key is not None and server.live.get(self.stream_key) is self.ingest:
             del server.live[self.stream_key]
+            server.placement.released(self.stream_key)
         self.ingest, self.relay, self.stream_key = None, None, None
 
     def _end_publish(self, reason: str) -> None:

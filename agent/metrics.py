@@ -32,6 +32,7 @@ REFUSAL_REASONS = (
     "unknown_key_cached",  # refused a moment ago: not asked again (RIG_AGENT_REFUSED_KEY_TTL)
     "throttled",  # too many refused publishes from the address
     "rig_unavailable",
+    "handoff_failed",
 )
 # Why a connection was refused at accept or closed before its publish (the `reason`
 # label of rig_agent_connections_refused_total; agent/limits.py, agent/ingest.py).
@@ -53,6 +54,7 @@ class AgentStats:
 
     def __init__(self) -> None:
         self.accepted = 0
+        self.replaced = 0  # hung publishing connections replaced by a new one
         self.refused: collections.Counter[str] = collections.Counter()
         self.connections_refused: collections.Counter[str] = collections.Counter()
         self.ended_bytes_in = 0
@@ -82,7 +84,7 @@ class AgentStats:
         for ingest in self._tracked:
             relay = ingest.relay
             if id(ingest) not in current and (relay is None or relay.done):
-                self.ended_bytes_in += ingest.session.bytes_received
+                self.ended_bytes_in += ingest.bytes_in
                 for worker in _workers(ingest):
                     self.ended_bytes_out += worker.bytes_sent
                     self.ended_reconnects += worker.reconnects
@@ -118,6 +120,11 @@ class AgentCollector(Collector):
             len(server.connections),
         )
         yield _counter("rig_agent_publishes", "Publishes accepted", stats.accepted)
+        yield _counter(
+            "rig_agent_publishers_replaced",
+            "Hung publishing connections replaced by a new publish of their stream",
+            stats.replaced,
+        )
         refused = CounterMetricFamily(
             "rig_agent_publishes_refused", "Publishes refused, by reason", labels=["reason"]
         )
@@ -144,7 +151,7 @@ class AgentCollector(Collector):
             admission.unauthenticated_bytes,
         )
 
-        bytes_in = stats.ended_bytes_in + sum(i.session.bytes_received for i in followed)
+        bytes_in = stats.ended_bytes_in + sum(i.bytes_in for i in followed)
         yield _counter("rig_agent_ingest_bytes", "Bytes received from publishers", bytes_in)
         workers = [w for i in followed for w in _workers(i)]
         yield _counter(

@@ -75,6 +75,7 @@ class StreamRelay(StreamStart):
     ) -> None:
         self.label = label
         self._settings = settings
+        self._prober = prober
         self.facts = IngestFacts(prober)  # for the heartbeat
         self.workers: dict[int, DestinationWorker] = {}
         self.retired: list[DestinationWorker] = []  # removed or changed while live
@@ -135,6 +136,25 @@ class StreamRelay(StreamStart):
         for worker in (*self.workers.values(), *self.retired):
             worker.stop()
         self._check_closed()
+
+    def new_source(self) -> None:
+        """Another connection publishes into this relay from now on (it replaced a hung
+        one). Destinations connected now go on: the new publisher's own `onMetaData`
+        and sequence headers reach them before its media, as it sends them. What a
+        destination that (re)connects later starts with must be the new publisher's
+        too: the old one's metadata, sequence headers, GOP and track facts are
+        forgotten. (Continuing the timestamps, and switching at a keyframe, is
+        disconnect protection's: agent/timeline.py.)"""
+        self._metadata = None
+        self._configuration.clear()
+        self._cache.clear()
+        self._cache_bytes = 0
+        self._cache_keyframe = False
+        self._plain_audio = self._plain_inter = None
+        self._primary_video = None
+        unclassified = self.facts.unclassified  # a total over the broadcast
+        self.facts = IngestFacts(self._prober)
+        self.facts.unclassified = unclassified
 
     @property
     def done(self) -> bool:

@@ -47,6 +47,7 @@ class Claim:
 
     claim_id: str
     destinations: list[Destination]
+    stream_id: str = ""  # the broadcast: one per stream, whichever key claimed it
 
 
 def server_url_of(rtmp_url: str, stream_key: str) -> str:
@@ -186,7 +187,11 @@ class RigClient:
         """Claim the key for a publish starting here; raises StreamInUse if live elsewhere."""
         path = f"/agents/streams/{quote(stream_key, safe='')}/claim"
         payload = await self._call("POST", path, json={"ingestUrl": ingest_url})
-        return Claim(payload["claimId"], destinations_from(payload["destinations"]))
+        return Claim(
+            payload["claimId"],
+            destinations_from(payload["destinations"]),
+            str(payload.get("streamId") or ""),
+        )
 
     async def heartbeat(self, claims: list[bytes]) -> list[dict[str, Any]]:
         """Renew the claims of one batch (each already encoded as a JSON object); returns

@@ -24,6 +24,7 @@ from agent.heartbeat import HeartbeatRound, HeartbeatSender, bounded
 from agent.ingest import IngestConnection, LiveIngest, key_id, stream_key_of
 from agent.limits import Admission, FailedPublishes, RefusalLog, RefusedKeys
 from agent.metrics import AgentStats
+from agent.placement import LocalRegistry, Placement, Registry
 from agent.probe import Prober
 from agent.relay import StreamRelay
 from agent.rig_client import (
@@ -51,11 +52,19 @@ PRUNE_INTERVAL = 60.0
 class IngestServer:
     """Accepts RTMP publishers and relays each one through a StreamRelay."""
 
-    def __init__(self, settings: AgentSettings, rig: RigClient, egress: EgressSettings) -> None:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        rig: RigClient,
+        egress: EgressSettings,
+        registry: Registry | None = None,
+    ) -> None:
         self.settings = settings
         self.rig = rig
         self.egress = egress
         self.live: dict[str, LiveIngest] = {}  # by stream key
+        # One stream, one worker, one publishing connection (agent/placement.py).
+        self.placement = Placement(self, registry or LocalRegistry())
         self.relays: set[StreamRelay] = set()
         self.connections: set[IngestConnection] = set()
         self.prober = Prober()
@@ -100,11 +109,15 @@ class IngestServer:
         """The RTMP listener accepts connections."""
         return self._server is not None and self._server.is_serving()
 
-    async def start(self) -> None:
-        """Listen for publishers."""
+    async def start(self, reuse_port: bool = False) -> None:
+        """Listen for publishers (`reuse_port`: beside the other workers of the agent,
+        SO_REUSEPORT, the kernel spreading new connections over them)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: IngestConnection(self), self.settings.listen_host, self.settings.listen_port
+            lambda: IngestConnection(self),
+            self.settings.listen_host,
+            self.settings.listen_port,
+            reuse_port=reuse_port or None,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         log.info("RTMP ingest listening on %s:%s", self.settings.listen_host, self.port)
@@ -161,6 +174,10 @@ class IngestServer:
         )
         self._releasing[key] = task
         task.add_done_callback(lambda _: self._releasing.pop(key, None))
+
+    def release_in_flight(self, key: str) -> asyncio.Task[None] | None:
+        """The release of this key's claim, while rig has not answered it."""
+        return self._releasing.get(key)
 
     async def released(self, key: str) -> None:
         """Until a release of this key still in flight is done: rig answers a claim from

@@ -5,8 +5,9 @@ import os
 import socket
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from agent.cpus import available_cpus
 from agent.destination import EgressSettings
 from agent.limits import AdmissionLimits
 from rig.logs import log_format
@@ -52,6 +53,8 @@ class AgentSettings:
     event_loop: str = "uvloop"
     allow_private_destinations: bool = False
     thumbnails: bool = True  # a picture of each live stream for rig, every 10 s
+    # Worker processes sharing the RTMP port (agent/supervisor.py); 1: one process.
+    workers: int = field(default_factory=available_cpus)
 
     @property
     def listen_host(self) -> str:
@@ -102,6 +105,16 @@ def event_loop(value: str) -> str:
     if value not in ("uvloop", "asyncio"):
         raise ValueError(f"event loop must be uvloop or asyncio, not {value!r}")
     return value
+
+
+def worker_count(value: str) -> int:
+    """A number of worker processes (at least 1), or `auto`: one per CPU."""
+    if value.strip().lower() == "auto":
+        return available_cpus()
+    count = int(value)
+    if count < 1:
+        raise ValueError(f"workers must be at least 1 (or auto), not {count}")
+    return count
 
 
 OPTIONS: list[Option] = [
@@ -290,6 +303,14 @@ OPTIONS: list[Option] = [
         "thumbnails",
         switch,
         "on or off: decode each live stream's newest keyframe every 10 s into a JPEG for rig",
+    ),
+    (
+        "--workers",
+        "RIG_AGENT_WORKERS",
+        "workers",
+        worker_count,
+        "worker processes sharing the RTMP port, each one event loop (auto: one per CPU"
+        " this process may use, within its container's CPU limit)",
     ),
 ]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_FORMAT_WORKER = "%(asctime)s %(levelname)s %(name)s (worker %(worker)s): %(message)s"
 
 # The id of the HTTP request being handled (rig), attached to every line logged meanwhile.
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -44,13 +45,18 @@ class RequestIdFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """`time LEVEL logger: message`, and `[request_id]` when there is one."""
+    """`time LEVEL logger: message`, and `[request_id]` when there is one; an agent
+    worker's lines name it: `time LEVEL logger (worker 2): message`."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+        self._worker = logging.Formatter(TEXT_FORMAT_WORKER)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        line = super().formatMessage(record)
+        if getattr(record, "worker", None) is not None:
+            line = self._worker.formatMessage(record)
+        else:
+            line = super().formatMessage(record)
         request_id = getattr(record, "request_id", None)
         if request_id and f"[{request_id}]" not in line:
             line += f" [{request_id}]"

@@ -6,11 +6,13 @@ Everything listens on 127.0.0.1 only, logs into the test's tmp dir and is stoppe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -476,11 +478,39 @@ class Agent:
             pattern = self.destination_pattern(stream, service)
             self.wait_for_log(pattern + " stream ended, destination closed", timeout=timeout)
 
+    def processes(self) -> list[int]:
+        """The agent's process and its workers' (rig-agent --workers N)."""
+        pid = self.process.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except FileNotFoundError:
+            children = []
+        return [pid, *map(int, children)]
+
+    def kill(self) -> None:
+        """A crash of the whole agent: every process of it stops at once (frozen first,
+        so no worker notices the others going), then SIGKILL."""
+        pids = self.processes()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(30)
+
     def rss_kb(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        assert match, status
-        return int(match.group(1))
+        """The resident memory of the agent: its process and its workers, if any."""
+        total = 0
+        for process in self.processes():
+            try:
+                status = Path(f"/proc/{process}/status").read_text()
+            except FileNotFoundError:
+                continue  # a worker that just ended
+            match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+            assert match, status
+            total += int(match.group(1))
+        return total
 
 
 class Api:

@@ -134,7 +134,7 @@ def test_a_killed_agent_frees_its_key_within_the_expiry(e2e, long_media, media):
     e2e.publish(long_media, crashing, stream.key)
     crashing.wait_for_log(rf"publish of stream {key_id(stream.key)} from .* accepted")
 
-    crashing.process.kill()  # SIGKILL: no release, no goodbye
+    crashing.kill()  # SIGKILL (its workers too): no release, no goodbye
     killed_at = time.monotonic()
     assert detail(api, stream)["isStreaming"] is True  # the claim outlives the agent ...
     wait_until(lambda: not detail(api, stream)["isStreaming"], 8, "the claim to expire")

@@ -1,0 +1,250 @@
+"""`rig-agent --workers 2`, end to end: real ffmpeg publishers, real nginx-rtmp and a
+wire-exact recorder as destinations, a real rig.
+
+The kernel spreads connections over the workers (SO_REUSEPORT, by a hash of the
+addresses): a test cannot choose the worker a connection lands on, so the tests that
+need a connection on a given worker publish again until one lands there (each attempt
+lands on either worker with even odds; the caps make a false failure less likely than
+one in a thousand)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from .flvtools import SCRIPT, assert_whole_stream, parse_flv
+from .harness import Agent, Publish, StreamInfo, dest_keys, key_id, wait_until
+
+pytestmark = pytest.mark.e2e
+
+WORKERS = {"workers": 2, "heartbeat_interval": 1}
+ATTEMPTS = 12
+
+
+def accepted_on(agent: Agent, stream: StreamInfo) -> list[int]:
+    """The workers that accepted a publish of `stream`, in order."""
+    pattern = rf"\(worker (\d+)\): publish of stream {key_id(stream.key)} from \S+ accepted"
+    return [int(n) for n in re.findall(pattern, agent.log())]
+
+
+def handed_over(agent: Agent, to: int) -> int:
+    """How many connections were handed to worker `to`."""
+    return agent.count(rf"\(worker \d+\): RTMP connection from \S+ handed to worker {to}\b")
+
+
+def worker_pids(agent: Agent) -> dict[int, int]:
+    """Each worker's latest pid, from the supervisor's log."""
+    started = re.findall(r"worker (\d+) started \(pid (\d+)\)", agent.log())
+    return {int(n): int(pid) for n, pid in started}
+
+
+def scrape(agent: Agent, path: str = "/metrics") -> str:
+    listen = agent.env["RIG_AGENT_HTTP_LISTEN"]
+    with urllib.request.urlopen(f"http://{listen}{path}", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def sample(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in the metrics"
+    return float(match.group(1))
+
+
+def live_on_both_workers(e2e, stack, media) -> dict[int, tuple[StreamInfo, Publish]]:
+    """Publish new streams until each worker relays one; returns one per worker."""
+    per_worker: dict[int, tuple[StreamInfo, Publish]] = {}
+    for _ in range(ATTEMPTS):
+        stream = stack.api.stream(dest_keys(len(per_worker)))
+        publish = e2e.publish(media, stack.agent, stream.key)
+        wait_until(lambda s=stream: accepted_on(stack.agent, s), 20, "the publish accepted")
+        worker = accepted_on(stack.agent, stream)[0]
+        if worker in per_worker:
+            publish.process.kill()
+            continue
+        per_worker[worker] = (stream, publish)
+        if len(per_worker) == 2:
+            return per_worker
+    raise AssertionError(f"every publish landed on worker {list(per_worker)}")
+
+
+def test_streams_on_both_workers_metrics_kicks_and_destination_changes(e2e, long_media):
+    stack = e2e.stack(**WORKERS)
+    agent = stack.agent
+    live = live_on_both_workers(e2e, stack, long_media)
+    (first, first_publish), (second, second_publish) = live[1], live[2]
+    for stream in (first, second):
+        for service in ("YouTube", "Twitch"):
+            agent.wait_for_log(agent.destination_pattern(stream, service) + " live on")
+
+    # One agent towards rig and Prometheus: both streams live, every worker counted.
+    text = scrape(agent)
+    assert sample(text, "rig_agent_live_ingests") == 2
+    assert sample(text, "rig_agent_workers") == 2
+    assert sample(text, "rig_agent_publishes_total") >= 2
+    assert sample(text, 'rig_agent_destinations{state="live"}') == 4
+    assert sample(text, "rig_agent_ingest_bytes_total") > 0
+    health = scrape(agent, "/healthz")
+    assert '"ready": 2' in health and '"total": 2' in health
+    for stream in (first, second):
+        assert stack.api.call("GET", f"/streams/{stream.id}")["isStreaming"] is True
+
+    # A destination change reaches the worker relaying that stream (worker 2) ...
+    twitch = second.destinations["Twitch"]
+    stack.api.call("PATCH", f"/streams/{second.id}/destination/{twitch['id']}", {"isActive": False})
+    ended = rf"\(worker 2\): stream {key_id(second.key)} -> Twitch #{twitch['id']}: stream ended"
+    agent.wait_for_log(ended, timeout=10)
+    # ... and a key rotation kicks the publisher on worker 1 within a heartbeat.
+    stack.api.call("POST", f"/streams/{first.id}/changeKey")
+    assert first_publish.wait(10) != 0, "the publisher of the rotated key was not kicked"
+    agent.wait_for_log(rf"\(worker 1\): stream {key_id(first.key)}: rig revoked the claim")
+
+    # The other stream was not touched: it plays to its end on YouTube.
+    assert second_publish.wait(60) == 0, second_publish.stderr
+    agent.wait_closed(second, ("YouTube",))
+    keys = {s: d["streamKey"] for s, d in second.destinations.items()}
+    assert_whole_stream(stack.youtube.recording(keys["YouTube"]), long_media.flv, long_media.info)
+    assert agent.count(r"rig revoked the claim") == 1
+
+
+def test_sigterm_drains_every_worker(e2e, long_media):
+    stack = e2e.stack(**WORKERS)
+    agent = stack.agent
+    live = live_on_both_workers(e2e, stack, long_media)
+    for stream, _ in live.values():
+        for service in ("YouTube", "Twitch"):
+            agent.wait_for_log(agent.destination_pattern(stream, service) + " live on")
+    pids = worker_pids(agent)
+    time.sleep(2)
+    agent.process.signal(signal.SIGTERM)
+    assert agent.process.wait(20) == 0, agent.log()[-3000:]
+    for stream, publish in live.values():
+        agent.wait_closed(stream, timeout=0)  # every destination unpublished and closed
+        wait_until(lambda p=publish: p.returncode is not None, 10, "ffmpeg to notice")
+        assert stack.api.call("GET", f"/streams/{stream.id}")["isStreaming"] is False
+    for worker, pid in pids.items():
+        assert not pid_alive(pid), f"worker {worker} outlived the agent"
+    assert "agent stopped" in agent.log()
+    assert "restarting" not in agent.log()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_killed_worker_is_restarted_and_its_stream_can_come_back(e2e, long_media, media):
+    stack = e2e.stack(**WORKERS)
+    agent = stack.agent
+    stream = stack.api.stream(dest_keys())
+    publish = e2e.publish(long_media, agent, stream.key)
+    wait_until(lambda: accepted_on(agent, stream), 20, "the publish accepted")
+    worker = accepted_on(agent, stream)[0]
+    agent.wait_for_log(agent.destination_pattern(stream, "YouTube") + " live on")
+    victim = worker_pids(agent)[worker]
+
+    subprocess.run(["kill", "-KILL", str(victim)], check=True)
+    assert publish.wait(20) != 0  # its publisher's connection died with it
+    agent.wait_for_log(rf"worker {worker} \(pid {victim}\) exited with code -9")
+    wait_until(lambda: worker_pids(agent)[worker] != victim, 20, "a new worker")
+    agent.wait_for_log(rf"worker {worker} listening on port", count=2)
+    text = scrape(agent)
+    assert sample(text, "rig_agent_worker_restarts_total") == 1
+    assert sample(text, "rig_agent_workers") == 2
+    assert agent.process.running
+
+    # The claim was left to expire, and rig gives this agent the same claim back: the
+    # encoder reconnecting at once (to any worker) is not locked out, same session.
+    again = e2e.publish(media, agent, stream.key)
+    wait_until(lambda: len(accepted_on(agent, stream)) == 2, 20, "the publish back")
+    assert again.wait(60) == 0, again.stderr
+    agent.wait_closed(stream)
+    sessions = stack.api.call("GET", f"/streams/{stream.id}/sessions")
+    assert len(sessions) == 1, sessions
+
+
+def test_a_duplicate_is_refused_whichever_worker_it_reaches(e2e, long_media, media):
+    stack = e2e.stack(**WORKERS)
+    agent = stack.agent
+    keys = dest_keys()
+    stream = stack.api.stream(keys)
+    publish = e2e.publish(long_media, agent, stream.key)
+    wait_until(lambda: accepted_on(agent, stream), 20, "the publish accepted")
+    holder = accepted_on(agent, stream)[0]
+    kid = key_id(stream.key)
+
+    attempts = 0
+    while handed_over(agent, holder) == 0 or attempts < 2:
+        assert attempts < ATTEMPTS, "no duplicate reached the other worker"
+        attempts += 1
+        intruder = e2e.publish(media, agent, stream.key)
+        assert intruder.wait(20) != 0, "an active duplicate was accepted"
+        refused = rf"\(worker {holder}\): refused publish of stream {kid} .*already live here"
+        agent.wait_for_log(refused, count=attempts)
+    # Every duplicate was refused by the worker holding the stream, handed over or not.
+    assert agent.count(rf"refused publish of stream {kid}") == attempts
+    assert accepted_on(agent, stream) == [holder]
+
+    assert publish.wait(60) == 0, publish.stderr  # the first publisher was never hurt
+    agent.wait_closed(stream)
+    assert_whole_stream(stack.youtube.recording(keys["YouTube"]), long_media.flv, long_media.info)
+
+
+def test_a_hung_publisher_is_replaced_whichever_worker_the_new_one_reaches(e2e, long_media):
+    youtube = e2e.receiver("live2")
+    kick = e2e.wire_recorder("app")
+    rig = e2e.rig(YouTube=youtube.url, Kick=kick.url)
+    agent = e2e.agent(rig, **WORKERS)
+    keys = {"YouTube": dest_keys()["YouTube"], "Kick": f"kick-{time.monotonic_ns()}"}
+    api = e2e.api(rig)
+    stream = api.stream(keys)
+    current = e2e.publish(long_media, agent, stream.key)
+    wait_until(lambda: accepted_on(agent, stream), 20, "the publish accepted")
+    holder = accepted_on(agent, stream)[0]
+    for service in keys:
+        agent.wait_for_log(agent.destination_pattern(stream, service) + " live on")
+    replaces = rf"\(worker {holder}\): stream {key_id(stream.key)}: the publish from \S+ replaces"
+
+    rounds = 0
+    stopped: list[Publish] = []
+    while handed_over(agent, holder) == 0 or rounds < 2:
+        assert rounds < ATTEMPTS, "no new publisher reached the other worker"
+        rounds += 1
+        time.sleep(1)
+        current.process.send_signal(signal.SIGSTOP)  # hung: its connection stays open, silent
+        stopped.append(current)
+        time.sleep(2.5)
+        started = time.monotonic()
+        current = e2e.publish(long_media, agent, stream.key)
+        agent.wait_for_log(replaces, count=rounds, timeout=10)
+        assert time.monotonic() - started < 5  # at once: not after the 30 s idle timeout
+    for hung in stopped:  # the agent closed them: woken, they find their connection gone
+        hung.process.send_signal(signal.SIGCONT)
+        assert hung.wait(20) != 0
+    assert current.wait(60) == 0, current.stderr
+    agent.wait_closed(stream)
+
+    # One relay all along: one publish at each destination, one session at rig.
+    assert len(youtube.recordings(keys["YouTube"])) == 1
+    (recording,) = (parse_flv(p) for p in kick.recordings(keys["Kick"]))
+    assert agent.count(r"stream ended, destination closed") == 2
+    assert len(api.call("GET", f"/streams/{stream.id}/sessions")) == 1
+    assert accepted_on(agent, stream) == [holder]
+    # Each new publisher starts at timestamp 0 again (continuing the timeline is
+    # disconnect protection's job); from each switch on, the destination gets the new
+    # publisher's metadata and sequence headers before its media.
+    tags = recording.tags
+    switches = [i for i in range(1, len(tags)) if tags[i].timestamp + 500 < tags[i - 1].timestamp]
+    assert len(switches) == rounds, switches
+    for start in switches:
+        head = tags[start : start + 3]
+        assert head[0].type == SCRIPT, head
+        assert all(t.is_sequence_header for t in head[1:]), head
+        assert next(t for t in tags[start:] if t.type == 9 and not t.is_sequence_header).is_keyframe
