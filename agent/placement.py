@@ -109,17 +109,24 @@ class Placement:
         """rig granted the claim: None if this publish starts the stream's relay here;
         else (another key of the stream is relayed already) it was placed as above. The
         claim is the holder's: it is not released here."""
-        holder = await self.registry.hold(key_digest(key), claim.stream_id or claim.claim_id)
+        stream_id = claim.stream_id or claim.claim_id
+        holder = await self.registry.hold(key_digest(key), stream_id)
         if holder is None:
             return None
-        connection.forget_publish()
         if holder.owner == self.registry.me:
-            stream_id = claim.stream_id or claim.claim_id
-            ingest = next((i for i in self.server.live.values() if i.stream_id == stream_id), None)
-            if ingest is None or holder.pending:
-                self.registry.drop(key_digest(key))
-                return self._duplicate(connection)
+            ingest = next(
+                (
+                    i
+                    for i in self.server.live.values()
+                    if i.stream_id == stream_id and i is not connection.ingest
+                ),
+                None,
+            )
+            if ingest is None:  # the stream's last publish here is over: start it afresh
+                return None
+            connection.forget_publish()
             return self._join(connection, key, ingest)
+        connection.forget_publish()
         return await self._hand_off(connection, holder.owner)
 
     def released(self, key: str) -> None:
