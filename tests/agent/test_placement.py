@@ -288,3 +288,32 @@ async def test_a_connection_that_cannot_be_handed_over_is_refused(aiohttp_server
         assert live.hub.handoffs == {"adopted": 0, "failed": 1}
         assert two.stats.refused["handoff_failed"] == 1
         await first.stop()
+
+
+async def test_a_publish_right_after_the_last_on_another_worker_waits_for_its_release(
+    aiohttp_server, settings, db
+):
+    """rig answers a claim from this agent with the claim the last publish's release is
+    about to end (CONTRACTS.md §6): until that release is done, the key stays with the
+    worker releasing it, and a new publish reaching another worker is handed there."""
+    media = capture_media()
+    async with live_agent(aiohttp_server, settings, db, workers=2) as live:
+        one, two = live.servers
+        release = one.rig.release
+
+        async def slow_release(*args: object, **kwargs: object) -> None:
+            await asyncio.sleep(1.0)  # rig answers late: the release is in flight a while
+            await release(*args, **kwargs)
+
+        one.rig.release = slow_release  # type: ignore[method-assign]
+        first = await publishing(one.port, live.stream_key, media)
+        await first.stop()
+        await asyncio.sleep(0.2)  # the publish has ended; its release has not
+        second = await publishing(two.port, live.stream_key, media)
+        assert live.hub.handoffs == {"adopted": 1, "failed": 0}
+        await asyncio.sleep(2)  # the release went out; heartbeats every 0.5 s
+        assert await is_streaming(live), "the release of the last publish ended this one"
+        sessions = await live.call("GET", f"/streams/{live.stream_id}/sessions")
+        assert [s["endReason"] for s in sessions] == [None, "ended"]
+        assert one.stats.accepted == 2 and two.stats.accepted == 0
+        await second.stop()
