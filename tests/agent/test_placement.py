@@ -27,6 +27,7 @@ from rig.agents import create_agent
 from rig.app import create_app
 
 from .receiver import Receiver
+from .streamer import new_stream
 from .test_agent_ops import Publisher, capture_media
 from .test_ingest_limits import closed_by_peer
 
@@ -60,13 +61,7 @@ async def live_agent(aiohttp_server, settings, db, workers: int = 1) -> AsyncIte
     rig_url = str(rig_server.make_url("")).rstrip("/")
     _agent_id, api_key = await create_agent(db, "edge-placement")
     async with aiohttp.ClientSession() as http, Receiver() as destination:
-        user = {"username": "streamer", "password": "a long password", "email": "s@example.org"}
-        async with http.post(f"{rig_url}/accounts/", json=user) as resp:
-            assert resp.status == 200
-        async with http.post(f"{rig_url}/accounts/auth/local", json=user) as resp:
-            headers = {"Authorization": f"Bearer {(await resp.json())['payload']['token']}"}
-        async with http.post(f"{rig_url}/streams/", headers=headers) as resp:
-            stream = (await resp.json())["payload"]
+        headers, stream = await new_stream(http, rig_url)
         target = {
             "service": "Custom",
             "rtmpUrl": f"rtmp://127.0.0.1:{destination.port}/live2",

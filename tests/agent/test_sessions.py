@@ -34,6 +34,7 @@ from rig.app import create_app
 from tests.unit.media_samples import encoded_flv
 
 from .receiver import Receiver
+from .streamer import new_stream
 from .test_agent_ops import Publisher
 
 SET_DATA_FRAME = amf0.encode("@setDataFrame")
@@ -103,13 +104,7 @@ async def live_stack(aiohttp_server, settings, db, via=None, **agent_options: ob
         rig_app = create_app(dataclasses.replace(settings, service_urls=services))
         rig_server = await aiohttp_server(rig_app, host="127.0.0.1")
         rig_url = str(rig_server.make_url("")).rstrip("/")
-        user = {"username": "streamer", "password": "a long password", "email": "s@example.org"}
-        async with http.post(f"{rig_url}/accounts/", json=user) as resp:
-            assert resp.status == 200
-        async with http.post(f"{rig_url}/accounts/auth/local", json=user) as resp:
-            headers = {"Authorization": f"Bearer {(await resp.json())['payload']['token']}"}
-        async with http.post(f"{rig_url}/streams/", headers=headers) as resp:
-            stream = (await resp.json())["payload"]
+        headers, stream = await new_stream(http, rig_url)
         destinations = {}
         for service in ("YouTube", "Twitch"):
             body = {"service": service, "streamKey": f"{service.lower()}-{secrets.token_hex(4)}"}
