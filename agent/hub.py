@@ -3,6 +3,8 @@
 - **The stream registry** (agent/registry.py): which worker holds which stream key and
   stream id. Each worker asks before and after every claim (`reserve`, `hold`) and says
   when a publish ended (`drop`), so every stream lives on exactly one worker.
+- **Shared limits**: what one worker's limits on wrong keys saw (`share`) goes to the
+  others (agent/shared_limits.py).
 - **Hand-over**: a worker sends the connection of a publish whose stream another worker
   holds (`handoff`: its socket and RTMP session, agent/handoff.py); the hub passes it to
   that worker (`adopt`) and its answer back.
@@ -14,6 +16,7 @@ may connect IngestServers of its own process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -66,6 +69,12 @@ class Hub:
             return (holder_answer(self.registry.hold(index, key, message["stream"])), b"", [])
         if op == "drop" and isinstance(key, str):
             self.registry.drop(index, key)
+            return None
+        if op == "share":  # what a worker's limits saw, for the others (agent/shared_limits.py)
+            for other, link in self.links.items():
+                if other != index and other in self.ready:
+                    with contextlib.suppress(ChannelClosed):
+                        link.notify({**message, "op": "shared"})
             return None
         if op == "handoff":
             return ({"adopted": await self._forward(frame)}, b"", [])

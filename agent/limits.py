@@ -164,9 +164,12 @@ class RefusedKeys:
 
     def add(self, stream_key: str) -> None:
         """rig just refused this key."""
+        self.add_digest(key_digest(stream_key))
+
+    def add_digest(self, digest: bytes) -> None:
+        """rig just refused the key of this digest (another worker asked it)."""
         if self.ttl <= 0:
             return
-        digest = key_digest(stream_key)
         self._until.pop(digest, None)
         self._until[digest] = self._clock() + self.ttl
         self.prune()

@@ -66,9 +66,8 @@ class Supervisor:
         self.settings = settings
         self.count = workers
         # Each worker takes its share of the agent-wide limits (SO_REUSEPORT spreads
-        # connections evenly over workers). Per-address limits, the budget of refused
-        # publishes and the refused-key cache are each worker's own: an address whose
-        # connections land on several workers gets up to that many times them.
+        # connections evenly over workers). The per-address connection limits are each
+        # worker's own; the limits on wrong keys are kept in step (agent/shared_limits.py).
         self.worker_settings = dataclasses.replace(
             settings,
             max_connections=max(1, math.ceil(settings.max_connections / workers)),

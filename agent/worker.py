@@ -35,6 +35,7 @@ from agent.registry import Holder
 from agent.rig_client import RigClient
 from agent.server import IngestServer
 from agent.settings import AgentSettings
+from agent.shared_limits import SharedFailedPublishes, SharedRefusedKeys, apply
 from rig.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -104,6 +105,19 @@ class LinkRegistry:
             self.drop(key)
 
 
+def share_limits(server: IngestServer, link: Link) -> None:
+    """The server's limits on wrong keys, kept in step with the other workers'
+    (agent/shared_limits.py)."""
+
+    def share(event: dict[str, Any]) -> None:
+        with contextlib.suppress(ChannelClosed):
+            link.notify({"op": "share", **event})
+
+    failed, refused = server.failed_publishes, server.refused_keys
+    server.failed_publishes = SharedFailedPublishes(failed, share)  # type: ignore[assignment]
+    server.refused_keys = SharedRefusedKeys(refused, share)  # type: ignore[assignment]
+
+
 class Worker:
     """Serves the supervisor's requests for one IngestServer."""
 
@@ -113,6 +127,10 @@ class Worker:
 
     async def handle(self, frame: Frame) -> Answer | None:
         op = frame.message.get("op")
+        if op == "shared" and self.server is not None:
+            failed, refused = self.server.failed_publishes, self.server.refused_keys
+            apply(frame.message, failed.local, refused.local)  # type: ignore[union-attr]
+            return None
         if op == "adopt":
             return ({"adopted": self.adopt(frame)}, b"", [])
         if op == "metrics":
@@ -155,6 +173,7 @@ async def serve(settings: AgentSettings, link_socket: socket.socket, index: int)
     link.closed.add_done_callback(lambda _: stop.set())
     async with RigClient(settings.rig_url, settings.agent_key) as rig:
         server = IngestServer(settings, rig, settings.egress(), LinkRegistry(link, index))
+        share_limits(server, link)
         await server.start(reuse_port=True)
         worker.server = server
         link.notify({"op": "ready", "port": server.port})

@@ -22,7 +22,7 @@ from agent.rtmp.message import AUDIO, DATA_AMF0, VIDEO
 from agent.server import IngestServer
 from agent.settings import AgentSettings
 from agent.tags import Kind, classify
-from agent.worker import LinkRegistry, Worker
+from agent.worker import LinkRegistry, Worker, share_limits
 from rig.agents import create_agent
 from rig.app import create_app
 
@@ -97,6 +97,7 @@ async def live_agent(aiohttp_server, settings, db, workers: int = 1) -> AsyncIte
                 await server.start()
                 servers.append(server)
                 if hub is not None:
+                    share_limits(server, link)
                     worker.server = server
                     link.notify({"op": "ready", "port": server.port})
             if hub is not None:
@@ -312,3 +313,26 @@ async def test_a_publish_right_after_the_last_on_another_worker_waits_for_its_re
         assert [s["endReason"] for s in sessions] == [None, "ended"]
         assert one.stats.accepted == 2 and two.stats.accepted == 0
         await second.stop()
+
+
+async def test_wrong_keys_cost_the_agents_budget_whichever_worker_they_reach(
+    aiohttp_server, settings, db
+):
+    """An address's budget of refused publishes and the refused-key cache are the agent's,
+    not each worker's (agent/shared_limits.py)."""
+    async with live_agent(aiohttp_server, settings, db, workers=2) as live:
+        burst = live.servers[0].settings.failed_publish_burst
+        answers = []
+        for attempt in range(burst + 4):  # alternating between the workers
+            publisher = Publisher(live.servers[attempt % 2].port, f"wrong-{attempt}")
+            answers.append(await publisher.publish())
+            await publisher.close()
+        codes = [a.code for a in answers]  # type: ignore[attr-defined]
+        assert codes == ["NetStream.Publish.BadName"] * burst + ["NetStream.Publish.Denied"] * 4
+        assert "Too many refused publishes" in answers[-1].description  # type: ignore[attr-defined]
+        refused = [s.stats.refused for s in live.servers]
+        assert refused[0]["unknown_key"] + refused[1]["unknown_key"] == burst
+        assert refused[0]["throttled"] + refused[1]["throttled"] == 4
+        # A key rig refused on one worker is refused on the other without asking rig.
+        assert "wrong-0" in live.servers[1].refused_keys
+        assert "wrong-1" in live.servers[0].refused_keys
