@@ -51,10 +51,14 @@ def metrics(agent: Agent, name: str) -> dict[str, float]:
 
 
 def peak_rss_mb(agent: Agent) -> float:
-    status = Path(f"/proc/{agent.process.pid}/status").read_text()
-    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-    assert match, status
-    return int(match.group(1)) / 1024
+    """The peak RSS of the agent: its process and its workers' (each its own peak)."""
+    total = 0
+    for pid in agent.processes():
+        status = Path(f"/proc/{pid}/status").read_text()
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        assert match, status
+        total += int(match.group(1))
+    return total / 1024
 
 
 async def handshaken(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
