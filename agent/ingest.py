@@ -340,7 +340,6 @@ class IngestConnection(asyncio.BufferedProtocol):
         """Worker `owner` continues this connection: let go of it without a word to the
         peer (closing our descriptor leaves the socket open there)."""
         self._closed = True
-        self._give_back_token()  # the publish is that worker's to judge
         log.info("RTMP connection from %s handed to worker %d", self.peer, owner)
         if self.transport is not None:
             self.transport.close()

@@ -2,8 +2,8 @@
 
 A single agent keeps a budget of refused publishes per address and a short cache of keys
 rig refused (`agent.limits`). With workers, each keeps its own copy and tells the others,
-through the supervisor, what it takes, gives back and learns: a token taken from an
-address, a token given back, a key refused (by its SHA-256 only). Each copy is a few
+through the supervisor, what it learns: a publish from an address refused (a token of
+the address's budget), a key rig refused (by its SHA-256 only). Each copy is a few
 milliseconds behind the others at most, so a guesser gets the agent's budget, not a
 budget per worker, and a key refused on one worker is refused at once on all. The
 events go one way (worker -> supervisor -> the other workers) and are applied without
@@ -16,8 +16,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from agent.limits import RefusedKeys, key_digest
-from rig.ratelimit import TokenBucket
+from agent.limits import FailedPublishes, RefusedKeys, key_digest
 
 Share = Callable[[dict[str, Any]], None]
 
@@ -25,22 +24,16 @@ Share = Callable[[dict[str, Any]], None]
 class SharedFailedPublishes:
     """A worker's budget of refused publishes, kept in step with the other workers'."""
 
-    def __init__(self, local: TokenBucket, share: Share) -> None:
+    def __init__(self, local: FailedPublishes, share: Share) -> None:
         self.local = local
         self._share = share
 
-    def take(self, address: str) -> float:
-        wait = self.local.take(address)
-        if not wait:
-            self._share({"what": "take", "address": address})
-        return wait
+    def wait(self, address: str) -> float:
+        return self.local.wait(address)
 
-    def give_back(self, address: str) -> None:
-        self.local.give_back(address)
-        self._share({"what": "give_back", "address": address})
-
-    def __len__(self) -> int:
-        return len(self.local)
+    def failed(self, address: str) -> None:
+        self.local.failed(address)
+        self._share({"what": "failed", "address": address})
 
 
 class SharedRefusedKeys:
@@ -67,14 +60,12 @@ class SharedRefusedKeys:
         return len(self.local)
 
 
-def apply(event: dict[str, Any], failed: TokenBucket, refused: RefusedKeys) -> None:
+def apply(event: dict[str, Any], failed: FailedPublishes, refused: RefusedKeys) -> None:
     """What another worker shared, applied to this worker's copies (not shared again)."""
     what = event.get("what")
     address = event.get("address")
-    if what == "take" and isinstance(address, str):
-        failed.take(address)
-    elif what == "give_back" and isinstance(address, str):
-        failed.give_back(address)
+    if what == "failed" and isinstance(address, str):
+        failed.failed(address)
     elif what == "refused" and isinstance(event.get("digest"), str):
         with contextlib.suppress(ValueError):
             refused.add_digest(bytes.fromhex(event["digest"]))
