@@ -285,6 +285,13 @@ class RigStack:
             RIG_AGENT_NAME="bench",
             RIG_AGENT_RTMP_LISTEN=f"127.0.0.1:{self.agent_port}",
             RIG_AGENT_HTTP_LISTEN=f"127.0.0.1:{self.agent_http_port}",
+            # Every publisher of the benchmark connects from 127.0.0.1, dozens at once:
+            # the per-address abuse limits (a stranger's connections, publishes waiting
+            # for rig, refused publishes) would refuse the workload itself.
+            RIG_AGENT_MAX_CONNECTIONS="100000",
+            RIG_AGENT_MAX_CONNECTIONS_PER_ADDRESS="100000",
+            RIG_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS="100000",
+            RIG_AGENT_FAILED_PUBLISH_BURST="0",
         )
         env.update(self.agent_env)
         self.agent = Child("rig-agent", [sys.executable, "-m", "agent"], log_path, env).start()
