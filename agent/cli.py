@@ -9,16 +9,18 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
 from agent.health import start_health
 from agent.rig_client import RigClient
-from agent.server import IngestServer
 from agent.settings import AgentSettings, add_arguments, settings_from
 from agent.supervisor import Supervisor
 from rig.logs import setup_logging
+
+if TYPE_CHECKING:
+    from agent.server import IngestServer
 
 log = logging.getLogger("agent")
 
@@ -40,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def single_process(settings: AgentSettings, rig: RigClient) -> "IngestServer":
+    """The ingest server of a one-process agent. Imported here: a supervisor relays
+    nothing, and stays small without the relay and the media engine (PyAV)."""
+    from agent.server import IngestServer
+
+    return IngestServer(settings, rig, settings.egress())
+
+
 async def serve(settings: AgentSettings) -> None:
     """Run until SIGINT or SIGTERM, then shut down cleanly: one process serving every
     connection, or (`--workers N`, N > 1) a supervisor of N worker processes."""
@@ -47,7 +57,7 @@ async def serve(settings: AgentSettings) -> None:
     async with RigClient(settings.rig_url, settings.agent_key) as rig:
         server: IngestServer | Supervisor
         supervisor = Supervisor(settings, settings.workers) if settings.workers > 1 else None
-        server = supervisor or IngestServer(settings, rig, settings.egress())
+        server = supervisor or single_process(settings, rig)
 
         def on_signal() -> None:
             if supervisor is not None:

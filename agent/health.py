@@ -22,9 +22,9 @@ from prometheus_client.exposition import generate_latest
 
 from agent.metrics import registry_for
 from agent.rig_client import RigClient, RigUnavailable
-from agent.server import IngestServer
 
 if TYPE_CHECKING:
+    from agent.server import IngestServer
     from agent.supervisor import Supervisor
 
 log = logging.getLogger(__name__)

@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--agent-env", action="append", default=[], metavar="NAME=VALUE",
         help="a setting for our agent, e.g. RIG_AGENT_EVENT_LOOP=asyncio (repeatable)",
     )  # fmt: skip
+    p.add_argument(
+        "--workers", metavar="N|auto",
+        help="our agent's worker processes (RIG_AGENT_WORKERS; default: the agent's own,"
+        " one per CPU)",
+    )  # fmt: skip
     p.add_argument("--profile", action="store_true", help="also profile ours at N=8 (py-spy)")
     p.add_argument(
         "--thumbnails", action="store_true",
@@ -105,8 +110,16 @@ def config_from(args: argparse.Namespace) -> Config:
         do_latency=not args.no_latency,
         do_api=not args.no_api,
         latency_bg_levels=sorted({0, args.latency_bg}),
-        agent_env=dict(item.split("=", 1) for item in args.agent_env),
+        agent_env=agent_env(args),
     )
+
+
+def agent_env(args: argparse.Namespace) -> dict[str, str]:
+    """Our agent's settings from --agent-env and --workers (which wins)."""
+    env = dict(item.split("=", 1) for item in args.agent_env)
+    if args.workers is not None:
+        env["RIG_AGENT_WORKERS"] = args.workers
+    return env
 
 
 # ---------------------------------------------------------------------- aggregation
