@@ -248,3 +248,30 @@ def test_a_hung_publisher_is_replaced_whichever_worker_the_new_one_reaches(e2e, 
         assert head[0].type == SCRIPT, head
         assert all(t.is_sequence_header for t in head[1:]), head
         assert next(t for t in tags[start:] if t.type == 9 and not t.is_sequence_header).is_keyframe
+
+
+def test_one_worker_is_one_process_and_replaces_a_hung_publisher(e2e, long_media):
+    """`--workers 1`: one process as before (no supervisor), and the hung publisher of
+    issue 12 replaced there too."""
+    stack = e2e.stack(workers=1)
+    agent = stack.agent
+    stream = stack.api.stream(dest_keys())
+    hung = e2e.publish(long_media, agent, stream.key)
+    agent.wait_for_log(rf"publish of stream {key_id(stream.key)} from \S+ accepted")
+    assert agent.processes() == [agent.process.pid]  # no workers
+    assert "(worker" not in agent.log() and "supervisor" not in agent.log()
+    agent.wait_for_log(agent.destination_pattern(stream, "YouTube") + " live on")
+    time.sleep(1)
+    hung.process.send_signal(signal.SIGSTOP)
+    time.sleep(2.5)
+    started = time.monotonic()
+    current = e2e.publish(long_media, agent, stream.key)
+    agent.wait_for_log(rf"stream {key_id(stream.key)}: the publish from \S+ replaces", timeout=10)
+    assert time.monotonic() - started < 5
+    hung.process.send_signal(signal.SIGCONT)
+    assert hung.wait(20) != 0
+    assert current.wait(60) == 0, current.stderr
+    agent.wait_closed(stream)
+    keys = {s: d["streamKey"] for s, d in stream.destinations.items()}
+    assert len(stack.youtube.recordings(keys["YouTube"])) == 1  # one publish there
+    assert len(stack.api.call("GET", f"/streams/{stream.id}/sessions")) == 1
