@@ -11,8 +11,10 @@ is on the per-destination path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
+from agent.media_facts import AudioFacts, VideoFacts
 from agent.tags import AUDIO, VIDEO, Kind, Tag
 
 if TYPE_CHECKING:
@@ -21,6 +23,13 @@ if TYPE_CHECKING:
 # The same track facts for at most this many probes per track (a publisher could send a
 # new sequence header with every frame).
 MAX_PROBES_PER_TRACK = 16
+# Frames of the primary video track a frame rate is measured over, at least.
+MIN_FRAMES_MEASURED = 15
+# The frame rates encoders use: a measured rate within 2 % is taken as one of them.
+STANDARD_RATES = tuple(
+    Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50",
+                          "60000/1001", "60", "100", "120")
+)  # fmt: skip
 
 
 @dataclass
@@ -167,6 +176,52 @@ class IngestFacts:
             open_gop = round((window.last_ts - keys[-1]) / 1000, 2)
             self._keyframe_interval = max(self._keyframe_interval, open_gop)
 
+    def slate_facts(self, primary_video: int | None) -> tuple[VideoFacts | None, AudioFacts | None]:
+        """What a slate must match (agent/slate.py): the primary video track and the
+        first audio track, as probed (codec, size, pixel format, profile, level; sample
+        rate, channels) with the measured frame rate taken as the standard rate it is.
+        What is not known yet is left to the slate's defaults; a track the ingest lacks
+        is None."""
+        video_track = self._track(VIDEO, primary_video)
+        audio_track = self._track(AUDIO, None)
+        video = audio = None
+        if video_track is not None and video_track.codec is not None:
+            probe = video_track.facts
+            video = VideoFacts(
+                video_track.codec,
+                (probe.width if probe else None) or 0,  # 0: unknown, the slate's default
+                (probe.height if probe else None) or 0,
+                standard_rate(self.frame_rate()),
+                probe.pixel_format if probe else None,
+                probe.profile if probe else None,
+                probe.level if probe else None,
+            )
+        if audio_track is not None and audio_track.codec is not None:
+            probe = audio_track.facts
+            audio = AudioFacts(
+                audio_track.codec,
+                (probe.sample_rate if probe else None) or 48000,
+                (probe.channels if probe else None) or 2,
+                profile=probe.profile if probe else None,
+            )
+        return video, audio
+
+    def probed(self, primary_video: int | None) -> bool:
+        """Whether every reported track has been probed and, with video, its frame rate
+        measured: the slate facts will not get better."""
+        tracks = [self._track(VIDEO, primary_video), self._track(AUDIO, None)]
+        if any(t is not None and t.codec is not None and t.facts is None for t in tracks):
+            return False
+        return tracks[0] is None or self.frame_rate() is not None
+
+    def frame_rate(self) -> float | None:
+        """The primary video track's frame rate: measured since the last report, or
+        the last one measured."""
+        for window in (self._window, self._whole):
+            if window.frames >= MIN_FRAMES_MEASURED and window.frame_rate():
+                return window.frame_rate()
+        return None
+
     def _track(self, media: int, wanted: int | None) -> _Track | None:
         """The track reported for `media`: `wanted`, else the lowest track id."""
         tracks = sorted((key[1], state) for key, state in self._tracks.items() if key[0] == media)
@@ -176,3 +231,14 @@ class IngestFacts:
     def _probed(self, state: _Track, result: Probe | None) -> None:
         if result is not None:
             state.facts = result
+
+
+def standard_rate(measured: float | None) -> Fraction | None:
+    """The standard frame rate within 2 % of a measured one (29.97 is 30000/1001), else
+    the measured rate to the nearest frame; None when not measured."""
+    if not measured:
+        return None
+    for rate in STANDARD_RATES:
+        if abs(measured - rate) <= rate * Fraction(2, 100):
+            return rate
+    return Fraction(round(measured)) or None

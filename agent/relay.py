@@ -32,12 +32,18 @@ the relay keeps what a destination that (re)connects needs:
 Each batch is chunked once for the destinations that share a chunk size and message
 stream id (`agent.destination.Chunked`). New sequence headers are probed by the media
 engine (`agent.probe`) in the background, for the heartbeat's ingest facts.
+
+Timestamps go through the broadcast's `Timeline` (`agent.timeline`): the first source
+keeps its own (an uninterrupted publish is relayed as sent), and when another source
+takes over (`agent.broadcast`: the slate, a publisher back on a new connection, a
+backup) its timestamps continue the broadcast's, so a destination sees one publish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -50,12 +56,14 @@ from agent.destination import (
 )
 from agent.ingest_facts import IngestFacts
 from agent.media_queue import MediaMessage
+from agent.rtmp.message import Message
 from agent.tags import AUDIO, DATA, VIDEO, Kind, Tag, classify
 from agent.thumbnails import Keyframe
+from agent.timeline import Timeline
 
 if TYPE_CHECKING:
+    from agent.media_facts import AudioFacts, VideoFacts
     from agent.probe import Prober
-    from agent.rtmp.message import Message
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +85,7 @@ class StreamRelay(StreamStart):
         self._settings = settings
         self._prober = prober
         self.facts = IngestFacts(prober)  # for the heartbeat
+        self.timeline = Timeline()  # the broadcast's timestamps, whatever feeds it
         self.workers: dict[int, DestinationWorker] = {}
         self.retired: list[DestinationWorker] = []  # removed or changed while live
         self._live: tuple[DestinationWorker, ...] = ()  # what feed() sends to
@@ -105,6 +114,7 @@ class StreamRelay(StreamStart):
         self.has_video = False
         # The newest keyframe of the primary video track, for thumbnails (agent.thumbnails).
         self._keyframe: MediaMessage | None = None
+        self._slate_facts = IngestFacts(None)  # what feed_slate() tells, never reported
         for destination in destinations:
             self._add_worker(destination)
 
@@ -192,10 +202,14 @@ class StreamRelay(StreamStart):
 
     # ------------------------------------------------------------------ the media path
 
-    def feed(self, messages: list[Message]) -> None:
-        """Relay the messages of one read from the publisher, in order."""
+    def feed(self, messages: list[Message], now: float | None = None) -> None:
+        """Relay the messages of one read from the publisher, in order (`now`: the
+        monotonic clock, for the timeline)."""
         batch = []
         append = batch.append
+        place = self.timeline.place
+        if now is None:
+            now = time.monotonic()
         for message in messages:
             tag = classify(message.type_id, message.payload)
             kind = tag.kind
@@ -205,7 +219,9 @@ class StreamRelay(StreamStart):
                 # would cut every nginx-rtmp destination. Counted, not sent.
                 self.facts.unclassified += 1
                 continue
-            media = MediaMessage(message.type_id, message.timestamp, message.payload, kind)
+            type_id = message.type_id
+            timestamp = place(type_id, message.timestamp, now)
+            media = MediaMessage(type_id, timestamp, message.payload, kind)
             append(media)
             # The common messages, in short (see _plain_tags).
             if tag is self._plain_audio:
@@ -221,6 +237,46 @@ class StreamRelay(StreamStart):
             chunked = Chunked(batch)
             for worker in self._live:
                 worker.send(chunked)
+
+    def feed_slate(self, messages: list[Message], now: float) -> None:
+        """Relay the slate's messages: like a publisher's, but they are not the ingest
+        (the heartbeat's facts and the media engine's probes are not about them)."""
+        facts, self.facts = self.facts, self._slate_facts
+        try:
+            self.feed(messages, now)
+        finally:
+            self.facts = facts
+            self._keyframe = None  # no thumbnail of the slate: it is not the ingest
+
+    def new_source(self) -> None:
+        """Another source feeds the relay from its next message on (agent.broadcast):
+        what a destination that (re)connects starts with must be its own. The previous
+        source's configuration and GOP are forgotten; its onMetaData stays until the new
+        source sends one (the slate sends none)."""
+        self._configuration.clear()
+        self._cache.clear()
+        self._cache_bytes = 0
+        self._cache_keyframe = False
+        self._primary_video = None
+        self._plain_audio = self._plain_inter = None
+        self._keyframe = None
+
+    def configuration(self) -> list[Message]:
+        """The current source's onMetaData and track configuration, in the order they
+        came (for agent.standby, when that source stops feeding)."""
+        head = [] if self._metadata is None else [self._metadata]
+        head += [m for _, m in sorted(self._configuration.values(), key=lambda item: item[0])]
+        unique = list({id(m): m for m in head}.values())
+        return [Message(m.type_id, 1, m.timestamp, m.body) for m in unique]
+
+    def slate_facts(self) -> tuple[VideoFacts | None, AudioFacts | None]:
+        """What the slate must match: the ingest's tracks, as probed and measured."""
+        return self.facts.slate_facts(self._primary_video)
+
+    def facts_known(self) -> bool:
+        """Whether the slate facts are complete (every track probed, the frame rate
+        measured)."""
+        return self.facts.probed(self._primary_video)
 
     def start_messages(self, worker: DestinationWorker) -> tuple[list[MediaMessage], bool]:
         """What a destination's new connection starts with (StreamStart)."""

@@ -19,13 +19,18 @@ long publish would have one.
 What it does with a source's own irregularities, decided here (nginx-rtmp passes them
 through, FFmpeg's muxers clamp): a message older than the last one sent on its track
 (audio a few ms behind video after a switch, a publisher's jitter) is sent at that
-track's last timestamp (never back); a source clock that steps back by more than
-`max_step_back_ms` is a new clock, treated as a switch; a jump forward is passed
-through (it is the publisher's own hole, which a byte-for-byte relay keeps).
+track's last timestamp (never back); an audio or video track whose source clock steps
+back by more than `max_step_back_ms` from that track's own last message is a new clock,
+treated as a switch (compared per track, so audio and video interleaved a second or
+more apart, as a GStreamer pipeline starting with audio sends them, are no restart; a
+data message, such as an onMetaData stamped 0 in mid-stream, never restarts the clock);
+a jump forward is passed through (it is the publisher's own hole, which a byte-for-byte
+relay keeps).
 """
 
 from __future__ import annotations
 
+AUDIO, VIDEO = 8, 9
 WRAP = 1 << 32
 MASK = WRAP - 1
 _HALF = 1 << 31
@@ -59,6 +64,7 @@ class Timeline:
         self._offset = 0  # current source's unwrapped time + offset = broadcast time
         self._source_raw: int | None = None  # current source's last 32-bit timestamp
         self._source_time = 0  # ... and the same, unwrapped
+        self._source_tracks: dict[int, int] = {}  # per type: its last source time, unwrapped
         self._anchor: int | None = None  # source timestamp the pending switch happens at
         self._step = self.step_ms
 
@@ -80,8 +86,13 @@ class Timeline:
         if self._source_raw is None:
             self._start_source(raw)
         else:
-            delta = serial_delta(raw, self._source_raw)
-            if delta < -self.max_step_back_ms:
+            source_time = self._source_time + serial_delta(raw, self._source_raw)
+            track_time = self._source_tracks.get(type_id)
+            if (
+                track_time is not None
+                and source_time < track_time - self.max_step_back_ms
+                and type_id in (VIDEO, AUDIO)
+            ):
                 # The source's clock restarted (a new clock in the same connection).
                 self._source_raw = None
                 self._anchor = None
@@ -89,8 +100,9 @@ class Timeline:
                 self.switches += 1
                 self._start_source(raw)
             else:
-                self._source_time += delta
+                self._source_time = source_time
                 self._source_raw = raw
+        self._source_tracks[type_id] = self._source_time
         output = self._source_time + self._offset
         last = self._track_last.get(type_id)
         if last is not None and output < last:
@@ -105,6 +117,7 @@ class Timeline:
         """Fix the offset of a source from its first message (or the switch's `at`)."""
         anchor = raw if self._anchor is None else self._anchor
         self._source_raw = raw
+        self._source_tracks.clear()
         if self.last_output is None:
             # The first source of the broadcast keeps its timestamps, wrapped as they are.
             self._source_time = raw

@@ -97,18 +97,19 @@ async def test_every_message_reaches_every_destination_unchanged():
         relay.start()
         await live(relay)
         messages = stream_messages()
-        extra = [
-            Message(DATA, 1, 700, amf0.encode("onCuePoint", {"name": "ad", "time": 0.7})),
-            Message(DATA, 1, 710, amf0.encode("onTextData", {"text": "hello"})),
-            Message(15, 1, 720, b"\x00" + amf0.encode("onCaptionInfo", {"x": 1.0})),
-            Message(VIDEO, 1, 725, b"\x27\x01\x00\x00\x00" + os.urandom(3000)),  # corrupt frame
-            Message(VIDEO, 1, 730, b"\xff" + os.urandom(3000)),  # not even a header
-            Message(VIDEO, 1, 740, b"\x10\x00" + os.urandom(10)),  # codec id 0: unknown
-            Message(AUDIO, 1, 750, b""),  # the "audio silence" message
-            Message(DATA, 1, 760, SET_DATA_FRAME + amf0.encode("onMetaData", {"second": 1.0})),
-        ]
-        not_script = Message(DATA, 1, 770, b"\x05\x00garbage")  # no handler name
         middle = len(messages) // 2
+        at = messages[middle - 1].timestamp  # in place: no track's timestamps step back
+        extra = [
+            Message(DATA, 1, at, amf0.encode("onCuePoint", {"name": "ad", "time": 0.7})),
+            Message(DATA, 1, at, amf0.encode("onTextData", {"text": "hello"})),
+            Message(15, 1, at, b"\x00" + amf0.encode("onCaptionInfo", {"x": 1.0})),
+            Message(VIDEO, 1, at, b"\x27\x01\x00\x00\x00" + os.urandom(3000)),  # corrupt frame
+            Message(VIDEO, 1, at, b"\xff" + os.urandom(3000)),  # not even a header
+            Message(VIDEO, 1, at, b"\x10\x00" + os.urandom(10)),  # codec id 0: unknown
+            Message(AUDIO, 1, at, b""),  # the "audio silence" message
+            Message(DATA, 1, at, SET_DATA_FRAME + amf0.encode("onMetaData", {"second": 1.0})),
+        ]
+        not_script = Message(DATA, 1, at, b"\x05\x00garbage")  # no handler name
         sent = messages[:middle] + extra + messages[middle:]
         await feed(relay, [*sent, not_script])
         relay.end("unpublished")

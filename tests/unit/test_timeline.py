@@ -91,6 +91,21 @@ def test_a_clock_stepping_back_far_within_a_source_is_a_new_clock():
     assert timeline.switches == 1
 
 
+def test_tracks_interleaved_far_apart_are_no_restart():
+    timeline = Timeline(step_ms=33, max_step_back_ms=1000)
+    # Audio first for 1.5 s (a GStreamer start), then video from 0, then audio goes on.
+    out = placed(timeline, [(A, 0), (A, 1500), (V, 0), (V, 1600), (A, 1523), (V, 1633)])
+    assert out == [0, 1500, 0, 1600, 1523, 1633]
+    assert timeline.switches == 0
+
+
+def test_data_stamped_far_back_is_clamped_and_restarts_nothing():
+    timeline = Timeline(step_ms=33, max_step_back_ms=1000)
+    out = placed(timeline, [(D, 0), (V, 60_000), (D, 60_000), (D, 0), (V, 60_033)])
+    assert out == [0, 60_000, 60_000, 60_000, 60_033]
+    assert timeline.switches == 0
+
+
 def test_a_jump_forward_is_the_publishers_and_passes_through():
     timeline = Timeline()
     assert placed(timeline, [(V, 0), (V, 33), (V, 600_000)]) == [0, 33, 600_000]
