@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from agent.end_reasons import GRACE_EXPIRED
 from agent.media_facts import AudioFacts, VideoFacts
 from agent.rtmp.message import Message
 from agent.slate import Slate, SlateLoop
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 PRIMARY, BACKUP = "primary", "backup"
 LIVE, ON_BACKUP, HOLDING = "live", "backup", "holding"  # ingestState (CONTRACTS.md §1)
 _STATE_OF_ROLE = {PRIMARY: LIVE, BACKUP: ON_BACKUP}
-GRACE_EXPIRED = "grace expired"
 # The timeline's step at a switch when the frame rate is not known (30 fps).
 DEFAULT_STEP_MS = 33
 
@@ -89,7 +89,7 @@ class Output(Protocol):
 
     def feed_slate(self, messages: list[Message], now: float) -> None: ...
 
-    def new_source(self) -> None: ...
+    def new_source(self, slate: bool = False) -> None: ...
 
     def configuration(self) -> list[Message]: ...
 
@@ -374,7 +374,7 @@ class Broadcast:
         start = now if timeline.last_at is None else timeline.last_at
         self._slate = SlateLoop(slate, start=start)
         timeline.switch(at=0, step_ms=self._step_ms())
-        self.output.new_source()
+        self.output.new_source(slate=True)
         self.output.feed_slate(self._slate.due(now), now)
 
     def _end_hold(self, now: float) -> None:

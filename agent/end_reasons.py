@@ -29,6 +29,9 @@ STOPPED_READING = "the publisher stopped reading"
 KICKED = "kicked"
 SHUTDOWN = "shutdown"
 GRACE_EXPIRED = "grace expired"
+# A publisher of a broadcast ends, the broadcast goes on (agent/broadcast.py):
+REPLACED = "replaced by a new connection"  # a stalled one, by the same key's new publish
+BACKUP_REVOKED = "backup key revoked"  # rig: the backup key was rotated
 
 _REASONS = {
     UNPUBLISHED: "ended",
@@ -41,6 +44,7 @@ _REASONS = {
     KICKED: "kicked",
     SHUTDOWN: "shutdown",
     GRACE_EXPIRED: "grace expired",
+    BACKUP_REVOKED: "kicked",
 }
 
 

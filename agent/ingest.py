@@ -29,21 +29,25 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from agent import end_reasons, handoff
+from agent.broadcast import BACKUP, LIVE, Broadcast, Protection, Source
 from agent.handoff import HandoffError
 from agent.limits import address_of
-from agent.logsafe import escape
+from agent.logsafe import clean, escape
 from agent.relay import StreamRelay
 from agent.rig_client import RigUnavailable, StreamInUse, StreamNotFound
 from agent.rtmp import ProtocolError, ServerSession
 from agent.rtmp.events import MediaReceived, PublishEnded, PublishRequested
 
 if TYPE_CHECKING:
+    from agent.rig_client import Claim
     from agent.rtmp.message import Message
     from agent.server import IngestServer
 
 log = logging.getLogger(__name__)
 
 MAX_STREAM_KEY = 256
+# rig's words (1009 details) when a backup key is claimed on an agent not holding it.
+BACKUP_ELSEWHERE = "the backup must publish to the agent that holds the stream"
 # The connection's own receive buffer: the loop reads into it (no new bytes object per
 # read); the sans-I/O session copies what it keeps.
 READ_BUFFER = 64 * 1024
@@ -64,37 +68,172 @@ def stream_key_of(stream_name: str) -> str:
 
 
 class LiveIngest:
-    """A publish in progress on this agent: its claim, its relay, its statistics."""
+    """A broadcast in progress on this agent: its claim, its relay, its publishers (one, or
+    more with disconnect protection and backup ingest: `agent.broadcast`), its figures.
+
+    It is registered in the server's `live` under every key a publisher of it used (the
+    primary key, the backup key) until it ends, also while it holds for a publisher that
+    is gone: a publish of one of those keys joins it (`join`)."""
 
     def __init__(self, key: str, connection: IngestConnection) -> None:
-        self.key = key
+        self.key = key  # the key it was claimed with
         self.key_id = key_id(key)
-        self.connection = connection
+        self.server = connection.server
+        self.connection = connection  # the publisher that started it
         self.session = connection.session
         self.peer = connection.peer
         self.relay: StreamRelay | None = None
         self.claim_id: str | None = None
         self.stream_id = ""  # rig's id of the stream (or the claim's), once claimed
+        self.broadcast: Broadcast | None = None
+        self.keys: set[str] = set()  # under which it is in the server's `live`
+        self.connections: dict[Source, IngestConnection] = {}  # its publishers now
+        self._roles: dict[str, str] = {}  # of its keys
         self.started = time.monotonic()
-        self._bytes_before = 0  # received by connections this publish had before
+        self._bytes_gone = 0  # received by publishers that have left
         # Bytes received and time at the previous heartbeat, for the bitrate.
         self._last_sample: tuple[float, int] = (self.started, 0)
 
     @property
     def bytes_in(self) -> int:
-        """Bytes received from the publisher(s) of this publish."""
-        return self._bytes_before + self.session.bytes_received
+        """Bytes received from every publisher of this broadcast."""
+        if not self.connections and self.broadcast is None:
+            return self.session.bytes_received
+        current = sum(c.session.bytes_received for c in self.connections.values())
+        return self._bytes_gone + current
 
-    def attach(self, connection: IngestConnection) -> None:
-        """A new connection publishes into this ingest from now on (it replaced a hung
-        one): its relay, claim and figures go on."""
-        self._bytes_before += self.session.bytes_received
-        self.connection, self.session, self.peer = connection, connection.session, connection.peer
-        connection.ingest, connection.relay, connection.stream_key = self, self.relay, self.key
+    def start(self, key: str, claim: Claim, relay: StreamRelay) -> Source:
+        """The claim was granted: the broadcast starts with this publisher feeding it."""
+        server = self.server
+        self.relay = relay
+        self.stream_id = claim.stream_id or claim.claim_id
+        settings = server.settings
+        self.broadcast = Broadcast(
+            relay,
+            server.slates,
+            Protection.of(claim.protection) or Protection(),
+            self._state_changed,
+            self._ended,
+            f"stream {self.key_id}",
+            settings.queue_bytes,
+            int(settings.queue_seconds * 1000),
+        )
+        return self.join(self.connection, claim.role, key)
+
+    def may_join(self, key: str, now: float) -> bool:
+        """Whether a new publish of `key` may join (`now`: the loop's clock): unless a
+        publisher of that key sent something within `RIG_AGENT_STALL_TIMEOUT` (an active
+        duplicate). One that has been silent longer is hung and is replaced; one that is
+        gone (the broadcast holds for it) comes back."""
+        broadcast = self.broadcast
+        if broadcast is None or broadcast.ended:
+            return False
+        stall = self.server.settings.stall_timeout
+        return not any(
+            s.key == key and now - c.last_data < stall for s, c in self.connections.items()
+        )
+
+    def role_of(self, key: str) -> str | None:
+        """The role (primary, backup) a key of this broadcast was claimed with."""
+        return self._roles.get(key)
+
+    def join(self, connection: IngestConnection, role: str, key: str) -> Source:
+        """A publisher of this broadcast, accepted: it feeds or waits (agent.broadcast). A
+        hung publisher of the same key (may_join) is replaced: its connection closed."""
+        assert self.broadcast is not None
+        for source, old in list(self.connections.items()):
+            if source.key == key:
+                log.info(
+                    "stream %s: the publish from %s replaces %s, which sent nothing for %.1f s",
+                    self.key_id,
+                    connection.peer,
+                    old.peer,
+                    connection.now() - old.last_data,
+                )
+                self.server.stats.replaced += 1
+                old.close_now(f"{end_reasons.REPLACED} from {connection.peer}")
+        source = self.broadcast.join(role, key, time.monotonic())
+        self._roles[key] = role
+        self.connections[source] = connection
+        connection.ingest, connection.source, connection.stream_key = self, source, key
+        self.keys.add(key)
+        self.server.live[key] = self
+        return source
+
+    def left(self, connection: IngestConnection, reason: str, deliberate: bool) -> None:
+        """A publisher's connection ended (`deliberate`: it unpublished)."""
+        source = connection.source
+        connection.ingest, connection.source, connection.stream_key = None, None, None
+        if source is None or self.connections.pop(source, None) is None:
+            return
+        self._bytes_gone += connection.session.bytes_received
+        assert self.broadcast is not None
+        if reason in (end_reasons.KICKED, end_reasons.SHUTDOWN):
+            self.broadcast.end(reason)
+        elif deliberate:
+            self.broadcast.unpublished(source, time.monotonic(), reason)
+        else:
+            self.broadcast.gone(source, time.monotonic(), reason)
 
     def kick(self, reason: str = end_reasons.KICKED) -> None:
-        """End this publish: rig revoked it ("kicked"), or the agent is shutting down."""
-        self.connection.close(reason)
+        """End this broadcast: rig revoked it ("kicked"), or the agent is shutting down."""
+        if self.broadcast is None:
+            self.connection.close(reason)
+        else:
+            self.broadcast.end(reason)
+
+    def end_backup(self, key: str) -> None:
+        """rig says `key` is no longer the stream's backup key: end that publisher only."""
+        for source, connection in list(self.connections.items()):
+            if source.role == BACKUP and source.key == key:
+                log.warning("stream %s: the backup key was rotated, ending it", self.key_id)
+                connection.close(end_reasons.BACKUP_REVOKED)
+
+    def _state_changed(self, state: str) -> None:
+        self.server.ingest_state_changed(self)
+
+    def _ended(self, reason: str) -> None:
+        """The broadcast is over: its destinations end, its claim is released (with why),
+        the publishers still connected are closed."""
+        server = self.server
+        if self.relay is not None:
+            self.relay.end(reason)
+            log.info("stream %s ended: %s", self.key_id, reason)
+        if self.claim_id is not None:
+            server.release_claim(self, end_reasons.end_reason(reason))
+            self.claim_id = None
+        for key in self.keys:
+            if server.live.get(key) is self:
+                del server.live[key]
+                server.placement.released(key)
+        for source, connection in list(self.connections.items()):
+            del self.connections[source]
+            self._bytes_gone += connection.session.bytes_received
+            connection.ingest, connection.source, connection.stream_key = None, None, None
+            connection.close(reason)
+
+    @property
+    def ingest_state(self) -> str:
+        """CONTRACTS.md §1 `ingestState`: live, backup or holding."""
+        state = self.broadcast.state if self.broadcast is not None else None
+        return state or LIVE
+
+    def heartbeat_entry(self, ingest_url: str) -> dict[str, object]:
+        """This broadcast's entry in a heartbeat (CONTRACTS.md §6): the key that names it
+        (its primary key once a primary joined, else the backup key), its health, and the
+        backup publisher's key when one is attached."""
+        broadcast = self.broadcast
+        assert broadcast is not None
+        name = broadcast.primary_key or next(iter(self.keys))
+        entry: dict[str, object] = {
+            "claimId": self.claim_id,
+            "streamKey": name,
+            "health": self.health(ingest_url),
+        }
+        backup = broadcast.source_of(BACKUP)
+        if backup is not None:
+            entry["backupStreamKey"] = backup.key
+        return entry
 
     def health(self, ingest_url: str, final: bool = False) -> dict[str, object]:
         """Ingest facts and per-destination state, for the heartbeat (CONTRACTS.md §1).
@@ -113,7 +252,12 @@ class LiveIngest:
         }
         if self.relay is not None:
             ingest.update(self.relay.ingest_facts(final))
-        return {"ingestUrl": ingest_url, "ingest": ingest, "destinations": self.destinations()}
+        return {
+            "ingestUrl": ingest_url,
+            "ingestState": self.ingest_state,
+            "ingest": ingest,
+            "destinations": self.destinations(),
+        }
 
     def destinations(self) -> list[dict[str, object]]:
         """Every destination's state and figures (CONTRACTS.md §1, `destinations`)."""
@@ -137,7 +281,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         self.peer = ""
         self.address = ""  # what the per-address limits count by (agent.limits.address_of)
         self.ingest: LiveIngest | None = None
-        self.relay: StreamRelay | None = None  # once the publish is accepted
+        self.source: Source | None = None  # once the publish is accepted: what it feeds
         self.stream_key: str | None = None
         self.last_data = 0.0
         # Until the publish is accepted the connection is a stranger's: deadlines run,
@@ -299,11 +443,6 @@ class IngestConnection(asyncio.BufferedProtocol):
         """The event loop's clock (that of `last_data`)."""
         return self._loop.time()
 
-    def detach_publish(self) -> None:
-        """This connection no longer publishes (another one replaced it): its end ends
-        neither the relay nor the claim."""
-        self.ingest, self.relay, self.stream_key = None, None, None
-
     def forget_publish(self) -> None:
         """Give up this publish's place (its stream is relayed by another publish): no
         claim release (the claim is the holder's), no registry change."""
@@ -311,7 +450,7 @@ class IngestConnection(asyncio.BufferedProtocol):
             self.ingest.claim_id = None
             if self.stream_key is not None and self.server.live.get(self.stream_key) is self.ingest:
                 del self.server.live[self.stream_key]
-        self.ingest, self.relay, self.stream_key = None, None, None
+        self.ingest, self.source, self.stream_key = None, None, None
 
     def refuse_publish(self, reason: str, words: str, code: str, description: str) -> bool:
         """Refuse the pending publish (one of metrics.REFUSAL_REASONS), not counted as a
@@ -347,10 +486,14 @@ class IngestConnection(asyncio.BufferedProtocol):
     def check(self, now: float) -> None:
         """Periodic: before the publish is accepted, the deadline of the current step
         (handshake, then `publish`; rig's answer has one of its own); after, the idle
-        deadline."""
+        deadline, and before it the stall timeout (the broadcast holds, or its backup
+        takes over: agent.broadcast)."""
         if self.authenticated:
-            if now - self.last_data > self.server.settings.idle_timeout:
+            idle = now - self.last_data
+            if idle > self.server.settings.idle_timeout:
                 self._fail(end_reasons.NO_DATA, "idle")
+            elif idle > self.server.settings.stall_timeout and self.source is not None:
+                self.source.broadcast.stalled(self.source, time.monotonic())
         elif self._authorising is None and now > self._deadline:
             self._fail(_DEADLINE_WORDS[self._deadline_kind], self._deadline_kind)
 
@@ -387,21 +530,22 @@ class IngestConnection(asyncio.BufferedProtocol):
 
     def _handle(self, events: list) -> None:
         media: list[Message] = []
-        relay = self.relay
+        source = self.source
+        now = time.monotonic()
         for event in events:
             if type(event) is MediaReceived:
                 media.append(event.message)
                 continue
-            if media and relay is not None:
-                relay.feed(media)
+            if media and source is not None:
+                source.feed(media, now)
                 media = []
             if isinstance(event, PublishRequested):
                 self._start_authorising(event)
             elif isinstance(event, PublishEnded):
-                self._end_publish(event.reason or end_reasons.UNPUBLISHED)
-            relay = self.relay
-        if media and relay is not None:
-            relay.feed(media)
+                self._end_publish(event.reason or end_reasons.UNPUBLISHED, deliberate=True)
+            source = self.source
+        if media and source is not None:
+            source.feed(media, now)
         self._flush()
         if self.session.closed and not self._closed:
             self.close(end_reasons.PROTOCOL_CLOSED)
@@ -499,12 +643,9 @@ class IngestConnection(asyncio.BufferedProtocol):
         try:
             await server.released(key)  # the previous publish of this key, if any
             claim = await server.rig.claim(key, server.ingest_url)
-        except StreamInUse:
+        except StreamInUse as exc:
             self._release()
-            return self._refuse(
-                "live_elsewhere", "live on another agent", "NetStream.Publish.Denied",
-                "Stream already publishing.", kid, failed=False,
-            )  # fmt: skip
+            return self._refuse_elsewhere(exc.details, kid)
         except StreamNotFound:
             self._release()
             server.refused_keys.add(key)
@@ -530,7 +671,7 @@ class IngestConnection(asyncio.BufferedProtocol):
             self._end_publish(end_reasons.CONNECTION_CLOSED)
             return False
         relay = server.new_relay(f"stream {kid}", claim.destinations)
-        ingest.relay = self.relay = relay
+        ingest.start(key, claim, relay)
         relay.start()
         server.stats.accept(ingest)
         session.accept_publish()
@@ -541,6 +682,30 @@ class IngestConnection(asyncio.BufferedProtocol):
             len(claim.destinations),
         )
         return True
+
+    def _refuse_elsewhere(self, details: dict[str, object], kid: str) -> bool:
+        """rig says the stream is held by another agent (1009): say which, so a backup
+        encoder can be pointed there (an agent's name and public URL are no secret)."""
+        url, name = details.get("ingestUrl"), details.get("agent")
+        where = clean(url) if isinstance(url, str) else ""
+        agent = clean(name) if isinstance(name, str) else ""
+        if not where:
+            return self._refuse(
+                "live_elsewhere", "live on another agent", "NetStream.Publish.Denied",
+                "Stream already publishing.", kid, failed=False,
+            )  # fmt: skip
+        if details.get("reason") == BACKUP_ELSEWHERE:
+            description = f"Publish the backup to the agent that holds the stream: {where}"
+        else:
+            description = f"Stream already publishing on {where}"
+        if agent:
+            description += f" (agent {agent})."
+        words = f"live on agent {escape(agent)} at {escape(where)}"
+        if details.get("reason") == BACKUP_ELSEWHERE:
+            words = "a backup, for the " + words
+        return self._refuse(
+            "live_elsewhere", words, "NetStream.Publish.Denied", description, kid, failed=False
+        )  # fmt: skip
 
     def _refuse(
         self,
@@ -576,20 +741,26 @@ class IngestConnection(asyncio.BufferedProtocol):
         if self.stream_key is not None and server.live.get(self.stream_key) is self.ingest:
             del server.live[self.stream_key]
             server.placement.released(self.stream_key)
-        self.ingest, self.relay, self.stream_key = None, None, None
+        self.ingest, self.source, self.stream_key = None, None, None
 
-    def _end_publish(self, reason: str) -> None:
+    def _end_publish(self, reason: str, deliberate: bool = False) -> None:
+        """This connection's publish is over (`deliberate`: it unpublished): its
+        broadcast decides what that means (agent.broadcast). A publish whose claim rig
+        granted but that had not started (the connection closed meanwhile) gives the
+        claim back at once."""
         ingest = self.ingest
         if ingest is None:
             return
-        if ingest.relay is not None:
-            ingest.relay.end(reason)
-            log.info("stream %s from %s ended: %s", ingest.key_id, self.peer, reason)
-        if ingest.claim_id is not None:
-            assert self.stream_key is not None
-            self.server.release_claim(self.stream_key, ingest, end_reasons.end_reason(reason))
-            ingest.claim_id = None
-        self._release()
+        if self.source is None:
+            if ingest.claim_id is not None:
+                assert self.stream_key is not None
+                ingest.keys.add(self.stream_key)
+                self.server.release_claim(ingest, end_reasons.end_reason(reason))
+                ingest.claim_id = None
+            self._release()
+            return
+        log.info("stream %s: publish from %s ended: %s", ingest.key_id, self.peer, reason)
+        ingest.left(self, reason, deliberate)
 
 
 # How a connection that missed the deadline of a step before its publish is named.

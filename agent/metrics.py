@@ -110,10 +110,16 @@ class AgentCollector(Collector):
     def collect(self) -> Iterator[Any]:
         server = self.server
         stats = server.stats
-        followed = stats.fold(server.live.values())
-        live = [i for i in server.live.values() if i.relay is not None]
+        broadcasts = server.broadcasts()
+        followed = stats.fold(broadcasts)
+        live = [i for i in broadcasts if i.relay is not None]
 
         yield _gauge("rig_agent_live_ingests", "Publishes being relayed now", len(live))
+        yield _gauge(
+            "rig_agent_holding_ingests",
+            "Publishes whose publisher is gone, the slate feeding their destinations",
+            sum(i.ingest_state == "holding" for i in live),
+        )
         yield _gauge(
             "rig_agent_rtmp_connections",
             "Open RTMP connections (publishing or not)",

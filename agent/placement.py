@@ -7,11 +7,14 @@ worker relay it already, under another key?). Then:
 - **free**: this worker claims and relays it;
 - **being claimed** by any worker: an active duplicate (it sent `publish` a moment ago),
   refused with `NetStream.Publish.Denied`;
-- **held by this worker**: the holding connection decides. If it sent anything in the
-  last `HUNG_AFTER` seconds it is an active duplicate and the newcomer is refused; else
-  it is a hung connection (a mobile link that died without a close) and the newcomer
-  replaces it at once: the old connection is closed and the new one feeds the same
-  `StreamRelay`, whose destinations stay connected;
+- **held by this worker**: the publish joins that broadcast (`LiveIngest.join`,
+  `agent.broadcast`), unless a publisher of the same key sent anything within
+  `RIG_AGENT_STALL_TIMEOUT`: that is an active duplicate and the newcomer is refused. A
+  publisher of the same key silent for longer is a hung connection (a mobile link that
+  died without a close) and is replaced: the old connection is closed. The newcomer
+  takes over (the primary back during a hold, a replacement) or waits (a backup while
+  the primary is live) at its first keyframe, into the same `StreamRelay`, whose
+  destinations stay connected;
 - **held by another worker**: the connection is handed to that worker (`agent.handoff`),
   which decides as above, so a replacement, a returning or a backup publisher always
   reaches the relay of its stream.
@@ -34,10 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A publishing connection that has sent nothing for this long is hung: a new publish of
-# its stream replaces it (issue 12: mobile links die without a close; the idle deadline,
-# RIG_AGENT_IDLE_TIMEOUT, is far longer). Encoders send media many times a second.
-HUNG_AFTER = 2.0
 # A connection is handed from worker to worker at most this often (the holder may have
 # ended and another worker taken the stream meanwhile: no ping-pong).
 MAX_HANDOFFS = 1
@@ -100,7 +99,7 @@ class Placement:
                 # flight (`released`): the registry keeps the key ours meanwhile. Claim
                 # it again once that release is done (`IngestServer.released`).
                 return None
-            return self._join(connection, key, ingest)
+            return self._join(connection, key, ingest, ingest.role_of(key))
         return await self._hand_off(connection, holder.owner)
 
     async def after_claim(
@@ -125,7 +124,7 @@ class Placement:
             if ingest is None:  # the stream's last publish here is over: start it afresh
                 return None
             connection.forget_publish()
-            return self._join(connection, key, ingest)
+            return self._join(connection, key, ingest, claim.role)
         connection.forget_publish()
         return await self._hand_off(connection, holder.owner)
 
@@ -152,33 +151,26 @@ class Placement:
             "Stream already publishing.",
         )  # fmt: skip
 
-    def _join(self, connection: IngestConnection, key: str, ingest: LiveIngest) -> bool:
-        """Another publish of a stream this worker relays: refuse an active duplicate,
-        replace a hung connection."""
-        old = ingest.connection
-        idle = connection.now() - old.last_data
-        if ingest.relay is None or idle < HUNG_AFTER:
-            if ingest.key != key:  # the other key joined the stream in hold(): undo
+    def _join(
+        self, connection: IngestConnection, key: str, ingest: LiveIngest, role: str | None
+    ) -> bool:
+        """Another publish of a stream this worker relays (`role`: of its key, as rig
+        said): it joins the broadcast, unless it is an active duplicate."""
+        if role is None or not ingest.may_join(key, connection.now()):
+            if key not in ingest.keys:  # the key joined the stream in hold(): undo
                 self.registry.drop(key_digest(key))
             return self._duplicate(connection)
-        old.detach_publish()
-        old.close_now(f"replaced by a new connection from {connection.peer}")
-        if ingest.key != key:  # another key of the same stream (a backup key)
-            self.server.live.pop(ingest.key, None)
-            self.registry.drop(key_digest(ingest.key))
-            self.server.live[key] = ingest
-            ingest.key = key
-        ingest.attach(connection)
-        ingest.relay.new_source()
-        self.server.stats.replaced += 1
-        log.info(
-            "stream %s: the publish from %s replaces %s, which sent nothing for %.1f s",
-            ingest.key_id,
-            connection.peer,
-            old.peer,
-            idle,
-        )
+        source = ingest.join(connection, role, key)
         connection.session.accept_publish()
+        assert ingest.broadcast is not None
+        log.info(
+            "publish of stream %s from %s joins the broadcast of stream %s as %s (%s)",
+            key_digest(key)[:8],
+            connection.peer,
+            ingest.key_id,
+            role,
+            "feeding" if source is ingest.broadcast.feeding else "waiting for its keyframe",
+        )
         return True
 
     async def _hand_off(self, connection: IngestConnection, owner: int) -> bool:

@@ -147,21 +147,27 @@ class StreamRelay(StreamStart):
             worker.stop()
         self._check_closed()
 
-    def new_source(self) -> None:
-        """Another connection publishes into this relay from now on (it replaced a hung
-        one). Destinations connected now go on: the new publisher's own `onMetaData`
-        and sequence headers reach them before its media, as it sends them. What a
-        destination that (re)connects later starts with must be the new publisher's
-        too: the old one's metadata, sequence headers, GOP and track facts are
-        forgotten. (Continuing the timestamps, and switching at a keyframe, is
-        disconnect protection's: agent/timeline.py.)"""
-        self._metadata = None
+    def new_source(self, slate: bool = False) -> None:
+        """Another source feeds this relay from its next message on (agent.broadcast: a
+        publisher back on a new connection, a backup, the slate). Destinations connected
+        now go on: the new source's own `onMetaData` and sequence headers reach them
+        before its media (the timeline continues the timestamps). What a destination
+        that (re)connects later starts with must be the new source's too: the old one's
+        sequence headers, GOP and newest keyframe are forgotten, and for a publisher its
+        metadata and track facts too. The slate (`slate`) has neither: the publisher's
+        `onMetaData` stays for destinations that reconnect while it plays, and the
+        heartbeat's facts stay the publisher's (the slate's are not counted:
+        `feed_slate`)."""
         self._configuration.clear()
         self._cache.clear()
         self._cache_bytes = 0
         self._cache_keyframe = False
         self._plain_audio = self._plain_inter = None
         self._primary_video = None
+        self._keyframe = None
+        if slate:
+            return
+        self._metadata = None
         unclassified = self.facts.unclassified  # a total over the broadcast
         self.facts = IngestFacts(self._prober)
         self.facts.unclassified = unclassified
@@ -247,19 +253,6 @@ class StreamRelay(StreamStart):
         finally:
             self.facts = facts
             self._keyframe = None  # no thumbnail of the slate: it is not the ingest
-
-    def new_source(self) -> None:
-        """Another source feeds the relay from its next message on (agent.broadcast):
-        what a destination that (re)connects starts with must be its own. The previous
-        source's configuration and GOP are forgotten; its onMetaData stays until the new
-        source sends one (the slate sends none)."""
-        self._configuration.clear()
-        self._cache.clear()
-        self._cache_bytes = 0
-        self._cache_keyframe = False
-        self._primary_video = None
-        self._plain_audio = self._plain_inter = None
-        self._keyframe = None
 
     def configuration(self) -> list[Message]:
         """The current source's onMetaData and track configuration, in the order they

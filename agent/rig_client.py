@@ -29,7 +29,13 @@ class StreamNotFound(Exception):
 
 
 class StreamInUse(Exception):
-    """Another agent holds a live claim on this key (errorCode 1009)."""
+    """Another agent holds a live claim on this key (errorCode 1009). `details` is rig's
+    word on where (`reason`, `agent`, `ingestUrl`, `ingestState`; CONTRACTS.md §6), or
+    empty."""
+
+    def __init__(self, details: object = None) -> None:
+        super().__init__("the stream is live on another agent")
+        self.details: dict[str, Any] = details if isinstance(details, dict) else {}
 
 
 class RigUnavailable(Exception):
@@ -43,11 +49,15 @@ class RigRefused(RigUnavailable):
 
 @dataclass(frozen=True)
 class Claim:
-    """A granted claim: this agent is where the stream is live."""
+    """A granted claim: this agent is where the stream is live. A claim of a stream this
+    agent holds already is that same broadcast (CONTRACTS.md §6): `stream_id` names it,
+    `role` says which of its keys the publisher used."""
 
     claim_id: str
     destinations: list[Destination]
     stream_id: str = ""  # the broadcast: one per stream, whichever key claimed it
+    role: str = "primary"  # or "backup": which of the stream's keys
+    protection: dict[str, Any] | None = None  # rig's disconnectProtection
 
 
 def server_url_of(rtmp_url: str, stream_key: str) -> str:
@@ -160,7 +170,7 @@ class RigClient:
             if code == 1000:
                 raise StreamNotFound()
             if code == 1009:
-                raise StreamInUse()
+                raise StreamInUse(body.get("details"))
             if code != 1003:
                 break
         words = f"rig answered HTTP {status}, errorCode {body.get('errorCode')}"
@@ -187,10 +197,13 @@ class RigClient:
         """Claim the key for a publish starting here; raises StreamInUse if live elsewhere."""
         path = f"/agents/streams/{quote(stream_key, safe='')}/claim"
         payload = await self._call("POST", path, json={"ingestUrl": ingest_url})
+        role = payload.get("role")
         return Claim(
             payload["claimId"],
             destinations_from(payload["destinations"]),
             str(payload.get("streamId") or ""),
+            role if role in ("primary", "backup") else "primary",
+            payload.get("disconnectProtection"),
         )
 
     async def heartbeat(self, claims: list[bytes]) -> list[dict[str, Any]]:

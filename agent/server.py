@@ -8,17 +8,27 @@ stream's health every heartbeat (in batches: `agent.heartbeat`), applies rig's a
 (revoked: kick; new destinations: `StreamRelay.apply_destinations`), and checks the
 connections' deadlines twice a second. It holds what the abuse limits count across
 connections (`agent.limits`). PyAV probes run in a small worker pool (`agent.probe`).
+
+Disconnect protection (`agent.broadcast`): a broadcast's `ingestState` change is sent
+to rig at once (a heartbeat right away, besides the regular ones), and while any
+broadcast holds, heartbeats go every `HOLDING_HEARTBEAT` seconds, so that a takeover of
+the stream by another agent (rig answers `revoked`) frees the destinations within about
+a second; the slates of holding broadcasts are played by one timer (`TICK_INTERVAL`).
+Slates are encoded by one worker thread (`agent.slate.SlateCache`), ahead of any hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import end_reasons
+from agent.broadcast import BACKUP, HOLDING, Protection
 from agent.destination import Destination, EgressSettings
 from agent.heartbeat import HeartbeatRound, HeartbeatSender, bounded
 from agent.ingest import IngestConnection, LiveIngest, key_id, stream_key_of
@@ -34,7 +44,11 @@ from agent.rig_client import (
     destinations_from,
 )
 from agent.settings import AgentSettings
+from agent.slate import SlateCache
 from agent.thumbnails import Thumbnailer
+
+if TYPE_CHECKING:
+    from agent.rig_client import Claim
 
 __all__ = ["IngestServer", "LiveIngest", "key_id", "stream_key_of"]
 
@@ -47,6 +61,13 @@ RELEASE_DRAIN_WAIT = 3.0
 RIG_CALL_TIMEOUT = 5.0  # RigClient's
 # How often the negative cache of refused keys forgets what has expired.
 PRUNE_INTERVAL = 60.0
+# Seconds between the slate's sends while holding: frames go out in batches this long
+# (bench/slate: one timer per 100 ms costs a third of a timer per frame).
+TICK_INTERVAL = 0.1
+# Heartbeat interval while a broadcast holds (a takeover elsewhere is learnt this fast);
+# an ingestState change is reported at once, at most this often.
+HOLDING_HEARTBEAT = 1.0
+SOON_MIN_INTERVAL = 0.2
 
 
 class IngestServer:
@@ -62,9 +83,10 @@ class IngestServer:
         self.settings = settings
         self.rig = rig
         self.egress = egress
-        self.live: dict[str, LiveIngest] = {}  # by stream key
-        # One stream, one worker, one publishing connection (agent/placement.py).
+        self.live: dict[str, LiveIngest] = {}  # by stream key (a broadcast under each)
+        # One stream, one worker, one broadcast (agent/placement.py).
         self.placement = Placement(self, registry or LocalRegistry())
+        self.slates = SlateCache()  # the disconnect slate of each ingest's facts
         self.relays: set[StreamRelay] = set()
         self.connections: set[IngestConnection] = set()
         self.prober = Prober()
@@ -86,6 +108,8 @@ class IngestServer:
         # and re-grants the claims a heartbeat names; one arriving after the release
         # would make the stream live again).
         self._heartbeat: asyncio.Future[HeartbeatRound] | None = None
+        self._beat_soon = asyncio.Event()  # an ingestState changed: tell rig now
+        self._holding = asyncio.Event()  # some broadcast holds: play its slate
 
     @property
     def ingest_url(self) -> str:
@@ -124,6 +148,7 @@ class IngestServer:
         self._tasks = [
             loop.create_task(self._heartbeat_loop(), name="heartbeats"),
             loop.create_task(self._check_loop(), name="deadlines"),
+            loop.create_task(self._hold_loop(), name="slates"),
         ]
         if self.thumbnailer is not None:
             task = self.thumbnailer.run(self._live_claims)
@@ -135,6 +160,8 @@ class IngestServer:
             self._server.close()
         for task in self._tasks:
             task.cancel()
+        for ingest in self.broadcasts():  # holding ones too: no publisher to close
+            ingest.kick(end_reasons.SHUTDOWN)
         for connection in list(self.connections):
             connection.close(end_reasons.SHUTDOWN)
         await asyncio.sleep(0)  # let the connections notice they are closed
@@ -150,12 +177,33 @@ class IngestServer:
         if self._server is not None:
             await self._server.wait_closed()
         await asyncio.to_thread(self.prober.close)
+        await asyncio.to_thread(self.slates.close)
         if self.thumbnailer is not None:
             await self.thumbnailer.close()
 
     def _live_claims(self) -> list[tuple[str, StreamRelay]]:
         """(claim id, relay) of every publish live here."""
-        return [(i.claim_id, i.relay) for i in self.live.values() if i.claim_id and i.relay]
+        return [(i.claim_id, i.relay) for i in self.broadcasts() if i.claim_id and i.relay]
+
+    def broadcasts(self) -> list[LiveIngest]:
+        """Every broadcast live here, once each (one may be under two keys)."""
+        return list({id(i): i for i in self.live.values()}.values())
+
+    def broadcast_of(self, claim: Claim) -> LiveIngest | None:
+        """The broadcast a granted claim names, if this agent holds it already."""
+        stream_id = claim.stream_id or claim.claim_id
+        for ingest in self.broadcasts():
+            ended = ingest.broadcast is None or ingest.broadcast.ended
+            if not ended and stream_id in (ingest.stream_id, ingest.claim_id):
+                return ingest
+        return None
+
+    def ingest_state_changed(self, ingest: LiveIngest) -> None:
+        """A broadcast's ingestState changed: rig hears of it at once."""
+        log.info("stream %s: ingestState %s", ingest.key_id, ingest.ingest_state)
+        self._beat_soon.set()
+        if ingest.ingest_state == HOLDING:
+            self._holding.set()
 
     def new_relay(self, label: str, destinations: list[Destination]) -> StreamRelay:
         """The relay of a publish that was just accepted."""
@@ -164,7 +212,7 @@ class IngestServer:
         self.relays.add(relay)
         return relay
 
-    def release_claim(self, key: str, ingest: LiveIngest, reason: str) -> None:
+    def release_claim(self, ingest: LiveIngest, reason: str) -> None:
         """Give the publish's claim back to rig in the background, with why it ended and
         its final figures (CONTRACTS.md §2), so its session loses nothing."""
         assert ingest.claim_id is not None
@@ -172,8 +220,9 @@ class IngestServer:
         task = self.spawn(
             self._release_claim(ingest, ingest.claim_id, reason, health), f"release-{ingest.key_id}"
         )
-        self._releasing[key] = task
-        task.add_done_callback(lambda _: self._releasing.pop(key, None))
+        for key in ingest.keys:  # a claim of either key waits for it
+            self._releasing[key] = task
+            task.add_done_callback(lambda _, key=key: self._releasing.pop(key, None))
 
     def release_in_flight(self, key: str) -> asyncio.Task[None] | None:
         """The release of this key's claim, while rig has not answered it."""
@@ -224,18 +273,45 @@ class IngestServer:
             if now - pruned > PRUNE_INTERVAL:
                 pruned = now
                 self.refused_keys.prune()
+            for ingest in self.broadcasts():
+                if ingest.broadcast is not None:
+                    ingest.broadcast.prepare()  # the slate, encoded before it is needed
+
+    async def _hold_loop(self) -> None:
+        """Play the slate of every holding broadcast, and end those whose grace ran out."""
+        while True:
+            await self._holding.wait()
+            await asyncio.sleep(TICK_INTERVAL)
+            now = time.monotonic()
+            holding = False
+            for ingest in self.broadcasts():
+                broadcast = ingest.broadcast
+                if broadcast is not None and broadcast.state == HOLDING:
+                    broadcast.tick(now)
+                    holding = holding or broadcast.state == HOLDING
+            if not holding:
+                self._holding.clear()
 
     async def _heartbeat_loop(self) -> None:
         """Renew our claims every heartbeat interval (a round that takes longer starts
-        the next one at once); kick revoked publishes; apply destination changes."""
+        the next one at once); kick revoked publishes; apply destination changes. While
+        a broadcast holds, every HOLDING_HEARTBEAT; when an ingestState changed, at once
+        (changes within SOON_MIN_INTERVAL in one round)."""
         loop = asyncio.get_running_loop()
         sender = HeartbeatSender(self.rig)
-        interval = self.settings.heartbeat_interval
         failing = False
-        next_round = loop.time() + interval
+        next_round = loop.time() + self.settings.heartbeat_interval
         while True:
-            await asyncio.sleep(max(0.0, next_round - loop.time()))
-            next_round += interval
+            interval = self.settings.heartbeat_interval
+            if self._holding.is_set():
+                interval = min(interval, HOLDING_HEARTBEAT)
+                next_round = min(next_round, loop.time() + interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_round - loop.time())):
+                    await self._beat_soon.wait()
+                await asyncio.sleep(SOON_MIN_INTERVAL)  # changes in a row: one round
+            self._beat_soon.clear()
+            next_round = loop.time() + interval
             entries = self.heartbeat_entries()
             if not entries:
                 continue
@@ -261,17 +337,18 @@ class IngestServer:
             self.apply_heartbeat(result.answers)
 
     def heartbeat_entries(self) -> list[dict[str, Any]]:
-        """One heartbeat entry per claim of this agent, with the stream's health."""
+        """One heartbeat entry per claim of this agent (a broadcast, under one or two
+        keys), with the stream's health (CONTRACTS.md §6)."""
         url = self.ingest_url
         return [
-            {"claimId": i.claim_id, "streamKey": key, "health": i.health(url)}
-            for key, i in self.live.items()
-            if i.claim_id and i.relay
+            i.heartbeat_entry(url)
+            for i in self.broadcasts()
+            if i.claim_id and i.broadcast is not None and not i.broadcast.ended
         ]
 
     def apply_heartbeat(self, answers: list[dict]) -> None:
         """Act on rig's answer to a heartbeat."""
-        by_claim = {i.claim_id: i for i in self.live.values() if i.claim_id}
+        by_claim = {i.claim_id: i for i in self.broadcasts() if i.claim_id}
         for answer in answers:
             ingest = by_claim.get(answer.get("claimId"))
             if ingest is None:
@@ -281,7 +358,17 @@ class IngestServer:
                 log.warning("stream %s: rig revoked the claim, ending the publish", ingest.key_id)
                 ingest.claim_id = None  # nothing to release: rig already ended it
                 ingest.kick()
-            elif status == "live" and ingest.relay is not None:
-                # Only a live answer carries the destinations (`invalid`: rig could not
-                # read or renew that entry, even cut down; the publish goes on as it is).
+                continue
+            if status != "live":
+                continue  # `invalid`: rig could not read or renew that entry, even cut
+                # down; the publish goes on as it is. Only a live answer says more.
+            if ingest.relay is not None:
                 ingest.relay.apply_destinations(destinations_from(answer.get("destinations")))
+            broadcast = ingest.broadcast
+            protection = Protection.of(answer.get("disconnectProtection"))
+            if broadcast is not None and protection is not None:
+                broadcast.set_protection(protection, time.monotonic())
+            if answer.get("backupStatus") == "revoked" and broadcast is not None:
+                backup = broadcast.source_of(BACKUP)
+                if backup is not None:
+                    ingest.end_backup(backup.key)

@@ -28,6 +28,8 @@ class AgentSettings:
     handshake_timeout: float = 5.0
     publish_timeout: float = 5.0
     idle_timeout: float = 30.0
+    # No data this long: the publisher is stalled (held, or its backup takes over).
+    stall_timeout: float = 2.0
     max_message_bytes: int = 8 * 1024 * 1024
     # Abuse limits: what a stranger may cost before a key is checked (agent/limits.py).
     max_connections_per_address: int = 64
@@ -172,6 +174,15 @@ OPTIONS: list[Option] = [
         "idle_timeout",
         float,
         "seconds without data before a publisher is dropped",
+    ),
+    (
+        "--stall-timeout",
+        "RIG_AGENT_STALL_TIMEOUT",
+        "stall_timeout",
+        float,
+        "seconds without data after which a publisher counts as stalled: its backup takes"
+        " over, or the slate while disconnect protection holds, and a new publish of its"
+        " key replaces it",
     ),
     (
         "--max-message-bytes",

@@ -1,7 +1,8 @@
 """One stream, one connection, in process (agent/placement.py): a second publish of a
 live key is refused while the first is active, and replaces it at once when the first
-has hung (issue 12: a mobile link that died without a close). A real rig app on the test
-database, a real ingest server, publishers and a destination over real sockets."""
+has hung (issue 12: a mobile link that died without a close); a backup key joins its
+stream's broadcast on the worker holding it. A real rig app on the test database, a
+real ingest server, publishers and a destination over real sockets."""
 
 import asyncio
 import secrets
@@ -15,13 +16,13 @@ import pytest
 
 from agent.channel import Link
 from agent.hub import Hub
-from agent.placement import HUNG_AFTER
 from agent.rig_client import RigClient
 from agent.rtmp.events import PublishRefused, PublishStarted
 from agent.rtmp.message import AUDIO, DATA_AMF0, VIDEO
 from agent.server import IngestServer
 from agent.settings import AgentSettings
 from agent.tags import Kind, classify
+from agent.timeline import Timeline
 from agent.worker import LinkRegistry, Worker, share_limits
 from rig.agents import create_agent
 from rig.app import create_app
@@ -42,10 +43,10 @@ class Live:
     stream_id: str
     hub: Hub | None = None
 
-    async def call(self, method: str, path: str) -> dict:
+    async def call(self, method: str, path: str, body: dict | None = None) -> dict:
         async with (
             aiohttp.ClientSession() as http,
-            http.request(method, self.rig_url + path, headers=self.user_headers) as resp,
+            http.request(method, self.rig_url + path, json=body, headers=self.user_headers) as resp,
         ):
             assert resp.status == 200, await resp.text()
             return (await resp.json())["payload"]
@@ -165,6 +166,9 @@ def kinds(messages: list[tuple[int, int, bytes]]) -> list[tuple[int, Kind]]:
     return [(t, classify(t, body).kind) for t, _, body in messages]
 
 
+# A publishing connection that has sent nothing for this long is hung (the default
+# RIG_AGENT_STALL_TIMEOUT).
+HUNG_AFTER = AgentSettings().stall_timeout
 # With 2 workers, the second connection reaches the other worker than the first.
 WORKERS = pytest.mark.parametrize("workers", [1, 2], ids=["same worker", "another worker"])
 
@@ -175,6 +179,10 @@ async def test_a_hung_publisher_is_replaced_by_a_new_connection_at_once(
 ):
     media = capture_media()
     async with live_agent(aiohttp_server, settings, db, workers) as live:
+        # Without disconnect protection, so that nothing but the publishers' media is
+        # relayed (with it, the slate fills the hang: tests/agent/test_disconnect.py).
+        protection = {"disconnectProtection": {"enabled": False}}
+        await live.call("PATCH", f"/streams/{live.stream_id}", protection)
         holder, other = live.servers[0], live.servers[-1]
         destination = live.destination
         first = await publishing(holder.port, live.stream_key, media)
@@ -209,9 +217,16 @@ async def test_a_hung_publisher_is_replaced_by_a_new_connection_at_once(
         assert await is_streaming(live)
         assert holder.stats.replaced == 1
         # After the switch, the new publisher's metadata and sequence headers come before
-        # its media, every message unchanged.
-        after = destination.publishes[0].messages[before:]
-        assert after == media
+        # its media, every message's body unchanged; its timestamps continue the
+        # broadcast's (its clock started at 0 again: agent/timeline.py).
+        messages = destination.publishes[0].messages
+        after = messages[before:]
+        assert [(t, body) for t, _, body in after] == [(t, body) for t, _, body in media]
+        last_before = max(ts for _, ts, _ in messages[:before])
+        assert after[3][1] == last_before + Timeline().step_ms  # its keyframe, one frame on
+        for type_id in (AUDIO, VIDEO):
+            stamps = [ts for t, ts, _ in messages if t == type_id]
+            assert stamps == sorted(stamps)
         switch = kinds(after)
         assert switch[0] == (DATA_AMF0, Kind.METADATA)
         first_frame = next(i for i, (_, kind) in enumerate(switch) if kind is Kind.KEYFRAME)
@@ -221,7 +236,9 @@ async def test_a_hung_publisher_is_replaced_by_a_new_connection_at_once(
         head, _ = relay.start_messages(next(iter(relay.workers.values())))
         assert [m.body for m in head[:3]] == [body for _, _, body in media[:3]]
         ingest = holder.live[live.stream_key]
-        assert ingest.connection.peer != first.writer.get_extra_info("sockname")
+        [connection] = ingest.connections.values()
+        host, port = second.writer.get_extra_info("sockname")[:2]
+        assert connection.peer == f"{host}:{port}"
         assert ingest.bytes_in > 2 * sum(len(body) for _, _, body in media)
 
         await second.stop()
@@ -253,8 +270,9 @@ async def test_an_active_duplicate_is_refused(aiohttp_server, settings, db, work
 
 async def test_a_backup_key_goes_to_the_worker_holding_its_stream(aiohttp_server, settings, db):
     """rig says which stream a backup key is only when it is claimed: the second lookup
-    (after the claim) sends it to the worker relaying the stream, which decides there (an
-    active primary: refused; disconnect protection will make it a standby)."""
+    (after the claim) sends it to the worker relaying the stream, where it joins the
+    broadcast as its standby (agent/broadcast.py); a second backup publish meanwhile is
+    an active duplicate."""
     media = capture_media()
     async with live_agent(aiohttp_server, settings, db, workers=2) as live:
         one, two = live.servers
@@ -264,13 +282,20 @@ async def test_a_backup_key_goes_to_the_worker_holding_its_stream(aiohttp_server
         first = await publishing(one.port, live.stream_key, media[:20])
         async with active(first, media):
             await asyncio.sleep(0.5)
-            await denied(two.port, backup_key)
-        assert live.hub.handoffs == {"adopted": 1, "failed": 0}
+            backup = await publishing(two.port, backup_key, media[:20])
+            async with active(backup, media):
+                await asyncio.sleep(0.3)
+                await denied(two.port, backup_key)
+        assert live.hub.handoffs == {"adopted": 2, "failed": 0}
         assert one.stats.refused["already_live_here"] == 1
-        assert len(live.hub.registry) == 1  # the primary key only; the backup's is gone
+        assert len(live.hub.registry) == 2  # both keys, with the worker holding the stream
         assert not two.live and not two.relays
+        [broadcast] = {id(i): i for i in one.live.values()}.values()
+        assert broadcast.ingest_state == "live"
+        assert sorted(s.role for s in broadcast.broadcast.sources) == ["backup", "primary"]
         assert await is_streaming(live)  # the claim is the holder's: nobody released it
         await first.stop()
+        await backup.stop()
 
 
 async def test_a_connection_that_cannot_be_handed_over_is_refused(aiohttp_server, settings, db):

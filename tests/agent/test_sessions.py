@@ -92,9 +92,17 @@ class Live:
 
 
 @contextlib.asynccontextmanager
-async def live_stack(aiohttp_server, settings, db, via=None, **agent_options: object):
-    """`via`, if given, makes the URL the agent reaches rig at from rig's own URL (a
-    proxy in between)."""
+async def live_stack(
+    aiohttp_server,
+    settings,
+    db,
+    protection: dict | None = None,
+    via=None,
+    **agent_options: object,
+):
+    """`protection`: the stream's disconnectProtection, if not rig's default. `via`, if
+    given, makes the URL the agent reaches rig at from rig's own URL (a proxy in
+    between)."""
     async with Receiver() as youtube, Receiver() as twitch, aiohttp.ClientSession() as http:
         services = {
             **settings.service_urls,
@@ -105,6 +113,11 @@ async def live_stack(aiohttp_server, settings, db, via=None, **agent_options: ob
         rig_server = await aiohttp_server(rig_app, host="127.0.0.1")
         rig_url = str(rig_server.make_url("")).rstrip("/")
         headers, stream = await new_stream(http, rig_url)
+        if protection is not None:
+            body = {"disconnectProtection": protection}
+            path = f"{rig_url}/streams/{stream['id']}"
+            async with http.patch(path, json=body, headers=headers) as resp:
+                assert resp.status == 200, await resp.text()
         destinations = {}
         for service in ("YouTube", "Twitch"):
             body = {"service": service, "streamKey": f"{service.lower()}-{secrets.token_hex(4)}"}
@@ -199,7 +212,9 @@ async def test_an_unpublished_stream_ends_its_session_with_every_byte(aiohttp_se
     ("how", "reason"), [("reset", "error"), ("idle", "idle"), ("shutdown", "shutdown")]
 )
 async def test_each_end_has_its_reason(aiohttp_server, settings, db, how, reason):
-    async with live_stack(aiohttp_server, settings, db, idle_timeout=1.0) as live:
+    # Without disconnect protection: a broken or idle publisher ends the broadcast at once.
+    off = {"enabled": False}
+    async with live_stack(aiohttp_server, settings, db, off, idle_timeout=1.0) as live:
         publisher = await live.publisher()
         await publisher.send(stream_media())
         await relayed(live)

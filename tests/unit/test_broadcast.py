@@ -66,7 +66,7 @@ class Output:
     def feed_slate(self, messages: list[Message], now: float) -> None:
         self.feed(messages, now)
 
-    def new_source(self) -> None:
+    def new_source(self, slate: bool = False) -> None:
         self.new_sources += 1
         self._configuration.clear()
 
