@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench import holding as bench_holding
 from bench import thumbnails as bench_thumbnails
 from bench.fixture import make_fixture
 from bench.relays import RTMP_MODULE
@@ -72,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--thumbnails", action="store_true",
         help="also the CPU of one stream picture per codec and size (bench.thumbnails)",
+    )  # fmt: skip
+    p.add_argument(
+        "--holding", type=_ints, metavar="N[,N...]",
+        help="instead: N streams relayed, then N holding the disconnect slate (bench.holding)",
     )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep recordings and teed files")
     p.add_argument("--out", type=Path, default=OUT, help="output directory (bench/out)")
@@ -280,6 +285,54 @@ def smoke_failures(bench: Bench) -> list[str]:
     return problems
 
 
+def holding_main(
+    args: argparse.Namespace,
+    cfg: Config,
+    fixture: Path,
+    log: Callable[[str], None],
+    load_before: tuple[float, float, float],
+) -> int:
+    """`--holding`: relaying against holding, per N (bench.holding)."""
+    cfg.relays, cfg.ns, cfg.do_latency, cfg.do_api = ["ours"], args.holding, False, False
+    bench = Bench(cfg, fixture, log)
+    runs = []
+    try:
+        bench.setup()
+        bench_holding.protect(bench)
+        for rep in range(cfg.reps):
+            for n in cfg.ns:
+                log(f"holding N={n} rep {rep}")
+                runs.append(bench_holding.run_holding(bench, n, rep))
+    finally:
+        bench.close()
+    print()
+    print(bench_holding.table(runs))
+    print()
+    print(
+        f"CPU-s per stream-minute per destination of the rig-agent process tree over a"
+        f" {cfg.window:g} s window, {cfg.d} destinations per stream: relaying the fixture,"
+        f" then holding (publishers killed, the slate to every destination)."
+    )
+    for note in bench.notes:
+        print(f"note: {note}")
+    load_after = os.getloadavg()
+    print(
+        f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after"
+        " (other work on the machine skews the figures)"
+    )
+    result = {
+        "command": sys.argv,
+        "holding": [asdict(r) | {"relaying": r.relaying, "holding": r.holding} for r in runs],
+        "load_average_before_after": [load_before, load_after],
+        "notes": bench.notes,
+    }
+    json_path = args.json or cfg.out / f"holding-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1, default=str))
+    print(f"results: {json_path}")
+    return 0
+
+
 def check_tools() -> list[str]:
     """External programs the benchmark drives."""
     missing = [t for t in ("ffmpeg", "nginx") if shutil.which(t) is None]
@@ -303,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     fixture = make_fixture(cfg.out)
     log(f"fixture {fixture.name}")
+    if args.holding:
+        return holding_main(args, cfg, fixture, log, load_before)
     bench = Bench(cfg, fixture, log)
     try:
         bench.setup()

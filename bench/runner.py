@@ -227,7 +227,7 @@ class Bench:
 
     # ------------------------------------------------------------------ destinations
 
-    def _workload_blocks(self) -> dict[int, list[str]]:
+    def workload_blocks(self) -> dict[int, list[str]]:
         d = self.config.d
         return {
             self.yt_port: [YOUTUBE_APP] + [f"d{i}" for i in range(2, d) if i % 2 == 0],
@@ -268,13 +268,13 @@ class Bench:
         else:
             self.nginx.stop()
 
-    def _publish_url(self, relay: str, port: int, j: int, background: bool = False) -> str:
+    def publish_url(self, relay: str, port: int, j: int, background: bool = False) -> str:
         if relay == "ours":
             streams = self.bg_streams if background else self.work_streams
             return f"rtmp://127.0.0.1:{port}/live/{streams[j].key}"
         return f"rtmp://127.0.0.1:{port}/live/{'b' if background else 'n'}{j}"
 
-    def _publisher(self, url: str, log_path: Path, tee: Path | None) -> Child:
+    def publisher(self, url: str, log_path: Path, tee: Path | None) -> Child:
         argv = [
             "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
             "-re", "-stream_loop", "-1", "-i", str(self.fixture), "-map", "0", "-c", "copy",
@@ -295,15 +295,15 @@ class Bench:
         root = self.run_dir / f"{relay}-n{n}-d{cfg.d}-rep{rep}"
         if profile_to is not None:
             root = root.with_name(root.name + "-profile")
-        receivers = Receivers(root / "receivers", self._workload_blocks()).start()
+        receivers = Receivers(root / "receivers", self.workload_blocks()).start()
         publishers: list[Child] = []
         try:
             relay_child, port = self._start_relay(relay, root, latency_phase=False)
             with RssSampler(relay_child.pid) as rss:
                 sent_files = [root / f"sent-{j}.flv" for j in range(n)]
                 publishers = [
-                    self._publisher(
-                        self._publish_url(relay, port, j), root / f"ffmpeg-{j}.log", sent_files[j]
+                    self.publisher(
+                        self.publish_url(relay, port, j), root / f"ffmpeg-{j}.log", sent_files[j]
                     )
                     for j in range(n)
                 ]
@@ -409,8 +409,8 @@ class Bench:
         try:
             _, port = self._start_relay(relay, root, latency_phase=True)
             publishers = [
-                self._publisher(
-                    self._publish_url(relay, port, j, background=True),
+                self.publisher(
+                    self.publish_url(relay, port, j, background=True),
                     root / f"ffmpeg-bg-{j}.log",
                     None,
                 )

@@ -52,12 +52,18 @@ class Media:
         return float(self.info["format"]["duration"])
 
 
-def make_media(path: Path, seconds: int, video_options: tuple[str, ...] = ()) -> Media:
-    """H.264 (keyframe every 2 s, B-frames) + AAC in FLV, made by ffmpeg."""
+def make_media(
+    path: Path,
+    seconds: int,
+    video_options: tuple[str, ...] = (),
+    source: str = "testsrc2=size=640x360:rate=30",
+) -> Media:
+    """H.264 (keyframe every 2 s, B-frames) + AAC in FLV, made by ffmpeg from the lavfi
+    video `source`."""
     out = subprocess.run(
         [
             "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+            "-f", "lavfi", "-i", source,
             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
             "-t", str(seconds),
             "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-pix_fmt", "yuv420p",

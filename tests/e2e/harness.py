@@ -549,11 +549,14 @@ class Api:
         )
         self.token = payload["token"]  # type: ignore[index]
 
-    def stream(self, destinations: dict[str, str]) -> StreamInfo:
-        """A new stream with destinations {service: destination key}."""
+    def stream(self, destinations: dict[str, str], protection: dict | None = None) -> StreamInfo:
+        """A new stream with destinations {service: destination key}; `protection` its
+        disconnectProtection, if not rig's default (on, 30 s)."""
         payload = self.call("POST", "/streams/")
         assert isinstance(payload, dict)
         info = StreamInfo(payload["id"], payload["streamKey"])
+        if protection is not None:
+            self.call("PATCH", f"/streams/{info.id}", {"disconnectProtection": protection})
         for service, key in destinations.items():
             dest = self.call(
                 "POST", f"/streams/{info.id}/destination", {"service": service, "streamKey": key}

@@ -299,10 +299,16 @@ class Case:
         wait_until(listening, LISTEN_TIMEOUT / 2, f"{name} to listen")
         return Destination(name, key, self.proxy(name, port), receiver, flv)
 
-    def stream(self, destinations: list[Destination]) -> StreamOnAgent:
-        """A new stream whose destinations are these (Custom, through their proxies)."""
+    def stream(
+        self, destinations: list[Destination], protection: dict | None = None
+    ) -> StreamOnAgent:
+        """A new stream whose destinations are these (Custom, through their proxies);
+        `protection` its disconnectProtection, if not rig's default."""
         payload = self.api.call("POST", "/streams/")
         assert isinstance(payload, dict)
+        if protection is not None:
+            body = {"disconnectProtection": protection}
+            self.api.call("PATCH", f"/streams/{payload['id']}", body)
         for dest in destinations:
             body = {"service": "Custom", "rtmpUrl": dest.rtmp_url, "streamKey": dest.key}
             self.api.call("POST", f"/streams/{payload['id']}/destination", body)

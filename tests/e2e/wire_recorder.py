@@ -8,7 +8,7 @@ Run as a process (so a test can SIGKILL it):
     python wire_recorder.py PORT DIR RUN
 Files are DIR/<stream name>-<RUN>-<connection number>.flv, written tag by tag (a `/` of
 the name becomes `_`); each publish's application and stream name, exactly as received,
-are printed (`publish N: 'app' 'name'`).
+are printed (`publish N: 'app' 'name'`), and each unpublish ("connection N: unpublished").
 """
 
 import socket
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.flv import FLV_HEADER, flv_tag, strip_set_data_frame
-from agent.rtmp import MediaReceived, PublishRequested, ServerSession
+from agent.rtmp import MediaReceived, PublishEnded, PublishRequested, ServerSession
 
 AUDIO, VIDEO, DATA = 8, 9, 18
 
@@ -36,6 +36,8 @@ def serve(conn: socket.socket, number: int, records: Path, run: str) -> None:
                     name = event.stream_name.replace("/", "_")
                     out = (records / f"{name}-{run}-{number:03d}.flv").open("wb", buffering=0)
                     out.write(FLV_HEADER)
+                elif isinstance(event, PublishEnded):
+                    print(f"connection {number}: unpublished ({event.reason})", flush=True)
                 elif isinstance(event, MediaReceived) and out is not None:
                     message = event.message
                     if message.type_id not in (AUDIO, VIDEO, DATA):
