@@ -16,7 +16,9 @@ def test_an_invalid_answer_leaves_the_publish_as_it_is():
     kicked: list = []
     # Stand-ins for a live ingest: only what apply_heartbeat touches.
     relay = SimpleNamespace(apply_destinations=applied.append)
-    ingest = SimpleNamespace(claim_id="c1", relay=relay, key_id="k1", kick=lambda: kicked.append(1))
+    ingest = SimpleNamespace(
+        claim_id="c1", relay=relay, key_id="k1", kick=lambda: kicked.append(1), broadcast=None
+    )
     server.live["key"] = ingest  # type: ignore[assignment]
     server.apply_heartbeat(
         [{"claimId": "c1", "status": "invalid", "reason": "could not be renewed"}]
