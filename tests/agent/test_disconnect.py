@@ -112,6 +112,16 @@ def sources_seen(messages, *players: Playing) -> list[str]:
     return out
 
 
+async def played_and_dropped(live: Live, seconds: float) -> float:
+    """A publisher plays for `seconds`, then its link dies: when it did (monotonic)."""
+    player = Playing(live, live.stream["streamKey"], "first")
+    await player.start()
+    await asyncio.sleep(seconds)
+    dropped = time.monotonic()
+    await player.drop()
+    return dropped
+
+
 async def call(live: Live, method: str, path: str, body: dict | None = None) -> dict:
     async with live.http.request(
         method, live.rig_url + path, json=body, headers=live.headers
@@ -158,11 +168,7 @@ async def test_a_dropped_publisher_comes_back_into_the_same_publish(aiohttp_serv
 async def test_the_grace_running_out_ends_the_destinations_cleanly(aiohttp_server, settings, db):
     protection = {"enabled": True, "graceSeconds": 2}
     async with live_stack(aiohttp_server, settings, db, protection) as live:
-        player = Playing(live, live.stream["streamKey"], "first")
-        await player.start()
-        await asyncio.sleep(2)
-        dropped = time.monotonic()
-        await player.drop()
+        dropped = await played_and_dropped(live, 2)
         session = await live.ended_session()
         assert session["endReason"] == "grace expired"
         for receiver in live.receivers.values():
@@ -175,11 +181,7 @@ async def test_the_grace_running_out_ends_the_destinations_cleanly(aiohttp_serve
 
 async def test_without_protection_a_dropped_publisher_ends_at_once(aiohttp_server, settings, db):
     async with live_stack(aiohttp_server, settings, db, {"enabled": False}) as live:
-        player = Playing(live, live.stream["streamKey"], "first")
-        await player.start()
-        await asyncio.sleep(1.5)
-        dropped = time.monotonic()
-        await player.drop()
+        dropped = await played_and_dropped(live, 1.5)
         session = await live.ended_session()
         assert session["endReason"] == "ended"  # a FIN, as a killed encoder's
         for receiver in live.receivers.values():
@@ -268,9 +270,6 @@ async def test_a_new_resolution_on_return_sends_its_sequence_header(aiohttp_serv
 async def test_a_grace_of_zero_ends_at_once(aiohttp_server, settings, db, grace):
     protection = {"enabled": True, "graceSeconds": grace}
     async with live_stack(aiohttp_server, settings, db, protection) as live:
-        player = Playing(live, live.stream["streamKey"], "first")
-        await player.start()
-        await asyncio.sleep(1)
-        await player.drop()
+        await played_and_dropped(live, 1)
         session = await live.ended_session()
         assert session["endReason"] == "ended" and session["holdingSeconds"] == 0

@@ -179,6 +179,19 @@ def assert_one_publish(stack: Stack) -> tuple[Path, Path]:
     return wire, nginx
 
 
+def finished(stack: Stack, last) -> list[list[tuple[int, str, tuple[int, int]]]]:
+    """The last publisher ends (Stop Streaming), the broadcast with it: one publish at
+    each service, and at each every picture decoded (none failed)."""
+    assert last.wait(60) == 0, last.stderr
+    stack.closed()
+    out = []
+    for recording in assert_one_publish(stack):
+        pictures, errors = decoded(recording)
+        assert errors == 0, f"{recording.name}: {errors} packets did not decode"
+        out.append(pictures)
+    return out
+
+
 def log_time(line: str) -> datetime:
     return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
 
@@ -193,12 +206,7 @@ def test_a_publisher_killed_and_back_six_seconds_later_is_one_publish(e2e, prima
     time.sleep(6)
     back = stack.publish(comeback)
     stack.until_state("live")
-    assert back.wait(60) == 0, back.stderr
-    stack.closed()
-    wire, nginx = assert_one_publish(stack)
-    for recording in (wire, nginx):
-        pictures, errors = decoded(recording)
-        assert errors == 0, f"{recording.name}: {errors} packets did not decode"
+    for pictures in finished(stack, back):
         seen = runs(pictures)
         assert [name for name, _ in seen] == ["primary", "slate", "primary"], seen
         assert 4.5 <= seen[1][1] <= 8.0, seen  # the six seconds away, give or take a GOP
@@ -207,15 +215,21 @@ def test_a_publisher_killed_and_back_six_seconds_later_is_one_publish(e2e, prima
     assert 4.5 <= session["holdingSeconds"] <= 9, session
 
 
-def test_the_grace_running_out_ends_the_destinations_cleanly(e2e, primary):
-    stack = Stack(e2e, {"enabled": True, "graceSeconds": 3})
-    first = stack.publish(primary)
+def killed_until_the_end(stack: Stack, media: Media) -> float:
+    """Publish for 3 s, SIGKILL the publisher: seconds until the recorder's publish
+    ended (its unpublish)."""
+    first = stack.publish(media)
     stack.accepted()
     time.sleep(3)
     killed = time.monotonic()
     first.process.kill()
     wait_until(lambda: stack.unpublishes() == 1, 15, "the recorder's publish to end")
-    ended = time.monotonic() - killed
+    return time.monotonic() - killed
+
+
+def test_the_grace_running_out_ends_the_destinations_cleanly(e2e, primary):
+    stack = Stack(e2e, {"enabled": True, "graceSeconds": 3})
+    ended = killed_until_the_end(stack, primary)
     assert 2.5 <= ended <= 6, f"ended {ended:.1f} s after the kill, grace 3 s"
     stack.closed()
     assert_one_publish(stack)
@@ -225,13 +239,7 @@ def test_the_grace_running_out_ends_the_destinations_cleanly(e2e, primary):
 
 def test_a_grace_of_zero_ends_at_once_as_before(e2e, primary):
     stack = Stack(e2e, {"enabled": True, "graceSeconds": 0})
-    first = stack.publish(primary)
-    stack.accepted()
-    time.sleep(3)
-    killed = time.monotonic()
-    first.process.kill()
-    wait_until(lambda: stack.unpublishes() == 1, 15, "the recorder's publish to end")
-    assert time.monotonic() - killed < 2.0
+    assert killed_until_the_end(stack, primary) < 2.0
     assert stack.ended()["endReason"] == "ended"
     [wire] = stack.wire()
     assert {name for _, name, _ in decoded(wire)[0]} == {"primary"}  # no slate
@@ -247,14 +255,9 @@ def test_a_hung_connection_is_replaced_by_a_new_one(e2e, primary, comeback):
     back = stack.publish(comeback)
     stack.until_state("live")
     stack.agent.wait_for_log("replaces")  # the hung connection closed by the agent
-    assert back.wait(60) == 0, back.stderr
-    stack.closed()
-    hung.process.kill()
-    wire, nginx = assert_one_publish(stack)
-    for recording in (wire, nginx):
-        pictures, errors = decoded(recording)
-        assert errors == 0
+    for pictures in finished(stack, back):
         assert [name for name, _ in runs(pictures)] == ["primary", "slate", "primary"]
+    hung.process.kill()
 
 
 def test_a_backup_takes_over_at_once_and_hands_back(e2e, primary, backup, comeback):
@@ -275,12 +278,7 @@ def test_a_backup_takes_over_at_once_and_hands_back(e2e, primary, backup, comeba
     stack.until_state("live")
     time.sleep(2)
     standby.process.send_signal(signal.SIGINT)  # the backup encoder stops (unpublishes)
-    assert back.wait(60) == 0, back.stderr
-    stack.closed()
-    wire, nginx = assert_one_publish(stack)
-    for recording in (wire, nginx):
-        pictures, errors = decoded(recording)
-        assert errors == 0
+    for pictures in finished(stack, back):
         seen = runs(pictures)
         assert [name for name, _ in seen] == ["primary", "backup", "primary"], seen
         assert 3 <= seen[1][1] <= 7, seen
@@ -297,15 +295,11 @@ def test_back_with_another_resolution_sends_its_sequence_header(e2e, primary, la
     stack.until_state("holding", timeout=5)
     time.sleep(2)
     back = stack.publish(larger)
-    assert back.wait(60) == 0, back.stderr
-    stack.closed()
-    wire, nginx = assert_one_publish(stack)
-    for recording in (wire, nginx):
-        pictures, errors = decoded(recording)
-        assert errors == 0
+    for pictures in finished(stack, back):
         sizes = [size for _, _, size in pictures]
         assert sorted(set(sizes)) == [(640, 360), (1280, 720)]
         assert sizes[-1] == (1280, 720) and sizes[0] == (640, 360)
+    [wire] = stack.wire()
     headers = [t for t in parse_flv(wire).of_type(VIDEO) if t.is_sequence_header]
     assert len(headers) == 3  # the ingest's, the slate's, the larger one's
 

@@ -160,6 +160,13 @@ class Harness:
         del self.playing[source]
         self.broadcast.gone(source, self.now, cause)
 
+    def holding(self, live: float, held: float) -> None:
+        """Publisher A plays for `live` seconds, drops, and the broadcast holds `held`."""
+        a = self.publisher("A")
+        self.run(live)
+        self.drop(a)
+        self.run(held)
+
     def assert_continuous(self, max_hole_ms: int = 1000) -> None:
         """No timestamp goes back on any track; no hole over `max_hole_ms` between two
         consecutive messages of the video track."""
@@ -344,10 +351,7 @@ def test_a_new_resolution_on_return_comes_with_its_own_sequence_header():
 def test_a_slate_encoded_late_starts_where_the_timeline_stopped():
     h = Harness()
     h.slates.ready = False
-    a = h.publisher("A")
-    h.run(1.0)
-    h.drop(a)
-    h.run(1.5)
+    h.holding(1.0, 1.5)
     assert "slate" not in h.output.names()
     h.slates.ready = True
     h.run(0.5)
@@ -357,20 +361,14 @@ def test_a_slate_encoded_late_starts_where_the_timeline_stopped():
 
 def test_protection_turned_off_while_holding_ends_the_broadcast():
     h = Harness()
-    a = h.publisher("A")
-    h.run(1.0)
-    h.drop(a)
-    h.run(1.0)
+    h.holding(1.0, 1.0)
     h.broadcast.set_protection(Protection(False, 30), h.now)
     assert h.ended == ["grace expired"]
 
 
 def test_a_shorter_grace_while_holding_applies_at_once():
     h = Harness(Protection(True, 60))
-    a = h.publisher("A")
-    h.run(1.0)
-    h.drop(a)
-    h.run(5.0)
+    h.holding(1.0, 5.0)
     h.broadcast.set_protection(Protection(True, 3), h.now)
     assert h.ended == ["grace expired"]
 
