@@ -700,9 +700,9 @@ class IngestConnection(asyncio.BufferedProtocol):
             description = f"Stream already publishing on {where}"
         if agent:
             description += f" (agent {agent})."
-        words = f"live on agent {escape(agent)} at {escape(where)}"
+        words = f"live on another agent ({escape(agent)}, {escape(where)})"
         if details.get("reason") == BACKUP_ELSEWHERE:
-            words = "a backup, for the " + words
+            words = "a backup key of a stream " + words
         return self._refuse(
             "live_elsewhere", words, "NetStream.Publish.Denied", description, kid, failed=False
         )  # fmt: skip

@@ -86,7 +86,8 @@ class IngestServer:
         self.live: dict[str, LiveIngest] = {}  # by stream key (a broadcast under each)
         # One stream, one worker, one broadcast (agent/placement.py).
         self.placement = Placement(self, registry or LocalRegistry())
-        self.slates = SlateCache()  # the disconnect slate of each ingest's facts
+        # The disconnect slate of each ingest's facts (a 1080p one is about 110 KB).
+        self.slates = SlateCache(max_entries=64)
         self.relays: set[StreamRelay] = set()
         self.connections: set[IngestConnection] = set()
         self.prober = Prober()

@@ -16,9 +16,13 @@ from fractions import Fraction
 import pytest
 
 from agent.media_facts import AudioFacts, VideoFacts
+from agent.rig_client import RigClient
 from agent.rtmp import PublishRefused, PublishStarted
+from agent.server import IngestServer
+from agent.settings import AgentSettings
 from agent.slate import Slate, SlateLoop, encode_slate
 from agent.tags import VIDEO, Kind, classify
+from rig.agents import create_agent
 
 from .test_agent_ops import Publisher
 from .test_sessions import Live, live_stack, wait_until
@@ -273,3 +277,36 @@ async def test_a_grace_of_zero_ends_at_once(aiohttp_server, settings, db, grace)
         await played_and_dropped(live, 1)
         session = await live.ended_session()
         assert session["endReason"] == "ended" and session["holdingSeconds"] == 0
+
+
+async def test_a_backup_on_another_agent_is_refused_with_where_to_publish(
+    aiohttp_server, settings, db
+):
+    async with live_stack(aiohttp_server, settings, db) as live:
+        stream_id = live.stream["id"]
+        backup_key = (await call(live, "POST", f"/streams/{stream_id}/backupKey"))[
+            "backupStreamKey"
+        ]
+        primary = Playing(live, live.stream["streamKey"], "primary")
+        await primary.start()
+        _agent_id, api_key = await create_agent(db, "edge-other")
+        other_settings = AgentSettings(
+            rig_url=live.rig_url, agent_key=api_key, name="edge-other", rtmp_listen="127.0.0.1:0"
+        )
+        async with RigClient(live.rig_url, api_key) as rig:
+            other = IngestServer(other_settings, rig, other_settings.egress())
+            await other.start()
+            try:
+                publisher = Publisher(other.port, backup_key)
+                refused = await publisher.publish()
+                await publisher.close()
+            finally:
+                await other.close()
+        assert isinstance(refused, PublishRefused)
+        assert refused.code == "NetStream.Publish.Denied"
+        where = live.server.ingest_url
+        assert refused.description == (
+            f"Publish the backup to the agent that holds the stream: {where} (agent edge-sessions)."
+        )
+        assert other.stats.refused["live_elsewhere"] == 1
+        await primary.stop()
