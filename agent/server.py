@@ -48,7 +48,7 @@ from agent.slate import SlateCache
 from agent.thumbnails import Thumbnailer
 
 if TYPE_CHECKING:
-    from agent.rig_client import Claim
+    pass
 
 __all__ = ["IngestServer", "LiveIngest", "key_id", "stream_key_of"]
 
@@ -189,15 +189,6 @@ class IngestServer:
     def broadcasts(self) -> list[LiveIngest]:
         """Every broadcast live here, once each (one may be under two keys)."""
         return list({id(i): i for i in self.live.values()}.values())
-
-    def broadcast_of(self, claim: Claim) -> LiveIngest | None:
-        """The broadcast a granted claim names, if this agent holds it already."""
-        stream_id = claim.stream_id or claim.claim_id
-        for ingest in self.broadcasts():
-            ended = ingest.broadcast is None or ingest.broadcast.ended
-            if not ended and stream_id in (ingest.stream_id, ingest.claim_id):
-                return ingest
-        return None
 
     def ingest_state_changed(self, ingest: LiveIngest) -> None:
         """A broadcast's ingestState changed: rig hears of it at once."""

@@ -31,6 +31,19 @@ SMALL = VideoFacts("h264", 320, 240, Fraction(30), "yuv420p", "High", "3.0")
 LARGER = VideoFacts("h264", 480, 360, Fraction(30), "yuv420p", "High", "3.0")
 AAC = AudioFacts("aac", 48000, 2, "stereo", "LC")
 _cards: dict[tuple, Slate] = {}
+_players: list[Playing] = []  # of the running test, closed at its end
+
+
+@pytest.fixture(autouse=True)
+async def _close_players():
+    """Every publisher's socket is closed when its test ends (one the agent closed, too:
+    a socket left to the garbage collector fails whichever test is running then)."""
+    yield
+    while _players:
+        player = _players.pop()
+        await player._stop_playing()
+        with contextlib.suppress(ConnectionError, AttributeError):
+            await player.publisher.close()
 
 
 def card(text: str, video: VideoFacts = SMALL) -> Slate:
@@ -49,6 +62,7 @@ class Playing:
         self.keyframe = self.slate.video.frames[0]  # type: ignore[union-attr]
         self.task: asyncio.Task | None = None
         self.paused = False
+        _players.append(self)
 
     async def start(self) -> object:
         answer = await self.publisher.publish()
