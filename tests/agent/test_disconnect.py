@@ -140,6 +140,15 @@ async def played_and_dropped(live: Live, seconds: float) -> float:
     return dropped
 
 
+async def backup_key_and_primary(live: Live) -> tuple[str, Playing]:
+    """The stream's backup key (created now), and its primary publishing."""
+    path = f"/streams/{live.stream['id']}/backupKey"
+    backup_key = (await call(live, "POST", path))["backupStreamKey"]
+    primary = Playing(live, live.stream["streamKey"], "primary")
+    await primary.start()
+    return backup_key, primary
+
+
 async def call(live: Live, method: str, path: str, body: dict | None = None) -> dict:
     async with live.http.request(
         method, live.rig_url + path, json=body, headers=live.headers
@@ -233,11 +242,7 @@ async def test_a_hung_publisher_is_replaced_and_an_active_one_is_not(aiohttp_ser
 async def test_a_backup_takes_over_and_hands_back(aiohttp_server, settings, db):
     async with live_stack(aiohttp_server, settings, db) as live:
         stream_id = live.stream["id"]
-        backup_key = (await call(live, "POST", f"/streams/{stream_id}/backupKey"))[
-            "backupStreamKey"
-        ]
-        primary = Playing(live, live.stream["streamKey"], "primary")
-        await primary.start()
+        backup_key, primary = await backup_key_and_primary(live)
         await asyncio.sleep(1)
         backup = Playing(live, backup_key, "backup")
         assert isinstance(await backup.start(), PublishStarted)
@@ -297,12 +302,7 @@ async def test_a_backup_on_another_agent_is_refused_with_where_to_publish(
     aiohttp_server, settings, db
 ):
     async with live_stack(aiohttp_server, settings, db) as live:
-        stream_id = live.stream["id"]
-        backup_key = (await call(live, "POST", f"/streams/{stream_id}/backupKey"))[
-            "backupStreamKey"
-        ]
-        primary = Playing(live, live.stream["streamKey"], "primary")
-        await primary.start()
+        backup_key, primary = await backup_key_and_primary(live)
         _agent_id, api_key = await create_agent(db, "edge-other")
         other_settings = AgentSettings(
             rig_url=live.rig_url, agent_key=api_key, name="edge-other", rtmp_listen="127.0.0.1:0"
