@@ -50,7 +50,8 @@ from agent.timeline import Timeline
 log = logging.getLogger(__name__)
 
 PRIMARY, BACKUP = "primary", "backup"
-LIVE, ON_BACKUP, HOLDING = "live", "backup", "holding"  # ingestState (CONTRACTS.md §1)
+# ingestState (docs/agent-protocol.md#heartbeat-health)
+LIVE, ON_BACKUP, HOLDING = "live", "backup", "holding"
 _STATE_OF_ROLE = {PRIMARY: LIVE, BACKUP: ON_BACKUP}
 # The timeline's step at a switch when the frame rate is not known (30 fps).
 DEFAULT_STEP_MS = 33

@@ -1,5 +1,5 @@
 """Why a publish ended: the agent's causes, and the reason rig's session keeps
-(CONTRACTS.md §2: `ended`, `kicked`, `idle`, `error`, `shutdown`, `grace expired`).
+(docs/agent-protocol.md#release: `ended`, `kicked`, `idle`, `error`, `shutdown`, `grace expired`).
 
 The ingest names each cause it ends a publish for (these constants, or a protocol
 error's own words); `end_reason` says which of rig's reasons it is:

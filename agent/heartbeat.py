@@ -6,9 +6,10 @@ once. So each heartbeat round (`HeartbeatSender.send`):
 
 - bounds each claim's health (`bounded`): every string cleaned (control characters
   removed, at most 200 characters: `agent.logsafe.clean`), arrays cut to 64 items,
-  numbers that JSON cannot carry (NaN, infinity) made null (CONTRACTS.md §1);
-- packs the claims into batches of at most 100 claims (CONTRACTS.md §1) and at most
-  1 MiB (half of the 2 MiB rig's heartbeat route takes: 100 claims with ten
+  numbers that JSON cannot carry (NaN, infinity) made null
+  (docs/agent-protocol.md#heartbeat-health);
+- packs the claims into batches of at most 100 claims (docs/agent-protocol.md#heartbeat)
+  and at most 1 MiB (half of the 2 MiB rig's heartbeat route takes: 100 claims with ten
   destinations each are about 420 KB);
 - sends the batches concurrently, at most 4 at a time: 2,000 claims are 20 or so
   batches, and one after the other they take 1.7 times as long (measured: README,
@@ -16,8 +17,8 @@ once. So each heartbeat round (`HeartbeatSender.send`):
 - a batch that fails leaves the others alone; a batch rig refuses as a whole (invalid
   input, or over an older rig's 64 KiB body limit) is sent again with each claim's
   health cut down to what renews the claim (`ingestUrl`, `ingestState`), and so is
-  every claim rig answers `invalid` (CONTRACTS.md §1): statistics are worth less than
-  staying live.
+  every claim rig answers `invalid` (docs/agent-protocol.md#heartbeat): statistics are
+  worth less than staying live.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ MAX_BATCH_BYTES = 1024 * 1024
 CONCURRENT_BATCHES = 4
 MAX_ARRAY_ITEMS = 64
 _MAX_DEPTH = 8
-# CONTRACTS.md §1's ingest states.
+# The ingest states (docs/agent-protocol.md#heartbeat-health).
 INGEST_STATES = ("live", "backup", "holding")
 
 

@@ -214,14 +214,16 @@ class LiveIngest:
 
     @property
     def ingest_state(self) -> str:
-        """CONTRACTS.md §1 `ingestState`: live, backup or holding."""
+        """The heartbeat's `ingestState`: live, backup or holding
+        (docs/agent-protocol.md#heartbeat-health)."""
         state = self.broadcast.state if self.broadcast is not None else None
         return state or LIVE
 
     def heartbeat_entry(self, ingest_url: str) -> dict[str, object]:
-        """This broadcast's entry in a heartbeat (CONTRACTS.md §6): the key that names it
-        (its primary key once a primary joined, else the backup key), its health, and the
-        backup publisher's key when one is attached."""
+        """This broadcast's entry in a heartbeat
+        (docs/agent-protocol.md#disconnect-protection-claim-rules): the key that names
+        it (its primary key once a primary joined, else the backup key), its health, and
+        the backup publisher's key when one is attached."""
         broadcast = self.broadcast
         assert broadcast is not None
         name = broadcast.primary_key or next(iter(self.keys))
@@ -236,10 +238,11 @@ class LiveIngest:
         return entry
 
     def health(self, ingest_url: str, final: bool = False) -> dict[str, object]:
-        """Ingest facts and per-destination state, for the heartbeat (CONTRACTS.md §1).
-        `final`, for the release: bitrate and frame rate over the whole publish rather
-        than since the last heartbeat (a last, partial window, perhaps the idle wait
-        before the publisher was dropped, says nothing of the broadcast)."""
+        """Ingest facts and per-destination state, for the heartbeat
+        (docs/agent-protocol.md#heartbeat-health). `final`, for the release: bitrate and frame
+        rate over the whole publish rather than since the last heartbeat (a last, partial
+        window, perhaps the idle wait before the publisher was dropped, says nothing of
+        the broadcast)."""
         now = time.monotonic()
         bytes_in = self.bytes_in
         then, bytes_then = (self.started, 0) if final else self._last_sample
@@ -260,7 +263,8 @@ class LiveIngest:
         }
 
     def destinations(self) -> list[dict[str, object]]:
-        """Every destination's state and figures (CONTRACTS.md §1, `destinations`)."""
+        """Every destination's state and figures (docs/agent-protocol.md#heartbeat-health,
+        `destinations`)."""
         if self.relay is None:
             return []
         # Strings are cleaned and cut where the health is sent (agent.heartbeat.bounded).

@@ -1,4 +1,4 @@
-"""What the heartbeat says about an ingest (CONTRACTS.md §1, `ingest`).
+"""What the heartbeat says about an ingest (docs/agent-protocol.md#heartbeat-health, `ingest`).
 
 Three sources: the tag classifier (codec names, unclassified messages), the media
 engine (`agent.probe`: profile, level, picture size, pixel format, sample rate,
@@ -123,9 +123,10 @@ class IngestFacts:
             window.keyframes.append(timestamp)
 
     def report(self, primary_video: int | None, final: bool = False) -> dict[str, object]:
-        """The facts, measurements since the last report (CONTRACTS.md §1 `ingest`
-        without the byte counts); `final`: the frame rate over every report so far (the
-        release's, for the session: a last, partial window says nothing of the whole)."""
+        """The facts, measurements since the last report
+        (docs/agent-protocol.md#heartbeat-health, `ingest` without the byte counts); `final`: the
+        frame rate over every report so far (the release's, for the session: a last,
+        partial window says nothing of the whole)."""
         window, self._window = self._window, _Window()
         whole = self._whole
         whole.frames += window.frames

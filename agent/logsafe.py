@@ -10,7 +10,7 @@ lines, NUL bytes, terminal escapes, or megabytes. Two helpers, one per use:
   characters with a marker. The text stays readable and nothing is lost silently.
 - `clean(value)`: for a report that a person reads elsewhere (the heartbeat's health,
   shown in stats and webhooks): control characters removed, at most `limit` characters
-  (CONTRACTS.md §1).
+  (docs/agent-protocol.md#heartbeat-health).
 
 Every log line of the agent that carries a peer's text goes through `escape`.
 """
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import itertools
 
-#: Longest peer-supplied text kept, in a log line or a report (CONTRACTS.md §1).
+#: Longest peer-supplied text kept, in a log line or a report
+#: (docs/agent-protocol.md#heartbeat-health).
 LIMIT = 200
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}

@@ -1,7 +1,7 @@
 """What a probe of an ingest's sequence headers says about its media: the slate's input.
 
-Field names and values are the heartbeat's (CONTRACTS.md §1, `ingest`): FFmpeg's
-canonical codec names (`"av1"`, never the decoder's name `"libdav1d"`), FFmpeg's profile
+Field names and values are the heartbeat's (docs/agent-protocol.md#heartbeat-health, `ingest`):
+FFmpeg's canonical codec names (`"av1"`, never the decoder's name `"libdav1d"`), FFmpeg's profile
 names, levels as people write them (`"4.1"`). The media engine's probe (`agent/probe.py`)
 says all of it but the frame rate, which the relay measures.
 """

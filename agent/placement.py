@@ -131,8 +131,9 @@ class Placement:
     def released(self, key: str) -> None:
         """The publish of `key` on this worker is over. The registry lets the key go
         once its claim's release at rig is done: until then rig would answer a claim
-        from this agent (any worker) with the claim the release then ends (CONTRACTS.md
-        §6), so another publish of the key comes here, and waits for the release."""
+        from this agent (any worker) with the claim the release then ends
+        (docs/agent-protocol.md#claim), so another publish of the key comes here, and
+        waits for the release."""
         release = self.server.release_in_flight(key)
         if release is None:
             self.registry.drop(key_digest(key))

@@ -1,7 +1,8 @@
 """Which worker holds which stream: one stream, one worker.
 
 An agent's worker processes share one identity towards rig, and rig gives an agent that
-already holds a stream the same claim back (CONTRACTS.md §6): rig cannot tell a second
+already holds a stream the same claim back
+(docs/agent-protocol.md#disconnect-protection-claim-rules): rig cannot tell a second
 publisher of a live key from the first. This registry does, inside the agent. It maps
 every stream key being published (by its SHA-256: no secret is kept here) and every
 stream id rig's claims named to the worker (the *owner*) that holds it, so that each

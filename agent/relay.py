@@ -300,8 +300,8 @@ class StreamRelay(StreamStart):
 
     def ingest_facts(self, final: bool = False) -> dict[str, object]:
         """What the classifier, the media engine and the measurements say about the
-        ingest since the last call (CONTRACTS.md §1, `ingest` without the byte counts);
-        `final`: the frame rate over the whole publish (for its session's report)."""
+        ingest since the last call (docs/agent-protocol.md#heartbeat-health, `ingest` without the
+        byte counts); `final`: the frame rate over the whole publish (for its session's report)."""
         return self.facts.report(self._primary_video, final)
 
     def latest_keyframe(self) -> Keyframe | None:

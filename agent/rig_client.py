@@ -30,8 +30,8 @@ class StreamNotFound(Exception):
 
 class StreamInUse(Exception):
     """Another agent holds a live claim on this key (errorCode 1009). `details` is rig's
-    word on where (`reason`, `agent`, `ingestUrl`, `ingestState`; CONTRACTS.md §6), or
-    empty."""
+    word on where (`reason`, `agent`, `ingestUrl`, `ingestState`:
+    docs/agent-protocol.md#disconnect-protection-claim-rules), or empty."""
 
     def __init__(self, details: object = None) -> None:
         super().__init__("the stream is live on another agent")
@@ -50,7 +50,8 @@ class RigRefused(RigUnavailable):
 @dataclass(frozen=True)
 class Claim:
     """A granted claim: this agent is where the stream is live. A claim of a stream this
-    agent holds already is that same broadcast (CONTRACTS.md §6): `stream_id` names it,
+    agent holds already is that same broadcast
+    (docs/agent-protocol.md#disconnect-protection-claim-rules): `stream_id` names it,
     `role` says which of its keys the publisher used."""
 
     claim_id: str
@@ -184,8 +185,9 @@ class RigClient:
         return destinations_from(payload)
 
     async def put_thumbnail(self, claim_id: str, jpeg: bytes) -> bool:
-        """A live stream's picture (CONTRACTS.md §3); False when rig did not take it
-        because the claim is gone. A picture too soon after the last is RigUnavailable."""
+        """A live stream's picture (docs/agent-protocol.md#thumbnail-upload); False when
+        rig did not take it because the claim is gone. A picture too soon after the last
+        is RigUnavailable."""
         path = f"/agents/claims/{quote(claim_id, safe='')}/thumbnail"
         try:
             await self._call("PUT", path, data=jpeg, content_type="image/jpeg")
@@ -220,7 +222,7 @@ class RigClient:
         self, claim_id: str, reason: str | None = None, health: dict[str, Any] | None = None
     ) -> None:
         """The publish ended: release the claim (an unknown claim is already gone), saying
-        why and with the final figures when given (CONTRACTS.md §2)."""
+        why and with the final figures when given (docs/agent-protocol.md#release)."""
         path = f"/agents/claims/{quote(claim_id, safe='')}"
         with contextlib.suppress(StreamNotFound):
             if reason is None:

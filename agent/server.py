@@ -206,7 +206,7 @@ class IngestServer:
 
     def release_claim(self, ingest: LiveIngest, reason: str) -> None:
         """Give the publish's claim back to rig in the background, with why it ended and
-        its final figures (CONTRACTS.md §2), so its session loses nothing."""
+        its final figures (docs/agent-protocol.md#release), so its session loses nothing."""
         assert ingest.claim_id is not None
         health = ingest.health(self.ingest_url, final=True)  # the ingest as it ended
         task = self.spawn(
@@ -223,7 +223,7 @@ class IngestServer:
     async def released(self, key: str) -> None:
         """Until a release of this key still in flight is done: rig answers a claim from
         the agent that holds the stream with that same claim, which the release would then
-        end (CONTRACTS.md §6)."""
+        end (docs/agent-protocol.md#claim)."""
         task = self._releasing.get(key)
         if task is not None:
             await asyncio.wait({task}, timeout=RELEASE_DRAIN_WAIT + RIG_CALL_TIMEOUT)
@@ -330,7 +330,8 @@ class IngestServer:
 
     def heartbeat_entries(self) -> list[dict[str, Any]]:
         """One heartbeat entry per claim of this agent (a broadcast, under one or two
-        keys), with the stream's health (CONTRACTS.md §6)."""
+        keys), with the stream's health
+        (docs/agent-protocol.md#disconnect-protection-claim-rules)."""
         url = self.ingest_url
         return [
             i.heartbeat_entry(url)

@@ -1,5 +1,5 @@
 """Thumbnails of live streams: the newest video keyframe as a small JPEG for rig
-(CONTRACTS.md §3, `PUT /agents/claims/{claimID}/thumbnail`).
+(docs/agent-protocol.md#thumbnail-upload, `PUT /agents/claims/{claimID}/thumbnail`).
 
 At most every `INTERVAL` seconds per live stream, the relay's newest keyframe of the
 primary video track (`StreamRelay.latest_keyframe`: the coded frame and its sequence
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 INTERVAL = 10.0  # seconds between pictures of one stream (rig refuses more than 1 per 5 s)
 TICK = 1.0  # how often the live streams are looked at
-MAX_SIDE = 320  # px, the longest side (CONTRACTS.md §3)
+MAX_SIDE = 320  # px, the longest side (docs/agent-protocol.md#thumbnail-upload)
 MAX_PENDING = 2  # pictures queued for the worker thread at once
 JPEG_QUALITY = 80  # Pillow's scale; ~6-10 KB at 320x180
 # A decoder refuses pictures above this many pixels (a hostile sequence header could

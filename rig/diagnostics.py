@@ -1,5 +1,5 @@
 """Ingest diagnostics: what a streamer should change so each destination takes the
-stream well (CONTRACTS.md section 5).
+stream well (docs/agent-protocol.md#diagnostics).
 
 A pure function from the ingest's measured facts (the agent's heartbeat: codecs,
 resolution, frame rate, keyframe interval, bitrate, audio sample rate) and the services

@@ -1,4 +1,4 @@
-"""A claim's health report (CONTRACTS.md section 1), bounded and sanitised by rig.
+"""A claim's health report (docs/agent-protocol.md#heartbeat-health), bounded and sanitised by rig.
 
 The agent truncates and cleans what came from its peers; rig does it again, because a
 report is the agent's word and may come from a hostile destination's bytes or another

@@ -1,4 +1,4 @@
-"""Live sessions: the record of each broadcast of a stream (CONTRACTS.md section 4).
+"""Live sessions: the record of each broadcast of a stream (docs/agent-protocol.md#sessions).
 
 A session opens when a claim is granted, takes the facts of every heartbeat (the
 ingest's, merged field by field; each destination's, merged by id, so a destination
@@ -32,7 +32,7 @@ CLAIM_HOLDING = (
     "holding_seconds + CASE WHEN ingest_state = 'holding'"
     " THEN extract(epoch FROM now() - state_since) ELSE 0 END"
 )
-# Ingest facts kept, with their JSON types (CONTRACTS.md section 1).
+# Ingest facts kept, with their JSON types (docs/agent-protocol.md#heartbeat-health).
 INGEST_FACTS: dict[str, type] = {
     "videoCodec": str,
     "audioCodec": str,

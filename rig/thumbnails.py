@@ -1,4 +1,4 @@
-"""Thumbnails of live streams (CONTRACTS.md section 3).
+"""Thumbnails of live streams (docs/agent-protocol.md#thumbnail-upload).
 
 The agent decodes the ingest's latest keyframe (at most every 10 s per live stream, off
 the relay's path) into a JPEG whose longest side is 320 px and PUTs it here with its

@@ -1,5 +1,6 @@
--- The latest picture of each live stream (issue 13, CONTRACTS.md section 3): a small JPEG
--- its agent decoded from the ingest, with the claim it belongs to and when it was taken.
+-- The latest picture of each live stream (issue 13,
+-- docs/agent-protocol.md#thumbnail-upload): a small JPEG its agent decoded from the
+-- ingest, with the claim it belongs to and when it was taken.
 -- In PostgreSQL, as everything rig knows: any replica serves it.
 CREATE TABLE stream_thumbnails (
     stream_id uuid        PRIMARY KEY REFERENCES streams (id) ON DELETE CASCADE,

@@ -153,7 +153,8 @@ DESTINATION_FIELDS = {
 
 
 def assert_heartbeat_health(ingest: LiveIngest, ingest_url: str) -> None:
-    """The heartbeat's health of a live stream has CONTRACTS.md §1's shape."""
+    """The heartbeat's health of a live stream has the shape of
+    docs/agent-protocol.md#heartbeat-health."""
     health = ingest.health(ingest_url)
     assert health["ingestUrl"] == ingest_url
     facts = health["ingest"]

@@ -1,4 +1,4 @@
-"""The agent acts on each heartbeat answer by its status (CONTRACTS.md section 1):
+"""The agent acts on each heartbeat answer by its status (docs/agent-protocol.md#heartbeat):
 `invalid` (rig could not read or renew that entry) changes nothing."""
 
 from types import SimpleNamespace

@@ -315,7 +315,7 @@ async def test_a_publish_right_after_the_last_on_another_worker_waits_for_its_re
     aiohttp_server, settings, db
 ):
     """rig answers a claim from this agent with the claim the last publish's release is
-    about to end (CONTRACTS.md §6): until that release is done, the key stays with the
+    about to end (docs/agent-protocol.md#claim): until that release is done, the key stays with the
     worker releasing it, and a new publish reaching another worker is handed there."""
     media = capture_media()
     async with live_agent(aiohttp_server, settings, db, workers=2) as live:

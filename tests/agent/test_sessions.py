@@ -4,8 +4,9 @@ ClientSession over a socket) sending a stream PyAV encoded, and RTMP receivers i
 loop standing in for YouTube and Twitch.
 
 Each way a publish can end is released with its reason and the final figures, which
-rig keeps in the session (CONTRACTS.md §2); a live stream's picture reaches rig and its
-owner (§3); a destination changed while live keeps its earlier bytes in the report."""
+rig keeps in the session (docs/agent-protocol.md#release); a live stream's picture
+reaches rig and its owner (docs/agent-protocol.md#thumbnail-upload); a destination
+changed while live keeps its earlier bytes in the report."""
 
 from __future__ import annotations
 
@@ -320,7 +321,7 @@ async def test_a_destination_changed_while_live_keeps_its_bytes_in_the_session(
 async def test_a_publish_right_after_the_last_waits_for_its_release(aiohttp_server, settings, db):
     """rig answers a claim from the agent that holds the stream with that same claim: a
     new publish claiming before the last one's release went out would have it ended by
-    that release (CONTRACTS.md §6)."""
+    that release (docs/agent-protocol.md#claim)."""
     async with live_stack(aiohttp_server, settings, db) as live:
         first = await live.publisher()
         await first.send(stream_media())

@@ -1,5 +1,5 @@
 """Heartbeats answer per claim, bound and sanitise health, and take batches of 100
-claims with full health (issue 12, item 1, rig's side; CONTRACTS.md section 1)."""
+claims with full health (issue 12, item 1, rig's side; docs/agent-protocol.md#heartbeat)."""
 
 import io
 import json

@@ -679,7 +679,7 @@ async def test_invalid_heartbeat_is_refused(api, make_agent, expect_error, case)
             await expect_error(resp, code, 400)
 
 
-# An entry rig cannot read is answered on its own (CONTRACTS.md section 1).
+# An entry rig cannot read is answered on its own (docs/agent-protocol.md#heartbeat).
 INVALID_ENTRIES = [
     (1, "each claim is an object"),
     ({"streamKey": "k"}, "claimId: missing"),

@@ -14,7 +14,7 @@ INGEST_URL = "rtmp://edge-1.example.net/live"
 
 
 def health(bytes_in: int, destinations: list[dict], **ingest) -> dict:
-    """A health report as CONTRACTS.md section 1 has it."""
+    """A health report as docs/agent-protocol.md#heartbeat-health has it."""
     facts = {
         "bytesIn": bytes_in,
         "bitrate": 4_500_000,

@@ -1,5 +1,6 @@
-"""Thumbnails (CONTRACTS.md section 3): an agent PUTs the live stream's latest JPEG, the
-owner GETs it while live and at most 15 s old; everything else is refused clearly."""
+"""Thumbnails (docs/agent-protocol.md#thumbnail-upload): an agent PUTs the live stream's
+latest JPEG, the owner GETs it while live and at most 15 s old; everything else is
+refused clearly."""
 
 import io
 from email.utils import parsedate_to_datetime

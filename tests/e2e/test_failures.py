@@ -271,7 +271,8 @@ def test_sigterm_ends_the_stream_cleanly(e2e, long_media):
     assert "agent stopped" in agent.log()
     assert f"stream {key_id(stream.key)} from 127.0.0.1" in agent.log()
     assert "ended: shutdown" in agent.log() and "kicked" not in agent.log()
-    # rig was told why (CONTRACTS.md §2): the session ended as a shutdown, offline at once.
+    # rig was told why (docs/agent-protocol.md#release): the session ended as a shutdown,
+    # offline at once.
     [session] = stack.api.call("GET", f"/streams/{stream.id}/sessions")
     assert session["endReason"] == "shutdown", session
     assert not stack.api.call("GET", f"/streams/{stream.id}")["isStreaming"]
