@@ -360,8 +360,8 @@ class ClaimBeat(Body):
     health: Annotated[
         dict[str, Any] | None,
         Field(
-            description="the stream's statistics, as the agent measures them (README:"
-            " the agent-side contract)",
+            description="the stream's statistics, as the agent measures them"
+            " (docs/agent-protocol.md#heartbeat-health)",
             examples=[HEALTH_EXAMPLE],
         ),
         because("an object"),
