@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_loop(settings: AgentSettings, main: Coroutine[Any, Any, None]) -> int:
     """Run `main` on the agent's event loop; 1 if it failed to listen (or the like)."""
     # One event loop serves every socket; uvloop (libuv, in C) by default: see the
-    # README's Performance section for what it saves.
+    # docs/performance.md for what it saves.
     loop_factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:

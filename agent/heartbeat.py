@@ -12,8 +12,9 @@ once. So each heartbeat round (`HeartbeatSender.send`):
   and at most 1 MiB (half of the 2 MiB rig's heartbeat route takes: 100 claims with ten
   destinations each are about 420 KB);
 - sends the batches concurrently, at most 4 at a time: 2,000 claims are 20 or so
-  batches, and one after the other they take 1.7 times as long (measured: README,
-  "Live state"), while 4 at a time use a few of rig's database connections, not all;
+  batches, and one after the other they take 1.7 times as long (measured:
+  docs/api.md#live-state-claims-and-heartbeats), while 4 at a time use a few of rig's
+  database connections, not all;
 - a batch that fails leaves the others alone; a batch rig refuses as a whole (invalid
   input, or over an older rig's 64 KiB body limit) is sent again with each claim's
   health cut down to what renews the claim (`ingestUrl`, `ingestState`), and so is

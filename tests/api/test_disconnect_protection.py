@@ -589,8 +589,9 @@ async def test_rotating_the_key_of_the_only_publisher_ends_the_broadcast(
 
 
 async def test_change_key_ends_a_broadcast_fed_by_both(api, make_agent, expect_ok):
-    """The entry names the broadcast by its primary key once a primary joined it (see the
-    README): rotating that key revokes the whole claim, the backup included."""
+    """The entry names the broadcast by its primary key once a primary joined it
+    (docs/agent-protocol.md#disconnect-protection-claim-rules): rotating that key revokes
+    the whole claim, the backup included."""
     account = await api.account()
     stream = await api.stream(account)
     backup = (await new_backup_key(api, account, stream["id"], expect_ok))["backupStreamKey"]

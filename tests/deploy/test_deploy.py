@@ -384,7 +384,8 @@ def test_examples_and_readmes_name_only_known_settings():
         match = re.match(r"^#?(RIG_\w+)=(\S*)", line)
         if match:
             check_setting(match.group(1), match.group(2))
-    for text in ((REPO / "README.md").read_text(), (DEPLOY / "README.md").read_text()):
+    documents = [REPO / "README.md", DEPLOY / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    for text in (path.read_text() for path in documents):
         for name in set(re.findall(r"\bRIG_[A-Z0-9_]*[A-Z0-9]\b", text)):
             if name != "RIG_SERVICE_URL_":
                 assert name in KNOWN, name

@@ -2,7 +2,7 @@
 //
 // The token is kept in memory and in sessionStorage: it survives a reload of this tab,
 // is gone when the tab closes, is not shared with other tabs, and never goes into
-// localStorage, a cookie or a URL (README, "Dashboard", says why). The page signs
+// localStorage, a cookie or a URL (docs/dashboard.md, "The token", says why). The page signs
 // itself out when the token expires or rig refuses it.
 import { api, onUnauthorized, request, setToken } from "./api.js";
 
