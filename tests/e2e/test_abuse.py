@@ -229,7 +229,9 @@ async def try_publish(port: int, key: str, source: str) -> object:
 def test_wrong_keys_cost_rig_a_burst_only(e2e):
     stack = e2e.stack()
     agent = stack.agent
-    good = stack.api.stream(dest_keys())
+    # Without disconnect protection: the legitimate publish below closes its connection
+    # without an unpublish and must end at once, not be held for the grace.
+    good = stack.api.stream(dest_keys(), {"enabled": False})
     claims_before = stack.rig.process.log().count("/claim ->")
 
     async def guess() -> list[object]:
@@ -261,7 +263,8 @@ def test_wrong_keys_cost_rig_a_burst_only(e2e):
     # A legitimate streamer elsewhere is not affected while the guesser is throttled.
     started = asyncio.run(try_publish(agent.port, good.key, "127.0.0.1"))
     assert isinstance(started, PublishStarted)
-    agent.wait_for_log(rf"stream {key_id(good.key)} from 127\.0\.0\.1:\d+ ended")
+    agent.wait_for_log(rf"stream {key_id(good.key)}: publish from 127\.0\.0\.1:\d+ ended")
+    agent.wait_for_log(rf"stream {key_id(good.key)} ended")  # not held for a grace
 
 
 def test_a_reactivated_stream_is_accepted_once_the_refusal_expired(e2e):
