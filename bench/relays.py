@@ -201,6 +201,12 @@ class Api:
         """A new stream with these (service, destination key) destinations."""
         payload = self.call("POST", "/streams/")
         info = StreamInfo(payload["id"], payload["streamKey"])
+        # The relay workload runs without disconnect protection, as nginx-rtmp relays:
+        # stopping 32 publishers at once on two cores, a few close with a reset before
+        # their unpublish reached the agent (ffmpeg closing with unread data discards
+        # what it had not sent), and protection would hold those streams with the slate
+        # for the grace instead of ending them. Holding is measured by --holding.
+        self.call("PATCH", f"/streams/{info.id}", {"disconnectProtection": {"enabled": False}})
         for service, key in destinations:
             self.call(
                 "POST", f"/streams/{info.id}/destination", {"service": service, "streamKey": key}
