@@ -324,6 +324,11 @@ async def open_publish(
                 )
             except ssl.SSLError as exc:
                 raise EgressError(f"TLS with {target.safe_name} failed: {exc}") from None
+            except socket.gaierror as exc:
+                # Its errno is a negative EAI code, which os.strerror cannot name.
+                raise EgressError(
+                    f"cannot resolve {target.host} (DNS): {exc.strerror or 'lookup failed'}"
+                ) from None
             except OSError as exc:
                 raise EgressError(
                     f"cannot connect to {target.safe_name}: {_os_error_words(exc)}"

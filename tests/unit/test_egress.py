@@ -1,11 +1,13 @@
 """Destination server URLs and keys, and reconnect backoff."""
 
+import asyncio
 import re
+import socket
 
 import pytest
 
 from agent.destination import Backoff, Destination
-from agent.egress import EgressError, parse_target
+from agent.egress import EgressError, open_publish, parse_target
 from agent.rig_client import server_url_of
 
 
@@ -109,3 +111,23 @@ def test_backoff_doubles_up_to_the_cap_with_jitter():
 def test_destination_repr_hides_the_key():
     destination = Destination(3, "YouTube", "rtmp://h/live2", "SECRETKEY")
     assert "SECRETKEY" not in repr(destination)
+
+
+def test_a_host_that_does_not_resolve_is_said_in_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed name lookup raises socket.gaierror, whose errno is a negative EAI code:
+    os.strerror(-2) is "Unknown error -2", which tells a streamer nothing."""
+
+    async def no_such_host(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    async def attempt() -> str:
+        monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", no_such_host)
+        target = parse_target("rtmp://a.rtmp.example.com/live2", "key-1234")
+        with pytest.raises(EgressError) as caught:
+            await open_publish(target, chunk_size=4096, timeout=5, write_timeout=5)
+        return str(caught.value)
+
+    error = asyncio.run(attempt())
+    assert "Unknown error" not in error
+    assert "cannot resolve a.rtmp.example.com" in error
+    assert "key-1234" not in error
