@@ -199,8 +199,22 @@ def test_dashboard_sign_up_to_live_failing_recovering_rotated(e2e, long_media, b
     dash.button("Save name").click()
     dash.page.get_by_role("heading", name="Sunday speedruns").wait_for()
 
-    # Rotating the key asks first; the live publish with the old key is ended.
+    # The encoder drops without an unpublish (killed, as a mobile link dies): disconnect
+    # protection (on by default) keeps the destinations on the slate and the page says
+    # so; the encoder back, the notice goes and the same publish goes on.
     dash.tab("Live").click()
+    publish.process.kill()
+    holding = r"Your encoder disconnected"
+    dash.wait_for_text(".notice", holding)
+    dash.check_screen("live-holding")
+    publish = publish_looping(e2e, long_media, f"{server}/{stream_key}")
+    dash.page.locator(".notice", has_text="Your encoder disconnected").wait_for(
+        state="detached", timeout=30_000
+    )
+    dash.wait_for_text(".status-line", r"Live for")
+    assert len(youtube.recordings(yt_key)) == 2  # the destinations never unpublished
+
+    # Rotating the key asks first; the live publish with the old key is ended.
     dash.button("Rotate stream key").click()
     dash.page.wait_for_function("() => document.activeElement.innerText.trim() === 'Cancel'")
     dash.button("Rotate the key").click()
