@@ -56,10 +56,12 @@ def sample(text: str, name: str) -> float:
 
 
 def live_on_both_workers(e2e, stack, media) -> dict[int, tuple[StreamInfo, Publish]]:
-    """Publish new streams until each worker relays one; returns one per worker."""
+    """Publish new streams until each worker relays one; returns one per worker. The
+    streams have no disconnect protection: a publish that landed on a worker already
+    taken is killed, and must end at once rather than be held with the slate."""
     per_worker: dict[int, tuple[StreamInfo, Publish]] = {}
     for _ in range(ATTEMPTS):
-        stream = stack.api.stream(dest_keys(len(per_worker)))
+        stream = stack.api.stream(dest_keys(len(per_worker)), {"enabled": False})
         publish = e2e.publish(media, stack.agent, stream.key)
         wait_until(lambda s=stream: accepted_on(stack.agent, s), 20, "the publish accepted")
         worker = accepted_on(stack.agent, stream)[0]
