@@ -71,6 +71,8 @@ def sign_up(dash: Dashboard, username: str) -> None:
     dash.page.get_by_role("heading", name="Sign in to rig").wait_for()
     dash.check_screen("sign-in")
     dash.link("Create one").click()
+    # The sign-in form has a Username field too: fill the sign-up form's, once it is shown.
+    dash.page.get_by_role("heading", name="Create your rig account").wait_for()
     dash.field("Username").fill(username)
     dash.field("Email").fill(f"{username}@example.org")
     dash.field("Password").fill("short")
