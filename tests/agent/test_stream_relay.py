@@ -271,7 +271,15 @@ async def test_a_destination_refusing_a_large_chunk_size_gets_the_usual_one():
 
 async def test_a_stalled_destination_loses_whole_gops_and_never_holds_the_others():
     async with Receiver() as healthy, Receiver(stall=True) as stalled:
-        relay = relay_of(healthy.url("a"), stalled.url("b"), queue_bytes=256 * 1024)
+        # A long backoff: lastError is cleared once the destination is live again, which
+        # the tests' 50 ms backoff could do before the failure is looked at.
+        relay = relay_of(
+            healthy.url("a"),
+            stalled.url("b"),
+            queue_bytes=256 * 1024,
+            backoff_initial=3,
+            backoff_max=3,
+        )
         relay.start()
         await live(relay)
         base = stream_messages()
