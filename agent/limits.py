@@ -8,7 +8,7 @@ said the key is good). Strangers get only what an honest publisher needs:
   (RIG_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS): one address cannot fill the server, so a
   slowloris from one address leaves room for everyone else. It also keeps the bytes all
   unauthenticated connections buffer, together (RIG_AGENT_UNAUTHENTICATED_BUFFER_BYTES).
-- `FailedPublishes`: a token bucket per address (rig's `rig.ratelimit.TokenBucket`, as
+- `FailedPublishes`: a token bucket per address (rig's `rig.token_bucket.TokenBucket`, as
   for password guesses) that refused publishes spend (wrong key, wrong application): a
   burst, then a steady rate; beyond it a publish is refused without asking rig, so
   guessing keys costs rig nothing.
@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rig.ratelimit import TokenBucket
+from rig.token_bucket import TokenBucket
 
 #: How many keys the negative cache keeps at most; past that the oldest are forgotten
 #: (memory stays bounded whatever the attacker does).

@@ -29,17 +29,17 @@ when the peer is one of RIG_TRUSTED_PROXIES, the last address in X-Forwarded-For
 that is not itself a trusted proxy.
 """
 
-import ipaddress
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from rig.errors import ApiError, Handler, route_of
+from rig.networks import Network, in_networks, parse_networks
+from rig.token_bucket import MAX_KEYS, TokenBucket
 
-MAX_KEYS = 100_000  # buckets kept at most; full (idle) buckets are dropped first
 KNOWN_GOOD_SECONDS = 30 * 24 * 3600  # how long a successful log-in vouches for its address
 
 # Routes whose unknown stream keys count against the agent's allowance.
@@ -57,8 +57,6 @@ LIMITED_ROUTES = {
     ("POST", "/agents/auth"),
 }
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 class TooManyRequests(ApiError):
     """errorCode 1010 (extension): slow down; `Retry-After` says for how long."""
@@ -66,80 +64,14 @@ class TooManyRequests(ApiError):
     status, error_code, default_message = 429, 1010, "Too many requests"
 
 
-class TokenBucket:
-    """Many token buckets, one per key: `limit` tokens, refilled over `window` seconds."""
-
-    def __init__(
-        self,
-        limit: int,
-        window: float,
-        clock: Callable[[], float] = time.monotonic,
-        max_keys: int = MAX_KEYS,
-    ) -> None:
-        self.limit = limit
-        self.rate = limit / window if window > 0 else math.inf  # tokens per second
-        self._clock = clock
-        self._max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
-
-    def take(self, key: str) -> float:
-        """Spend one token of `key`: 0.0 if allowed, else seconds until one is back."""
-        if self.limit <= 0:
-            return 0.0
-        now = self._clock()
-        tokens, at = self._buckets.pop(key, (float(self.limit), now))
-        tokens = min(float(self.limit), tokens + (now - at) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)  # re-inserted last: most recent
-            self._trim(now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / self.rate
-
-    def give_back(self, key: str) -> None:
-        """Return the token `take` spent (a right password costs nothing)."""
-        if key in self._buckets:
-            tokens, at = self._buckets[key]
-            self._buckets[key] = (min(float(self.limit), tokens + 1.0), at)
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def _trim(self, now: float) -> None:
-        if len(self._buckets) <= self._max_keys:
-            return
-        # Buckets that have refilled are the same as absent ones: drop those first,
-        # then the least recently used.
-        for key, (tokens, at) in list(self._buckets.items()):
-            if tokens + (now - at) * self.rate >= self.limit:
-                del self._buckets[key]
-        while len(self._buckets) > self._max_keys:
-            del self._buckets[next(iter(self._buckets))]
-
-
-def parse_networks(text: str) -> list[Network]:
-    """`10.0.0.0/8, 192.0.2.7` -> networks (raises ValueError on a bad entry)."""
-    return [
-        ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()
-    ]
-
-
-def _trusted(address: str, networks: Iterable[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
-
-
 def client_address(request: web.BaseRequest, trusted: list[Network]) -> str:
     """The caller's address: the peer, or what trusted proxies say in X-Forwarded-For."""
     peer = request.remote or ""
-    if not trusted or not _trusted(peer, trusted):
+    if not trusted or not in_networks(peer, trusted):
         return peer
     hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
     for hop in reversed([h for h in hops if h]):
-        if not _trusted(hop, trusted):
+        if not in_networks(hop, trusted):
             return hop
     return peer
 
@@ -274,9 +206,3 @@ def rate_limit_middleware(limits: RateLimits) -> Callable:
         return await handler(request)
 
     return rate_limit
-
-
-def networks_setting(text: str) -> str:
-    """RIG_TRUSTED_PROXIES as an option type: validated, kept as given."""
-    parse_networks(text)
-    return text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rig.cors import origins_setting
 from rig.logs import log_format
-from rig.ratelimit import networks_setting
+from rig.networks import networks_setting
 from rig.services import ingest_urls_setting, service_urls_from_env
 
 

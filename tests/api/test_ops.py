@@ -19,15 +19,11 @@ from rig.logs import (
     request_id_var,
     setup_logging,
 )
+from rig.networks import parse_networks
 from rig.operations import deadline_middleware
-from rig.ratelimit import (
-    KNOWN_GOOD_SECONDS,
-    KnownGood,
-    TokenBucket,
-    client_address,
-    parse_networks,
-)
+from rig.ratelimit import KNOWN_GOOD_SECONDS, KnownGood, client_address
 from rig.settings import Settings
+from rig.token_bucket import TokenBucket
 
 # ---------------------------------------------------------------- health and readiness
 
