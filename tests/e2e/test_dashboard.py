@@ -208,12 +208,16 @@ def test_dashboard_sign_up_to_live_failing_recovering_rotated(e2e, long_media, b
     publish.process.kill()
     holding = r"Your encoder disconnected"
     dash.wait_for_text(".notice", holding)
+    # Its badges say what the destinations get: the slate, not the encoder.
+    dash.wait_for_text(".status-line .badge", r"^Holding$")
+    dash.wait_for_text("#page-title .badge", r"^Holding$")
     dash.check_screen("live-holding")
     publish = publish_looping(e2e, long_media, f"{server}/{stream_key}")
     dash.page.locator(".notice", has_text="Your encoder disconnected").wait_for(
         state="detached", timeout=30_000
     )
     dash.wait_for_text(".status-line", r"Live for")
+    dash.wait_for_text("#page-title .badge", r"^Live$")
     assert len(youtube.recordings(yt_key)) == 2  # the destinations never unpublished
 
     # Rotating the key asks first; the live publish with the old key is ended.

@@ -6,7 +6,7 @@ import { destinationState } from "./destinations.js";
 import * as format from "./format.js";
 import { html, useEffect, useState } from "./lib.js";
 import { paths } from "./router.js";
-import { StateBadge, useNow } from "./ui.js";
+import { StateBadge, streamState, useNow } from "./ui.js";
 
 const THUMBNAIL_SECONDS = 10; // the agent sends a new picture at most this often
 
@@ -169,7 +169,7 @@ export function LiveView({ stream, live }) {
   return html`<div class="live">
     <section class="card status-card" aria-labelledby="status-title">
       <h2 id="status-title" class="status-line">
-        <${StateBadge} state=${!stream.isActive ? "inactive" : streaming ? "live" : "offline"} />
+        <${StateBadge} state=${streamState(stream, stats)} />
         <span>
           ${
             !stream.isActive

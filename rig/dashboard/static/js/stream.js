@@ -11,7 +11,7 @@ import { LiveView } from "./live.js";
 import { ObsSettings } from "./obs.js";
 import { STREAM_TABS, paths } from "./router.js";
 import { StreamSettings } from "./stream-settings.js";
-import { Alert, Loading, StateBadge } from "./ui.js";
+import { Alert, Loading, StateBadge, streamState } from "./ui.js";
 
 // The destinations' ids, in one comparable string.
 const idsOf = (list) =>
@@ -72,7 +72,7 @@ export function StreamPage({ streamId, tab }) {
     reload=${reload}
   />`;
   const view = html`<${LiveView} key="live" stream=${stream} live=${live} />`;
-  const state = !stream.isActive ? "inactive" : streaming ? "live" : "offline";
+  const state = streamState(stream, stats);
   return html`
     ${heading(streamTitle(stream), html`<${StateBadge} state=${state} />`)}
     <nav class="tabs" aria-label="Stream">

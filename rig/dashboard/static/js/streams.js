@@ -3,7 +3,16 @@ import { request } from "./api.js";
 import { streamTitle } from "./format.js";
 import { html, useEffect, useState } from "./lib.js";
 import { go, paths } from "./router.js";
-import { Alert, Field, Loading, StateBadge, fieldError, formError, useAction } from "./ui.js";
+import {
+  Alert,
+  Field,
+  Loading,
+  StateBadge,
+  fieldError,
+  formError,
+  streamState,
+  useAction,
+} from "./ui.js";
 
 const PAGE_SIZE = 50;
 const REFRESH_SECONDS = 15; // live badges stay current without a live connection per stream
@@ -74,7 +83,7 @@ export function StreamsPage() {
               ${streams.map(
                 (s) => html`<li key=${s.id} class="card stream-item">
                   <a href=${`#${paths.stream(s.id)}`}>${streamTitle(s)}</a>
-                  <${StateBadge} state=${!s.isActive ? "inactive" : s.isStreaming ? "live" : "offline"} />
+                  <${StateBadge} state=${streamState(s)} />
                 </li>`,
               )}
             </ul>`

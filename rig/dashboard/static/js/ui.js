@@ -185,6 +185,15 @@ const STATE_WORDS = {
   backup: "Backup live",
 };
 
+// A stream's badge state: while it is live, what feeds its destinations (ingestState:
+// the encoder, the backup encoder or the slate while disconnect protection holds them).
+export function streamState(stream, stats = null) {
+  if (!stream.isActive) return "inactive";
+  if (!(stats ? stats.isStreaming : stream.isStreaming)) return "offline";
+  const ingestState = stats?.ingestState ?? stream.ingestState;
+  return ingestState === "holding" || ingestState === "backup" ? ingestState : "live";
+}
+
 // A state in words; `retryAt` (ms) turns "Retrying" into "Retrying in N s".
 export function StateBadge({ state, retryAt = null, now = Date.now() }) {
   let words = STATE_WORDS[state] ?? state;
