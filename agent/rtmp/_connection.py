@@ -15,6 +15,7 @@ from .chunk import (
     ChunkWriter,
 )
 from .errors import ProtocolError
+from .handshake import ClientHandshake, ServerHandshake
 from .message import (
     ABORT,
     ACK,
@@ -39,6 +40,8 @@ DEFAULT_WINDOW_ACK_SIZE = 2_500_000
 
 class _Connection:
     """Chunk reader/writer plus the protocol control handling of RTMP spec 1.0 §5.4."""
+
+    _handshake: ClientHandshake | ServerHandshake  # set by the subclass
 
     def __init__(
         self,
@@ -83,6 +86,15 @@ class _Connection:
         return self._closed
 
     # ---------------------------------------------------------------- for subclasses
+
+    def _feed_handshake(self, data: bytes | bytearray | memoryview) -> bytes | None:
+        """Feed the handshake and queue its reply: None while it goes on, then the bytes
+        that followed it (the first chunks)."""
+        handshake = self._handshake
+        reply = handshake.feed(data)
+        if reply:
+            self._out.append(reply)
+        return handshake.leftover if handshake.done else None
 
     def _send(self, message: Message, csid: int | None = None) -> None:
         self._out.append(self._writer.write(message, csid))

@@ -113,13 +113,11 @@ class ClientSession(_Connection):
             return []
         self._received += len(data)
         if self._state is _State.HANDSHAKE:
-            reply = self._handshake.feed(data)
-            if reply:
-                self._out.append(reply)
-            if not self._handshake.done:
+            leftover = self._feed_handshake(data)
+            if leftover is None:
                 return []
             self._after_handshake()
-            data = self._handshake.leftover
+            data = leftover
         events: list[Event] = []
         for message in self._reader.feed(data):
             if is_command(message):

@@ -143,13 +143,11 @@ class ServerSession(_Connection):
         if data:
             self._received += len(data)
             if self._state is _State.HANDSHAKE:
-                reply = self._handshake.feed(data)
-                if reply:
-                    self._out.append(reply)
-                if not self._handshake.done:
+                leftover = self._feed_handshake(data)
+                if leftover is None:
                     return events
                 self._state = _State.AWAIT_CONNECT
-                data = self._handshake.leftover
+                data = leftover
         state = self._state
         if state is _State.PUBLISHING:
             publishing = True
