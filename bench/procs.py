@@ -89,6 +89,20 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of one process in bytes: its private pages, plus its share of
+    the pages it shares (a library mapped by three processes counts a third in each), so
+    the PSS of a process tree adds up to the memory it takes, where VmRSS counts each
+    shared page once per process (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def tree_cpu_times(root: int) -> tuple[float, float]:
     """(user, system) CPU seconds of a whole process tree."""
     times = [cpu_times(pid) for pid in tree_pids(root)]
@@ -106,12 +120,14 @@ def tree_rss_bytes(root: int) -> int:
 
 
 class RssSampler:
-    """Samples a process tree's resident memory every `interval` s in a thread; keeps the peak."""
+    """Samples a process tree's resident memory every `interval` s in a thread; keeps the
+    peak of its summed VmRSS (`peak`) and of its summed PSS (`peak_pss`)."""
 
     def __init__(self, root: int, interval: float = 0.2) -> None:
         self.root = root
         self.interval = interval
         self.peak = 0
+        self.peak_pss = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rss-{root}", daemon=True)
@@ -132,7 +148,9 @@ class RssSampler:
         return self.peak
 
     def _sample(self) -> None:
-        self.peak = max(self.peak, tree_rss_bytes(self.root))
+        pids = tree_pids(self.root)
+        self.peak = max(self.peak, sum(rss_bytes(pid) for pid in pids))
+        self.peak_pss = max(self.peak_pss, sum(pss_bytes(pid) for pid in pids))
         self.samples += 1
 
     def _run(self) -> None:

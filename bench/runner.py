@@ -85,7 +85,8 @@ class WorkloadRun:
     cpu_system_share: float  # share of the CPU spent in the kernel
     cpu_per_stream_min_dest: float  # per minute of media published in the window
     realtime_ratio: float  # media published in the window / (N x window): 1 = real time
-    peak_rss_mb: float
+    peak_rss_mb: float  # the process tree's VmRSS summed (shared pages once per process)
+    peak_pss_mb: float  # its PSS summed (shared pages counted once in all)
     delivered_ratio: float  # bytes recorded in the window / (D x bytes sent in the window)
     drain_s: float  # from stopping the publishers until nothing more was recorded
     rig_cpu_s: float | None
@@ -342,7 +343,7 @@ class Bench:
                 ]
                 _stop_all(publishers)
                 drain = _wait_quiet(receivers)
-                peak = rss.stop()
+                peak, peak_pss = rss.stop(), rss.peak_pss
             self._stop_relay(relay)
             receivers.stop()
             # Stream-minutes actually published in the window: media time between the tags
@@ -381,6 +382,7 @@ class Bench:
             cpu_per_stream_min_dest=cpu / (cfg.d * media_s / 60),
             realtime_ratio=round(media_s / (n * window), 3),
             peak_rss_mb=peak / 2**20,
+            peak_pss_mb=peak_pss / 2**20,
             delivered_ratio=round(
                 (recorded1 - recorded0) / max(1, cfg.d * (sum(offsets1) - sum(offsets0))), 3
             ),
@@ -533,7 +535,7 @@ class Bench:
         self.log(
             f"workload {relay:5} N={n:<2} D={self.config.d} rep {rep}:"
             f" {result.cpu_per_stream_min_dest:.3f} CPU-s/stream-min/dest,"
-            f" peak {result.peak_rss_mb:.0f} MB,"
+            f" peak RSS {result.peak_rss_mb:.0f} MB (PSS {result.peak_pss_mb:.0f} MB),"
             f" delivered {result.delivered_ratio:.2f}, drain {result.drain_s:.1f} s,"
             f" loss v {_hmt(result, 'video')} a {_hmt(result, 'audio')} ms,"
             f" {time.monotonic() - started:.0f} s"
