@@ -10,11 +10,15 @@ Pillow, then uploaded. H.264, HEVC, AV1 and VP9 alike: whatever FFmpeg decodes.
 Off the relay's path, with bounded CPU: one worker thread (PyAV and Pillow release the
 GIL while they decode, scale and encode; the decoder itself runs single-threaded), at
 most `MAX_PENDING` pictures queued, and a stream whose previous picture is still being
-made or uploaded is skipped until it is done. When the keyframe has not changed since
-the last picture (a GOP longer than the interval), the same JPEG is sent again without
-decoding, so rig's picture stays fresh (it serves one at most 15 s old). A keyframe that
-does not decode fails that one picture; the stream is tried again an interval later. A
-stream without video never gets one (rig then answers 1000).
+made or uploaded is skipped until it is done. A picture made starts the next one due at
+once, not at the next tick: a process with many streams keeps each within the interval
+as long as one thread can make them (a 720p H.264 keyframe takes ~16 ms: ~600 streams at
+one picture per 10 s); past that, the least recently pictured go first. When the
+keyframe has not changed since the last picture (a GOP longer than the interval), the
+same JPEG is sent again without decoding, so rig's picture stays fresh (it serves one at
+most 15 s old). A keyframe that does not decode fails that one picture; the stream is
+tried again an interval later. A stream without video never gets one (rig then answers
+1000).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERVAL = 10.0  # seconds between pictures of one stream (rig refuses more than 1 per 5 s)
-TICK = 1.0  # how often the live streams are looked at
+TICK = 1.0  # how often the live streams are looked at (and after each picture made)
 MAX_SIDE = 320  # px, the longest side (docs/agent-protocol.md#thumbnail-upload)
 MAX_PENDING = 2  # pictures queued for the worker thread at once
 JPEG_QUALITY = 80  # Pillow's scale; ~6-10 KB at 320x180
@@ -121,11 +125,17 @@ class Thumbnailer:
     """Makes and uploads the pictures of every live stream of the process."""
 
     def __init__(
-        self, upload: Upload, interval: float = INTERVAL, max_pending: int = MAX_PENDING
+        self,
+        upload: Upload,
+        interval: float = INTERVAL,
+        max_pending: int = MAX_PENDING,
+        tick: float = TICK,
     ) -> None:
         self._upload = upload
         self._interval = interval
         self._max_pending = max_pending
+        self._tick = tick
+        self._live: Callable[[], Iterable[tuple[str, StreamRelay]]] | None = None  # run()'s
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbnail")
         self._streams: dict[str, _StreamState] = {}  # by claim id
         self._pending = 0  # pictures queued or being made in the worker thread
@@ -166,15 +176,26 @@ class Thumbnailer:
                 state.keyframe, state.jpeg = keyframe.message, None
                 self._start(claim_id, state, self._made(claim_id, keyframe, future))
 
+    @property
+    def pending(self) -> int:
+        """Pictures queued for the worker thread or being made."""
+        return self._pending
+
     async def run(self, live: Callable[[], Iterable[tuple[str, StreamRelay]]]) -> None:
-        """Look at the live streams every TICK seconds until cancelled."""
+        """Look at the live streams every `tick` seconds, and whenever a picture is made,
+        until cancelled."""
         loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(TICK)
-            self.tick(live(), loop.time())
+        self._live = live
+        try:
+            while True:
+                self.tick(live(), loop.time())
+                await asyncio.sleep(self._tick)
+        finally:
+            self._live = None
 
     async def close(self) -> None:
         """Stop: uploads in flight are cancelled, a picture being made is waited for."""
+        self._live = None  # no new pictures from here
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -205,6 +226,8 @@ class Thumbnailer:
             jpeg, cpu = await asyncio.wrap_future(future)
         finally:
             self._pending -= 1
+            if self._live is not None:  # the thread is free: the next picture due
+                self.tick(self._live(), asyncio.get_running_loop().time())
         self.cpu_seconds += cpu
         if isinstance(jpeg, Exception):  # a corrupt keyframe is the publisher's problem
             self.failed += 1

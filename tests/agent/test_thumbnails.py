@@ -218,15 +218,43 @@ async def test_the_queue_is_bounded_and_every_stream_gets_its_turn():
     relays = [(f"claim-{n}", relay_fed(picture_flv("h264", 640, 360))) for n in range(5)]
     try:
         thumbnailer.tick(relays, now=0.0)  # two start; the other three wait
+        assert thumbnailer.pending == 2
         await uploads.wait(2)
         await asyncio.sleep(0.05)
-        assert len(uploads.sent) == 2
+        assert len(uploads.sent) == 2  # a tick alone does not start the others
         thumbnailer.tick(relays, now=1.0)  # the least recently pictured first
+        assert thumbnailer.pending == 2
         await uploads.wait(4)
         thumbnailer.tick(relays, now=2.0)
         await uploads.wait(5)
         assert sorted(claim for claim, _ in uploads.sent) == [c for c, _ in relays]
     finally:
+        await thumbnailer.close()
+
+
+async def test_a_finished_picture_starts_the_next_due_one_without_waiting_for_a_tick():
+    # Two pictures a tick (a second) would picture a worker's 40 streams every 20 s, past
+    # the 15 s rig serves a picture for: the thread takes the next one as soon as it is free.
+    uploads = Uploads()
+    thumbnailer = Thumbnailer(uploads, interval=10, max_pending=2, tick=3600)  # one tick
+    relays = [(f"claim-{n}", relay_fed(picture_flv("h264", 640, 360))) for n in range(7)]
+    most = 0
+
+    def live() -> list:
+        nonlocal most
+        most = max(most, thumbnailer.pending)
+        return relays
+
+    task = asyncio.create_task(thumbnailer.run(live))
+    try:
+        await uploads.wait(7)
+        assert sorted(claim for claim, _ in uploads.sent) == sorted(c for c, _ in relays)
+        assert thumbnailer.made == 7
+        assert most <= 2  # never more than max_pending queued
+        await asyncio.sleep(0.05)
+        assert len(uploads.sent) == 7  # each once: the others are not due for 10 s
+    finally:
+        task.cancel()
         await thumbnailer.close()
 
 
