@@ -202,9 +202,14 @@ class StreamRelay(StreamStart):
         for dest_id, destination in wanted.items():
             if dest_id not in self.workers:
                 worker = self._add_worker(destination)
+                # It joins a live stream: it starts at the newest keyframe, as a
+                # reconnection does; the stream from its start is for the destinations
+                # the publish began with (docs/agent.md, "Conformance").
+                self._connected_once.add(worker)
                 if self._started:
                     worker.start()
         self._live = tuple(self.workers.values())
+        self._release_start()  # a destination changed or removed may have held it
 
     # ------------------------------------------------------------------ the media path
 

@@ -177,6 +177,33 @@ async def test_a_first_connection_gets_the_stream_from_its_start():
         assert receiver.publishes[0].messages == recorded(messages)
 
 
+async def test_a_destination_changed_while_live_starts_at_the_newest_keyframe():
+    """Its replacement joins a live stream, as an added destination does: not the stream
+    from its start, which the relay still keeps for a destination that never connected
+    (a streamer fixing a mistyped server URL sent the service 10 s of old media)."""
+    async with Receiver() as reserved:
+        nothing = reserved.port  # free now: a mistyped destination, refused
+    async with Receiver() as first, Receiver() as fixed:
+        relay = relay_of(first.url("a"), f"rtmp://127.0.0.1:{nothing}/live2/b")
+        relay.start()
+        await live(relay, 1)
+        messages = stream_messages()
+        keys = [m for m in messages if kind(m) is Kind.KEYFRAME]
+        assert len(keys) >= 2
+        await feed(relay, messages)
+        relay.apply_destinations([relay.workers[1].destination, destination(2, fixed.url("b"))])
+        await live(relay)
+        relay.end("unpublished")
+        assert await relay.wait_closed(2)
+        got = fixed.publishes[0].messages
+        video = [m for m in got if m[0] == VIDEO]
+        assert (VIDEO, keys[0].timestamp, keys[0].payload) not in got
+        assert (VIDEO, keys[-1].timestamp, keys[-1].payload) in got
+        assert len(got) < len(messages) // 2
+        assert first.publishes[0].messages == recorded(messages)  # the other: untouched
+        assert video  # and it did get the stream
+
+
 async def test_a_new_sequence_header_replaces_the_old_one_for_new_destinations():
     async with Receiver() as receiver:
         relay = relay_of()
