@@ -87,8 +87,14 @@ class RtmpTarget:
 
     @property
     def safe_name(self) -> str:
-        """host:port/app, for logs: everything but the secret stream name."""
-        return f"{self.scheme}://{self.host}:{self.port}/{self.app}"
+        """scheme://host:port/app for logs and lastError: not the stream name (the key),
+        and of the application only its first segment (an instance after it may be a
+        key pasted into the server URL, as `rtmp://host/app/KEY`: OBS's commonest
+        mistake, which rig cannot tell from a Wowza-style `app/instance`)."""
+        path, query, _ = self.app.partition("?")  # rig refuses queries; a token if any
+        first, more, _ = path.partition("/")
+        hidden = ("/…" if more else "") + ("?…" if query else "")
+        return f"{self.scheme}://{self.host}:{self.port}/{first}{hidden}"
 
 
 def parse_target(server_url: str, stream_key: str) -> RtmpTarget:

@@ -131,3 +131,22 @@ def test_a_host_that_does_not_resolve_is_said_in_words(monkeypatch: pytest.Monke
     assert "Unknown error" not in error
     assert "cannot resolve a.rtmp.example.com" in error
     assert "key-1234" not in error
+
+
+@pytest.mark.parametrize(
+    ("server", "shown"),
+    [
+        ("rtmp://a.rtmp.youtube.com/live2", "rtmp://a.rtmp.youtube.com:1935/live2"),
+        ("rtmps://live-api-s.facebook.com:443/rtmp/", "rtmps://live-api-s.facebook.com:443/rtmp"),
+        # The server and the key pasted together, OBS's commonest mistake: the key is in
+        # the path, and what is logged and shown as lastError must not carry it.
+        ("rtmp://127.0.0.1:59929/app/PATHSECRET123", "rtmp://127.0.0.1:59929/app/…"),
+        ("rtmp://h/app/inst/PATHSECRET123", "rtmp://h:1935/app/…"),
+        ("rtmp://h/app?token=PATHSECRET123", "rtmp://h:1935/app?…"),
+    ],
+)
+def test_the_name_logged_for_a_destination_shows_no_more_than_its_application(server, shown):
+    target = parse_target(server, "key-1234")
+    assert target.safe_name == shown
+    assert "PATHSECRET123" not in target.safe_name
+    assert "key-1234" not in target.safe_name
