@@ -82,7 +82,7 @@ def _claims(request: web.Request, wanted: TokenType) -> Claims:
         raise _unauthorized("invalid token") from exc
     if claims.token_type != wanted:
         raise InvalidCredentials(
-            f"This route needs a {wanted} token",
+            f"This route needs {'an' if wanted[0] in 'aeiou' else 'a'} {wanted} token",
             details={"reason": "wrong token type"},
             status=403,
         )

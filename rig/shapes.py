@@ -157,6 +157,8 @@ RtmpServerUrl = Annotated[
         " path (as OBS's Server field); the destination's key is appended to it",
         examples=["rtmp://live.example.net/app"],
     ),
+    # The pattern and length, said as rtmp_server_url_problem says the rest.
+    because("an rtmp:// or rtmps:// URL of at most 512 characters"),
     _checked(rtmp_server_url_problem),
     AfterValidator(lambda url: url.rstrip("/")),
 ]

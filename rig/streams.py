@@ -323,7 +323,8 @@ async def check_public(request: web.Request, field: str, url: str) -> None:
         raise invalid(
             field,
             f"{problem}: rig connects only to public addresses for you (the operator can"
-            " allow others with RIG_ALLOW_PRIVATE_DESTINATIONS)",
+            " allow others with RIG_ALLOW_PRIVATE_DESTINATIONS, and the agents with"
+            " RIG_AGENT_ALLOW_PRIVATE_DESTINATIONS)",
         )
 
 

@@ -70,6 +70,9 @@ async def test_custom_rtmp_url_must_be_public(public_only, api, expect_error, ex
             resp = await public_only.post(path, json=body, headers=account.headers)
             error = await expect_error(resp, 1005, 400)
             assert error["details"]["field"] == "rtmpUrl"
+            # Both settings an operator needs to change it (rig's and the agents').
+            assert "RIG_ALLOW_PRIVATE_DESTINATIONS" in error["message"]
+            assert "RIG_AGENT_ALLOW_PRIVATE_DESTINATIONS" in error["message"]
     body = {"service": "Custom", "streamKey": "k", "rtmpUrl": "rtmp://8.8.8.8/live"}
     dest = await expect_ok(
         await public_only.post(path, json=body, headers=account.headers), "Stream destination added"

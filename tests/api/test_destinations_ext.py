@@ -113,6 +113,8 @@ async def test_invalid_custom_rtmp_url_is_1005(api, expect_error, case):
             body = {"service": "Custom", "streamKey": "k", "rtmpUrl": server}
             error = await expect_error(await add(api, account, stream["id"], body), 1005, 400)
             assert error["details"]["field"] == "rtmpUrl"
+            # Worded for people, not pydantic's "String should match pattern '^rtmps?://'".
+            assert "pattern" not in error["message"] and "String should" not in error["message"]
     assert await api.db.fetchval("SELECT count(*) FROM destinations") == 0
 
 

@@ -227,6 +227,7 @@ async def test_live_routes_need_an_agent_token(api, make_agent, expect_error):
         resp = await api.client.request(method, path, json=body, headers=user)
         error = await expect_error(resp, 1003, 403)
         assert error["details"] == {"reason": "wrong token type"}
+        assert error["message"] == "This route needs an agent token"
         resp = await api.client.request(method, path, json=body)
         await expect_error(resp, 1003, 401)
     row = await claim_row(api.db, stream["id"])
