@@ -121,11 +121,11 @@ def cmd_users_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_streams_list(settings: Settings, args: argparse.Namespace) -> int:
-    """Every stream (or one user's), without keys: id, owner, active, live where."""
+    """Every stream (or one user's), without keys: id, name, owner, active, live where."""
 
     async def work(conn: asyncpg.Connection) -> None:
         rows = await conn.fetch(
-            """SELECT s.id, u.username AS owner, s.is_active AS active,
+            """SELECT s.id, s.name, u.username AS owner, s.is_active AS active,
                       a.name AS live_on, c.since AS live_since,
                       (SELECT count(*) FROM destinations d WHERE d.stream_id = s.id)
                           AS destinations,
@@ -137,7 +137,9 @@ def cmd_streams_list(settings: Settings, args: argparse.Namespace) -> int:
                 ORDER BY s.created_at, s.id""",
             args.user,
         )
-        columns = ("id", "owner", "active", "live_on", "live_since", "destinations", "created")
+        columns = (
+            "id", "name", "owner", "active", "live_on", "live_since", "destinations", "created"
+        )  # fmt: skip
         print_rows([dict(r) for r in rows], columns, args.json)
 
     return _run(settings, work)

@@ -121,6 +121,7 @@ async def test_operator_commands(run_rig, cli_env, tmp_path, aiohttp_client, exp
     ]
     assert set(streams[0]) == {
         "id",
+        "name",
         "owner",
         "active",
         "live_on",
@@ -130,7 +131,9 @@ async def test_operator_commands(run_rig, cli_env, tmp_path, aiohttp_client, exp
     }
     only_bob = json.loads(run("streams", "list", "--user", "BOB", "--json"))
     assert [s["owner"] for s in only_bob] == ["bob"]
-    assert "alice" in run("streams", "list")
+    table = run("streams", "list")
+    assert "alice" in table
+    assert table.splitlines()[0].split()[:3] == ["ID", "NAME", "OWNER"]  # names, not just ids
 
     # Revoke by name: the key and its tokens stop working at once.
     revoked = run("agents", "revoke", "edge-1")
