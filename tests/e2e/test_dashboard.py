@@ -406,14 +406,21 @@ def test_dashboard_polls_when_live_updates_are_refused(e2e, browser, axe):
     # A change made elsewhere (a script with the same account) still reaches the page.
     token = dash.page.evaluate("JSON.parse(sessionStorage.getItem('rig.session')).token")
     stream_id = dash.page.url.split("/streams/")[1].split("/")[0]
-    request = urllib.request.Request(  # noqa: S310
-        f"{rig.url}/streams/{stream_id}/destination",
-        data=json.dumps({"service": "Twitch", "streamKey": "tw-from-a-script"}).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
-        assert resp.status == 200
+
+    def add_destination(body: dict) -> None:
+        request = urllib.request.Request(  # noqa: S310
+            f"{rig.url}/streams/{stream_id}/destination",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            assert resp.status == 200
+
+    add_destination({"service": "Twitch", "streamKey": "tw-from-a-script"})
     dash.wait_for_text(".state-item", r"Twitch")
+    # A Custom destination is named by its server's host (several must be told apart).
+    add_destination({"service": "Custom", "rtmpUrl": "rtmp://8.8.8.8/live", "streamKey": "c-1"})
+    dash.wait_for_text(".state-item", r"^Custom \(8\.8\.8\.8\)")
     assert not dash.problems, dash.problems
     dash.close()

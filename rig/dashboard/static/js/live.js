@@ -111,7 +111,16 @@ function retryAt(destination, receivedAt) {
     : null;
 }
 
-export function DestinationStates({ streamId, stats, receivedAt, now }) {
+// A destination's name in the live view: a Custom one by its server's host (several
+// Custom destinations must be told apart), from the stream object, which has its URL.
+function destinationName(d, stream) {
+  const known = (stream.destinations ?? []).find((s) => s.id === d.id);
+  if (known) return format.serviceName(known);
+  return d.service === "Custom" ? `Custom #${d.id}` : d.service;
+}
+
+export function DestinationStates({ stream, stats, receivedAt, now }) {
+  const streamId = stream.id;
   const destinations = stats?.destinations ?? [];
   if (!destinations.length) {
     return html`<p>
@@ -123,7 +132,7 @@ export function DestinationStates({ streamId, stats, receivedAt, now }) {
     ${destinations.map(
       (d) => html`<li key=${d.id} class="state-item" data-destination=${d.id}>
         <div class="state-head">
-          <strong>${d.service}</strong>
+          <strong>${destinationName(d, stream)}</strong>
           <${StateBadge}
             state=${destinationState(d, d)}
             retryAt=${retryAt(d, receivedAt)}
@@ -208,7 +217,7 @@ export function LiveView({ stream, live }) {
     </div>
     <section class="card" aria-labelledby="delivery-title">
       <h2 id="delivery-title">Destinations</h2>
-      <${DestinationStates} streamId=${stream.id} stats=${stats} receivedAt=${receivedAt} now=${now} />
+      <${DestinationStates} stream=${stream} stats=${stats} receivedAt=${receivedAt} now=${now} />
     </section>
     <${Diagnostics} diagnostics=${stats?.diagnostics} />
   </div>`;
