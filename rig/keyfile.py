@@ -10,6 +10,16 @@ log = logging.getLogger(__name__)
 SECRET_FILE = "jwt_secret"
 
 
+def ensure_private_dir(data_dir: Path) -> None:
+    """Create the data dir (and its parents) for its owner only, or take the others'
+    access away from an existing one: it holds the JWT signing key, the agent key
+    `scripts/run` makes and the embedded database."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if data_dir.stat().st_mode & 0o077:
+        data_dir.chmod(0o700)
+        log.info("made %s private to its owner (it holds secrets)", data_dir)
+
+
 def load_or_create_secret(data_dir: Path) -> str:
     """Read `data_dir/jwt_secret`, creating it (mode 0600) with 384 random bits if absent.
 
@@ -17,7 +27,7 @@ def load_or_create_secret(data_dir: Path) -> str:
     temporary file and linked into place, so a reader never sees a half-written key
     and exactly one writer wins.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(data_dir)
     path = data_dir / SECRET_FILE
     if not path.exists():
         tmp = data_dir / f".{SECRET_FILE}.{os.getpid()}.tmp"
