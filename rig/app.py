@@ -54,13 +54,24 @@ def openapi_document() -> dict:
     return build_document(op for table in ROUTE_TABLES for op in table.operations)
 
 
+# The agents' routine requests: heartbeats every few seconds (every second while a
+# broadcast is held) and a thumbnail every 10 s per stream. Answered without an error,
+# they are logged at DEBUG, so that INFO shows what people and publishes did.
+ROUTINE_ROUTES = {
+    ("POST", "/agents/heartbeat"),
+    ("PUT", "/agents/claims/{claimID}/thumbnail"),
+}
+
+
 class AccessLogger(AbstractAccessLogger):
     """One line per request naming the route pattern, never the path (it may hold a key)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         route = route_of(request) if isinstance(request, web.Request) else "<unknown route>"
         request_id = operations.request_id_of(request)
-        self.logger.info(
+        routine = response.status < 400 and (request.method, route) in ROUTINE_ROUTES
+        self.logger.log(
+            logging.DEBUG if routine else logging.INFO,
             "%s %s -> %s in %.1f ms [%s]",
             request.method,
             route,
