@@ -33,7 +33,9 @@ def resolve(settings: Settings, *, signing: bool = False) -> Settings:
         check_jwt_secret(settings.jwt_secret)
     if not settings.database_url:
         ensure_private_dir(settings.data_dir)
-        settings = replace(settings, database_url=start_embedded_postgres(settings.data_dir))
+        url = start_embedded_postgres(settings.data_dir)
+        ensure_private_dir(settings.data_dir)  # pgserver, run as root, opens it to all
+        settings = replace(settings, database_url=url)
     if signing and not settings.jwt_secret:
         settings = replace(settings, jwt_secret=load_or_create_secret(settings.data_dir))
     return settings

@@ -11,13 +11,15 @@ SECRET_FILE = "jwt_secret"
 
 
 def ensure_private_dir(data_dir: Path) -> None:
-    """Create the data dir (and its parents) for its owner only, or take the others'
-    access away from an existing one: it holds the JWT signing key, the agent key
-    `scripts/run` makes and the embedded database."""
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if data_dir.stat().st_mode & 0o077:
-        data_dir.chmod(0o700)
-        log.info("made %s private to its owner (it holds secrets)", data_dir)
+    """Create the data dir (and its parents) so that only its owner can list or change
+    it, or take that away from others on an existing one: it holds the JWT signing key,
+    the agent key `scripts/run` makes and the embedded database. Mode 0711, not 0700:
+    run as root, pgserver runs PostgreSQL as its own user, which must reach its
+    directory inside (itself 0700, the files beside it 0600)."""
+    data_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+    if data_dir.stat().st_mode & 0o066:
+        data_dir.chmod(0o711)
+        log.debug("made %s private to its owner (it holds secrets)", data_dir)
 
 
 def load_or_create_secret(data_dir: Path) -> str:
