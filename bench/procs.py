@@ -78,15 +78,20 @@ def main_thread_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def rss_bytes(pid: int) -> int:
-    """VmRSS of one process in bytes (0 if it is gone or a kernel thread)."""
+def _proc_kb(path: str, field: str) -> int:
+    """A `Field:  N kB` line of a /proc file, in bytes (0 if the process is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of one process in bytes (0 if it is gone or a kernel thread)."""
+    return _proc_kb(f"/proc/{pid}/status", "VmRSS:")
 
 
 def pss_bytes(pid: int) -> int:
@@ -94,13 +99,7 @@ def pss_bytes(pid: int) -> int:
     the pages it shares (a library mapped by three processes counts a third in each), so
     the PSS of a process tree adds up to the memory it takes, where VmRSS counts each
     shared page once per process (0 if it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def tree_cpu_times(root: int) -> tuple[float, float]:
@@ -112,11 +111,6 @@ def tree_cpu_times(root: int) -> tuple[float, float]:
 def tree_cpu_seconds(root: int) -> float:
     """CPU seconds (user + system) of a whole process tree."""
     return sum(tree_cpu_times(root))
-
-
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of a whole process tree."""
-    return sum(rss_bytes(pid) for pid in tree_pids(root))
 
 
 class RssSampler:

@@ -15,7 +15,7 @@ from rig import __version__, operators
 from rig.agents import create_agent
 from rig.app import AccessLogger, create_app
 from rig.embedded_db import start_embedded_postgres
-from rig.keyfile import ensure_private_dir, load_or_create_secret
+from rig.keyfile import load_or_create_secret
 from rig.logs import setup_logging
 from rig.migrations import applied_migrations, available_migrations, migrate
 from rig.secret_strength import SecretRefused, check_database_url, check_jwt_secret
@@ -32,10 +32,7 @@ def resolve(settings: Settings, *, signing: bool = False) -> Settings:
     if signing and settings.jwt_secret:
         check_jwt_secret(settings.jwt_secret)
     if not settings.database_url:
-        ensure_private_dir(settings.data_dir)
-        url = start_embedded_postgres(settings.data_dir)
-        ensure_private_dir(settings.data_dir)  # pgserver, run as root, opens it to all
-        settings = replace(settings, database_url=url)
+        settings = replace(settings, database_url=start_embedded_postgres(settings.data_dir))
     if signing and not settings.jwt_secret:
         settings = replace(settings, jwt_secret=load_or_create_secret(settings.data_dir))
     return settings

@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from rig.keyfile import ensure_private_dir
+
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "rig"
@@ -56,7 +58,9 @@ def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or join) the embedded server in the data dir; return rig's database URL."""
     pgdata = (data_dir / "postgres").resolve()
     joined = is_running(pgdata)
+    ensure_private_dir(data_dir)
     url = ensure_database(embedded_server(pgdata), DATABASE_NAME)
+    ensure_private_dir(data_dir)  # run as root, pgserver opens every parent of pgdata to all
     if joined:
         log.info("using the embedded PostgreSQL already running in %s", pgdata)
     else:

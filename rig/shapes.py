@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from rig.services import CUSTOM, DEFAULT_SERVICE_URLS, rtmp_server_url_problem
+from rig.services import CUSTOM, DEFAULT_SERVICE_URLS, MAX_URL_LENGTH, rtmp_server_url_problem
 
 DESTINATION_KEY_MAX = 512
 CALLBACK_URL_MAX = 2048
@@ -151,14 +151,14 @@ DestinationKey = Annotated[
 RtmpServerUrl = Annotated[
     Text,
     Field(
-        max_length=512,
+        max_length=MAX_URL_LENGTH,
         pattern="^rtmps?://",
         description="Custom only: the server URL, rtmp:// or rtmps://, a host, an application"
         " path (as OBS's Server field); the destination's key is appended to it",
         examples=["rtmp://live.example.net/app"],
     ),
     # The pattern and length, said as rtmp_server_url_problem says the rest.
-    because("an rtmp:// or rtmps:// URL of at most 512 characters"),
+    because(f"an rtmp:// or rtmps:// URL of at most {MAX_URL_LENGTH} characters"),
     _checked(rtmp_server_url_problem),
     AfterValidator(lambda url: url.rstrip("/")),
 ]
