@@ -36,7 +36,7 @@ from agent.logsafe import clean, escape
 from agent.relay import StreamRelay
 from agent.rig_client import RigUnavailable, StreamInUse, StreamNotFound
 from agent.rtmp import ProtocolError, ServerSession
-from agent.rtmp.events import MediaReceived, PublishEnded, PublishRequested
+from agent.rtmp.events import Event, PublishEnded, PublishRequested
 
 if TYPE_CHECKING:
     from agent.rig_client import Claim
@@ -380,11 +380,11 @@ class IngestConnection(asyncio.BufferedProtocol):
             self._stranger_data(self._buffer[:nbytes])
             return
         try:
-            events = self.session.receive_data(self._buffer[:nbytes])
+            media, events = self.session.receive_media(self._buffer[:nbytes])
         except ProtocolError as exc:
             self._fail(f"protocol error: {escape(exc)}", "protocol_error")
             return
-        self._handle(events)
+        self._handle(media, events)
 
     def _stranger_data(self, data: memoryview) -> None:
         """Bytes before the publish is accepted: the next step's deadline once the
@@ -392,7 +392,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         session = self.session
         handshaking = not session.handshake_done
         try:
-            events = session.receive_data(data)
+            media, events = session.receive_media(data)
         except ProtocolError as exc:
             self._fail(f"protocol error: {escape(exc)}", "protocol_error")
             return
@@ -400,7 +400,7 @@ class IngestConnection(asyncio.BufferedProtocol):
             self._deadline = self.last_data + self.server.settings.publish_timeout
             self._deadline_kind = "publish_timeout"
         if self._charge():
-            self._handle(events)
+            self._handle(media, events)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -532,27 +532,21 @@ class IngestConnection(asyncio.BufferedProtocol):
             return
         self.transport.abort()
 
-    def _handle(self, events: list) -> None:
-        media: list[Message] = []
+    def _handle(self, media: list[Message], events: list[Event]) -> None:
+        """What one read brought: the publish's media (they came before the events)."""
         source = self.source
-        now = time.monotonic()
+        if media and source is not None:
+            source.broadcast.feed(source, media, time.monotonic())
         for event in events:
-            if type(event) is MediaReceived:
-                media.append(event.message)
-                continue
-            if media and source is not None:
-                source.feed(media, now)
-                media = []
             if isinstance(event, PublishRequested):
                 self._start_authorising(event)
             elif isinstance(event, PublishEnded):
                 self._end_publish(event.reason or end_reasons.UNPUBLISHED, deliberate=True)
-            source = self.source
-        if media and source is not None:
-            source.feed(media, now)
-        self._flush()
-        if self.session.closed and not self._closed:
-            self.close(end_reasons.PROTOCOL_CLOSED)
+        session = self.session
+        if events or session.has_data_to_send:  # answers, acks, a refusal
+            self._flush()
+            if session.closed and not self._closed:  # (a refusal is queued when it closes)
+                self.close(end_reasons.PROTOCOL_CLOSED)
 
     def _flush(self) -> None:
         data = self.session.data_to_send()
@@ -591,11 +585,11 @@ class IngestConnection(asyncio.BufferedProtocol):
         if accepted:
             self._authenticated()
         try:
-            events = self.session.receive_data(b"")  # what was sent meanwhile, now read
+            media, events = self.session.receive_media(b"")  # what was sent meanwhile
         except ProtocolError as exc:
             self._fail(f"protocol error: {escape(exc)}", "protocol_error")
             return
-        self._handle(events)
+        self._handle(media, events)
         if not self._closed and self.transport is not None:
             self.transport.resume_reading()
 

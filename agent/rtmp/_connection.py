@@ -71,6 +71,11 @@ class _Connection:
         return data
 
     @property
+    def has_data_to_send(self) -> bool:
+        """Whether :meth:`data_to_send` has something."""
+        return bool(self._out)
+
+    @property
     def bytes_received(self) -> int:
         """Bytes received from the peer so far, handshake included."""
         return self._received

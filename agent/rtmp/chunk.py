@@ -157,35 +157,44 @@ class ChunkReader:
         self.max_message_size = size
         self._max_pending = 2 * size
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
-        """Consume *data*; return the messages completed by it, in arrival order."""
-        return self._feed(data, False)
+    def feed(
+        self, data: bytes | bytearray | memoryview, until_command: bool = False
+    ) -> list[Message]:
+        """Consume *data*; return the messages completed by it, in arrival order.
 
-    def feed_until_command(self, data: bytes | bytearray | memoryview) -> list[Message]:
-        """As `feed`, but stop after the first command message: what follows stays in the
-        input buffer, unread, until the next call (a server that must answer a command
-        before it knows which limits apply to the rest)."""
-        return self._feed(data, True)
-
-    def keep(self, data: bytes | bytearray | memoryview) -> None:
-        """Append *data* to the input buffer without reading it (see `feed_until_command`)."""
-        self.bytes_received += len(data)
-        self._buf += data
-
-    def _feed(self, data: bytes | bytearray | memoryview, stop: bool) -> list[Message]:
+        `until_command`: stop after the first command message; what follows stays in
+        the input buffer, unread, until the next call (a server that must answer a
+        command before it knows which limits apply to the rest)."""
         self.bytes_received += len(data)
         buf = self._buf
-        buf += data
         out: list[Message] = []
+        if not buf:
+            # Nothing left over: parse `data` where it is and keep only what is left of
+            # it (each byte copied once less: they are read into a reused buffer).
+            view = memoryview(data)
+            consumed = self._parse(view, out, until_command)
+            if consumed < len(view):
+                buf += view[consumed:]
+            return out
+        buf += data
         view = memoryview(buf)
         try:
-            consumed = self._parse(view, out, stop)
+            consumed = self._parse(view, out, until_command)
         finally:
             view.release()
         if consumed:
             # Deleting from the front of a bytearray is cheap in CPython.
             del buf[:consumed]
         return out
+
+    def feed_until_command(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        """`feed(data, until_command=True)`."""
+        return self.feed(data, True)
+
+    def keep(self, data: bytes | bytearray | memoryview) -> None:
+        """Append *data* to the input buffer without reading it (see `feed`)."""
+        self.bytes_received += len(data)
+        self._buf += data
 
     def _parse(self, mv: memoryview, out: list[Message], stop: bool) -> int:
         streams = self._streams
@@ -300,13 +309,17 @@ class ChunkReader:
                         raise ChunkError(
                             f"more than {self.max_in_flight} chunk streams with a partial message"
                         )
-                    self._add_pending(n)
+                    self._pending += n
+                    if self._pending > self._max_pending:
+                        raise self._too_much_pending()
                     st.partial = bytearray(mv[ppos:pos])
                     continue
                 message = Message(st.type_id, st.stream_id, st.timestamp, bytes(mv[ppos:pos]))
             else:
                 partial += mv[ppos:pos]
-                self._add_pending(n)
+                self._pending += n  # (the commonest chunk: no call)
+                if self._pending > self._max_pending:
+                    raise self._too_much_pending()
                 if len(partial) < length:
                     continue
                 st.partial = None
@@ -322,10 +335,8 @@ class ChunkReader:
                 break
         return pos
 
-    def _add_pending(self, n: int) -> None:
-        self._pending += n
-        if self._pending > self._max_pending:
-            raise ChunkError(f"more than {self._max_pending} bytes of partially received messages")
+    def _too_much_pending(self) -> ChunkError:
+        return ChunkError(f"more than {self._max_pending} bytes of partially received messages")
 
     def _apply_control(self, message: Message) -> None:
         if message.type_id not in (SET_CHUNK_SIZE, ABORT):

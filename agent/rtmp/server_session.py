@@ -34,7 +34,6 @@ from .message import (
 __all__ = ["ServerSession"]
 
 _MEDIA_TYPES = frozenset((AUDIO, VIDEO, DATA_AMF0, DATA_AMF3))
-_PLAIN_MEDIA = frozenset((AUDIO, VIDEO))
 _MAX_STREAMS = 16  # createStream calls honoured per connection
 #: Largest message before a publish is accepted: the handshake and the commands of a
 #: publish (connect, createStream, publish) are a few hundred bytes each.
@@ -98,7 +97,7 @@ class ServerSession(_Connection):
         self._held: list[Message] = []
         self._held_bytes = 0
         self._max_held_bytes = max_message_size
-        self._ready: list[Event] = []
+        self._ready: list[Message] = []  # held media, read by the next call
 
     # ------------------------------------------------------------------ properties
 
@@ -137,24 +136,42 @@ class ServerSession(_Connection):
         What arrived between ``publish`` and :meth:`accept_publish` is read once the
         publish is accepted, by the next call, which may be ``receive_data(b"")``.
         """
+        media, events = self.receive_media(data)
+        if media:
+            return [MediaReceived(message) for message in media] + events
+        return events
+
+    def receive_media(
+        self, data: bytes | bytearray | memoryview
+    ) -> tuple[list[Message], list[Event]]:
+        """:meth:`receive_data` for the publisher's read loop: the audio, video and data
+        messages as they are (aggregates split) rather than a `MediaReceived` each, then
+        the other events. Every message comes before those events, as it came before
+        them: nothing after an unpublish is the publish's media."""
         if self._closed:
-            return []
-        events, self._ready = self._ready, []
+            return [], []
+        media, self._ready = self._ready, []
+        events: list[Event] = []
         if data:
             self._received += len(data)
             if self._state is _State.HANDSHAKE:
                 leftover = self._feed_handshake(data)
                 if leftover is None:
-                    return events
+                    return media, events
                 self._state = _State.AWAIT_CONNECT
                 data = leftover
         state = self._state
         if state is _State.PUBLISHING:
             publishing = True
             for message in self._reader.feed(data):
-                if publishing and message.type_id in _PLAIN_MEDIA:
-                    events.append(MediaReceived(message))  # the common case, in short
-                    continue
+                if publishing:
+                    t = message.type_id
+                    if t in _MEDIA_TYPES:
+                        media.append(message)
+                        continue
+                    if t == AGGREGATE:
+                        self._media(message, media)
+                        continue
                 self._handle(message, events)
                 if self._closed:
                     break
@@ -168,8 +185,10 @@ class ServerSession(_Connection):
                 )
         elif state is not _State.HANDSHAKE:
             self._read_commands(data, events)
-        self._maybe_ack()
-        return events
+        # §5.4.3 (`_maybe_ack`, written out: this runs for every read).
+        if self._received - self._last_ack >= self._peer_window:
+            self._maybe_ack()
+        return media, events
 
     def _read_commands(self, data: bytes | bytearray | memoryview, events: list[Event]) -> None:
         """Before a publish: one command at a time, so that what follows a ``publish``
@@ -222,22 +241,18 @@ class ServerSession(_Connection):
         info = {"level": level, "code": code, "description": description}
         self._send_command(stream_id, "onStatus", 0, None, info)
 
-    def _media(self, message: Message, events: list[Event]) -> None:
+    def _media(self, message: Message, media: list[Message]) -> None:
         if message.type_id == AGGREGATE:
-            events.extend(
-                MediaReceived(m) for m in split_aggregate(message) if m.type_id in _MEDIA_TYPES
-            )
+            media.extend(m for m in split_aggregate(message) if m.type_id in _MEDIA_TYPES)
         else:
-            events.append(MediaReceived(message))
+            media.append(message)
 
     def _handle(self, message: Message, events: list[Event]) -> None:
+        """A message that is not the publish's media (`receive_media` took those)."""
         t = message.type_id
         if t in _MEDIA_TYPES or t == AGGREGATE:
-            state = self._state
-            if state is _State.PUBLISHING:
-                self._media(message, events)
-            elif (
-                state is _State.PUBLISH_PENDING
+            if (
+                self._state is _State.PUBLISH_PENDING
                 and self._held_bytes + len(message.payload) <= self._max_held_bytes
             ):
                 self._held.append(message)
