@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import signal
@@ -59,21 +60,30 @@ class WorkerProcess:
     metrics: Snapshot = dataclasses.field(default_factory=list)  # its last answer
 
 
+def _share(limit: int, workers: int) -> int:
+    """One worker's part of an agent-wide limit."""
+    return max(1, math.ceil(limit / workers))
+
+
 class Supervisor:
     """Starts, watches and stops the workers; serves the registry and the metrics."""
 
     def __init__(self, settings: AgentSettings, workers: int) -> None:
         self.settings = settings
         self.count = workers
-        # Each worker takes its share of the agent-wide limits (SO_REUSEPORT spreads
-        # connections evenly over workers). The per-address connection limits are each
-        # worker's own; the limits on wrong keys are kept in step (agent/shared_limits.py).
+        # Each worker takes its share of the agent's connection limits, rounded up:
+        # SO_REUSEPORT deals connections by a hash of both addresses and ports, so one
+        # address's connections are spread evenly over the workers too, and an address
+        # gets its limit (at most workers - 1 more) whichever workers its connections
+        # reach, not workers times it. The limits on wrong keys are kept in step
+        # (agent/shared_limits.py).
+        share = functools.partial(_share, workers=workers)
         self.worker_settings = dataclasses.replace(
             settings,
-            max_connections=max(1, math.ceil(settings.max_connections / workers)),
-            unauthenticated_buffer_bytes=max(
-                1, math.ceil(settings.unauthenticated_buffer_bytes / workers)
-            ),
+            max_connections=share(settings.max_connections),
+            max_connections_per_address=share(settings.max_connections_per_address),
+            max_unauthenticated_per_address=share(settings.max_unauthenticated_per_address),
+            unauthenticated_buffer_bytes=share(settings.unauthenticated_buffer_bytes),
         )
         self.hub = Hub(self._ready_worker)
         self.workers: dict[int, WorkerProcess] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -280,3 +281,35 @@ def test_one_worker_is_one_process_and_replaces_a_hung_publisher(e2e, long_media
     keys = {s: d["streamKey"] for s, d in stream.destinations.items()}
     assert len(stack.youtube.recordings(keys["YouTube"])) == 1  # one publish there
     assert len(stack.api.call("GET", f"/streams/{stream.id}/sessions")) == 1
+
+
+def test_an_address_gets_the_agents_connection_limit_not_one_per_worker(e2e):
+    """The per-address limits are the agent's: with two workers, an address holds at
+    most RIG_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS connections (one more at worst: each
+    worker takes its half, rounded up), not twice it. Silent connections, as a
+    slowloris opens them; the ones over the limit are closed at accept."""
+    limit = 4
+    stack = e2e.stack(**WORKERS, max_unauthenticated_per_address=limit, handshake_timeout=60)
+    agent = stack.agent
+    tries = 16
+    sockets = [socket.create_connection(("127.0.0.1", agent.port), timeout=5) for _ in range(tries)]
+    try:
+        refused = 'rig_agent_connections_refused_total{reason="address_unauthenticated"}'
+        wait_until(lambda: sample(scrape(agent), refused) >= tries - limit - 1, 10, "refusals")
+        time.sleep(0.5)  # any late refusal is counted too
+        kept = []
+        for sock in sockets:
+            sock.setblocking(False)
+            try:
+                kept.append(sock.recv(1) != b"")  # b"": closed by the agent
+            except BlockingIOError:
+                kept.append(True)  # open, waiting for our handshake
+            except ConnectionResetError:
+                kept.append(False)
+        # At least one per worker (the kernel spreads them: 16 on one worker is a 1 in
+        # 32,768 chance), at most the limit and one.
+        assert 2 <= sum(kept) <= limit + 1, kept
+        assert sample(scrape(agent), refused) == tries - sum(kept)
+    finally:
+        for sock in sockets:
+            sock.close()
