@@ -203,6 +203,21 @@ def test_one_byte_at_a_time() -> None:
     assert reader.bytes_received == len(data)
 
 
+def test_reads_into_a_reused_buffer() -> None:
+    """The ingest reads into one buffer and feeds a view of it: what the reader keeps
+    (an incomplete chunk, a partial message) must be its own copy, not the view."""
+    data, expected = sample_stream()
+    buffer = bytearray(13)
+    reader = ChunkReader()
+    out: list[Message] = []
+    for start in range(0, len(data), len(buffer)):
+        piece = data[start : start + len(buffer)]
+        buffer[: len(piece)] = piece
+        out += reader.feed(memoryview(buffer)[: len(piece)])
+        buffer[:] = b"\xff" * len(buffer)  # the next read overwrites it
+    assert out == expected
+
+
 # ------------------------------------------------------------------- writer
 
 

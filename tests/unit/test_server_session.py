@@ -150,6 +150,38 @@ def test_media_before_publish_is_dropped_and_held_until_accept() -> None:
     assert raw.server.dropped_before_publish == 1
 
 
+def test_receive_media_gives_the_messages_before_the_events_they_came_before() -> None:
+    """The publisher's read loop: held media first, then a read's audio, video, data
+    and aggregated messages as they are, then the unpublish that followed them; media
+    after the unpublish is not the publish's."""
+    raw = RawClient(ServerSession())
+    raw.send(command(0, "connect", 1, FFMPEG_CONNECT), command(0, "createStream", 2, None))
+    raw.send(command(1, "publish", 3, None, "k", "live"), Message(msg.AUDIO, 1, 0, b"held"))
+    raw.server.accept_publish()
+    aggregate = bytes((9,)) + (2).to_bytes(3, "big") + (7).to_bytes(3, "big") + bytes(4)
+    aggregate += b"v2" + (13).to_bytes(4, "big")
+    data = b"".join(
+        raw.writer.write(m)
+        for m in (
+            Message(msg.DATA_AMF0, 1, 0, METADATA),
+            Message(msg.VIDEO, 1, 1, b"v1"),
+            Message(msg.AGGREGATE, 1, 5, aggregate),
+            command(1, "FCUnpublish", 4, None, "k"),
+            Message(msg.AUDIO, 1, 9, b"after"),
+        )
+    )
+    media, events = raw.server.receive_media(data)
+    assert media == [
+        Message(msg.AUDIO, 1, 0, b"held"),
+        Message(msg.DATA_AMF0, 1, 0, METADATA),
+        Message(msg.VIDEO, 1, 1, b"v1"),
+        Message(msg.VIDEO, 1, 5, b"v2"),
+    ]
+    assert events == [PublishEnded("FCUnpublish")]
+    assert raw.server.dropped_before_publish == 1  # "after"
+    assert raw.server.has_data_to_send  # the FCUnpublish answer
+
+
 def test_input_kept_while_pending_is_bounded_and_dropped_on_reject() -> None:
     raw = RawClient(ServerSession(max_message_size=10_000))
     raw.send(command(0, "connect", 1, FFMPEG_CONNECT), command(0, "createStream", 2, None))
