@@ -30,6 +30,7 @@ from agent.egress import (
     EgressError,
     RtmpPublish,
     RtmpTarget,
+    check_public_literal,
     open_publish,
     parse_target,
 )
@@ -182,6 +183,8 @@ class DestinationWorker:
         """Start connecting at once."""
         try:
             target = parse_target(self.destination.server_url, self.destination.stream_key)
+            if self._public_only:
+                check_public_literal(target)
         except EgressError as exc:
             self.last_error = str(exc)
             log.error("%s: %s; giving up", self.label, exc)
@@ -238,6 +241,13 @@ class DestinationWorker:
             return
         connection.write(batch.for_connection(connection))
 
+    @property
+    def _public_only(self) -> bool:
+        """Whether this destination may reach public addresses only: a user's Custom one,
+        unless the operator allows private ones (the services' URLs are rig's own)."""
+        custom = self.destination.service == "Custom"
+        return custom and not self._settings.allow_private_destinations
+
     # ------------------------------------------------------------------ statistics
 
     @property
@@ -287,8 +297,7 @@ class DestinationWorker:
                         timeout=self._settings.connect_timeout,
                         write_timeout=self._settings.write_timeout,
                         tls_context=self._settings.tls_context,
-                        public_only=self.destination.service == "Custom"
-                        and not self._settings.allow_private_destinations,
+                        public_only=self._public_only,
                     )
                 except EgressError as exc:
                     await self._retry(exc, loop, published=False)

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from agent.logsafe import escape
 from agent.rtmp import ClientSession, ProtocolError
 from agent.rtmp.events import PublishRefused, PublishStarted, ServerClosed
-from rig.netpolicy import allowed_addresses
+from rig.netpolicy import address_problem, allowed_addresses, literal_address
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +291,19 @@ class RtmpPublish(asyncio.Protocol):
             self.started.exception()  # retrieved: no "never retrieved" warning
         if not self.closed.done():
             self.closed.set_result(error)
+
+
+def check_public_literal(target: RtmpTarget) -> None:
+    """EgressError if the target's host is a literal address that is not public: a
+    destination that may only reach public addresses never will reach it. (A name is
+    checked at each connection instead: what it resolves to may change.)"""
+    literal = literal_address(target.host)
+    problem = address_problem(literal) if literal is not None else None
+    if problem:
+        raise EgressError(
+            f"the destination's address is not public ({problem}): this agent does not"
+            " connect to such addresses (RIG_AGENT_ALLOW_PRIVATE_DESTINATIONS)"
+        )
 
 
 async def _public_address(loop: asyncio.AbstractEventLoop, target: RtmpTarget) -> str:

@@ -354,6 +354,41 @@ async def test_the_end_closes_every_destination_within_a_second():
         assert relay.workers[1].state is DestinationState.OFF
 
 
+async def test_a_custom_destination_at_a_private_address_fails_at_once_with_a_reason():
+    """An address this agent may not connect to (RIG_AGENT_ALLOW_PRIVATE_DESTINATIONS
+    off; a literal one: rig let it through with its own setting on) never will be: the
+    destination is failed with the reason, not retried for the whole broadcast. A name
+    is retried: what it resolves to may change. Services' own URLs are not checked."""
+    async with Receiver() as receiver:
+        server, _, key = receiver.url("a").rpartition("/")
+        destinations = [
+            Destination(1, "YouTube", server, key),  # (a service: any address)
+            Destination(2, "Custom", "rtmp://10.1.2.3/app", "key"),
+            Destination(3, "Custom", "rtmp://[fd00::1]:1935/app", "key"),
+            Destination(4, "Custom", "rtmp://localhost:1/app", "key"),
+        ]
+        settings = EgressSettings(**{**SETTINGS.__dict__, "allow_private_destinations": False})
+        relay = StreamRelay("stream test", destinations, settings)
+        relay.start()
+        await live(relay, 1)
+        for n, kind in ((2, "private"), (3, "unique-local")):
+            worker = relay.workers[n]
+            assert worker.state is DestinationState.FAILED
+            assert worker.reconnects == 0
+            assert worker.last_error == (
+                f"the destination's address is not public ({kind}): this agent does not"
+                " connect to such addresses (RIG_AGENT_ALLOW_PRIVATE_DESTINATIONS)"
+            )
+        async with asyncio.timeout(3):
+            while relay.workers[4].reconnects == 0:
+                await asyncio.sleep(0.02)
+        assert relay.workers[4].state is not DestinationState.FAILED
+        last_error = relay.workers[4].last_error or ""
+        assert last_error.endswith("the destination's address is not public")
+        relay.end("unpublished")
+        assert await relay.wait_closed(3)
+
+
 def test_a_batch_is_chunked_once_per_chunk_size_and_stream_id():
     class Connection:  # what Chunked looks at: the connection's chunk key
         def __init__(self, key: tuple[int, int]) -> None:
