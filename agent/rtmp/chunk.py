@@ -378,11 +378,15 @@ class _OutStream:
 def _basic_header(fmt: int, csid: int) -> bytes:
     # §5.3.1.1: 1 byte for csid 2-63, 2 bytes for 64-319, 3 bytes for 64-65599.
     if csid < 64:
-        return bytes(((fmt << 6) | csid,))
+        return _ONE_BYTE_HEADERS[fmt][csid]
     if csid < 320:
         return bytes((fmt << 6, csid - 64))
     value = csid - 64
     return bytes(((fmt << 6) | 1, value & 0xFF, value >> 8))
+
+
+# The 1-byte basic headers, made once (one is made for every message relayed).
+_ONE_BYTE_HEADERS = [[bytes(((fmt << 6) | csid,)) for csid in range(64)] for fmt in range(4)]
 
 
 class ChunkWriter:
