@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=_ints, default=[1, 8, 32], help="publisher counts (1,8,32)")
     p.add_argument("--d", type=int, default=2, help="destinations per stream (2)")
-    p.add_argument("--window", type=float, default=15.0, help="measured seconds (15)")
+    # A multiple of the agent's stream-picture interval (10 s, agent/thumbnails.py): a
+    # window of 15 s held one picture per stream where the steady state makes 1.5.
+    p.add_argument("--window", type=float, default=20.0, help="measured seconds (20)")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before the window (3)")
     p.add_argument("--reps", type=int, default=3, help="repetitions (3)")
     p.add_argument("--relays", default="ours,nginx", help="relays to compare: ours,nginx (both)")
