@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import math
 import signal
@@ -77,13 +76,14 @@ class Supervisor:
         # gets its limit (at most workers - 1 more) whichever workers its connections
         # reach, not workers times it. The limits on wrong keys are kept in step
         # (agent/shared_limits.py).
-        share = functools.partial(_share, workers=workers)
         self.worker_settings = dataclasses.replace(
             settings,
-            max_connections=share(settings.max_connections),
-            max_connections_per_address=share(settings.max_connections_per_address),
-            max_unauthenticated_per_address=share(settings.max_unauthenticated_per_address),
-            unauthenticated_buffer_bytes=share(settings.unauthenticated_buffer_bytes),
+            max_connections=_share(settings.max_connections, workers),
+            max_connections_per_address=_share(settings.max_connections_per_address, workers),
+            max_unauthenticated_per_address=_share(
+                settings.max_unauthenticated_per_address, workers
+            ),
+            unauthenticated_buffer_bytes=_share(settings.unauthenticated_buffer_bytes, workers),
         )
         self.hub = Hub(self._ready_worker)
         self.workers: dict[int, WorkerProcess] = {}

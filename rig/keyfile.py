@@ -19,7 +19,7 @@ def ensure_private_dir(data_dir: Path) -> None:
     data_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
     if data_dir.stat().st_mode & 0o066:
         data_dir.chmod(0o711)
-        log.debug("made the data dir private to its owner (it holds secrets)")
+        log.debug("made the data dir private to its owner (mode 0711)")
 
 
 def load_or_create_secret(data_dir: Path) -> str:

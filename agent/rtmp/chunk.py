@@ -309,17 +309,13 @@ class ChunkReader:
                         raise ChunkError(
                             f"more than {self.max_in_flight} chunk streams with a partial message"
                         )
-                    self._pending += n
-                    if self._pending > self._max_pending:
-                        raise self._too_much_pending()
+                    self._add_pending(n)
                     st.partial = bytearray(mv[ppos:pos])
                     continue
                 message = Message(st.type_id, st.stream_id, st.timestamp, bytes(mv[ppos:pos]))
             else:
                 partial += mv[ppos:pos]
-                self._pending += n  # (the commonest chunk: no call)
-                if self._pending > self._max_pending:
-                    raise self._too_much_pending()
+                self._add_pending(n)
                 if len(partial) < length:
                     continue
                 st.partial = None
@@ -335,8 +331,10 @@ class ChunkReader:
                 break
         return pos
 
-    def _too_much_pending(self) -> ChunkError:
-        return ChunkError(f"more than {self._max_pending} bytes of partially received messages")
+    def _add_pending(self, n: int) -> None:
+        self._pending += n
+        if self._pending > self._max_pending:
+            raise ChunkError(f"more than {self._max_pending} bytes of partially received messages")
 
     def _apply_control(self, message: Message) -> None:
         if message.type_id not in (SET_CHUNK_SIZE, ABORT):

@@ -185,9 +185,7 @@ class ServerSession(_Connection):
                 )
         elif state is not _State.HANDSHAKE:
             self._read_commands(data, events)
-        # §5.4.3 (`_maybe_ack`, written out: this runs for every read).
-        if self._received - self._last_ack >= self._peer_window:
-            self._maybe_ack()
+        self._maybe_ack()
         return media, events
 
     def _read_commands(self, data: bytes | bytearray | memoryview, events: list[Event]) -> None:
