@@ -82,8 +82,10 @@ async def serve(settings: AgentSettings) -> None:
         log.info(
             "agent %s ready: publish to %s with your stream key%s", settings.name, public, workers
         )
+        key_check = loop.create_task(rig.check_key(), name="key check")
         quiet_garbage_collector()
         await stop.wait()
+        key_check.cancel()
         log.info("shutting down: ending ingests, draining destinations")
         if health is not None:
             health.draining = True
@@ -130,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from(args)
-    except ValueError as exc:
-        parser.error(f"invalid setting: {exc}")
+    except ValueError as exc:  # one line naming the variable, no usage text
+        parser.exit(2, f"{parser.prog}: invalid setting: {exc}\n")
     setup_logging(settings.log_level, settings.log_format)
     if not settings.agent_key:
         parser.error("RIG_AGENT_KEY is not set (create one with: rig agents create NAME)")

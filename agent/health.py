@@ -7,7 +7,9 @@
 - `GET /readyz`: readiness: 200 when rig answers and accepts this agent's key (new
   publishes can be authorised), 503 otherwise and while shutting down.
 
-Answers are JSON (`{"status": ...}`) except /metrics. No secret is ever in them.
+Answers are JSON (`{"status": ...}`) except /metrics. No secret is ever in them. A
+request aiohttp cannot parse is answered 400 in rig's error envelope and logged in one
+line without its bytes (rig/unparsable.py).
 """
 
 import asyncio
@@ -22,6 +24,7 @@ from prometheus_client.exposition import generate_latest
 
 from agent.metrics import registry_for
 from agent.rig_client import RigClient, RigUnavailable
+from rig.unparsable import answer_unparsable_requests
 
 if TYPE_CHECKING:
     from agent.server import IngestServer
@@ -91,6 +94,7 @@ class HealthServer:
         return app
 
     async def start(self) -> None:
+        answer_unparsable_requests()  # in rig's error envelope, logged without the bytes
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET

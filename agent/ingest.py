@@ -32,7 +32,7 @@ from agent import end_reasons, handoff
 from agent.broadcast import BACKUP, LIVE, Broadcast, Protection, Source
 from agent.handoff import HandoffError
 from agent.limits import address_of
-from agent.logsafe import clean, escape
+from agent.logsafe import clean, escape, loggable_path
 from agent.relay import StreamRelay
 from agent.rig_client import RigUnavailable, StreamInUse, StreamNotFound
 from agent.rtmp import ProtocolError, ServerSession
@@ -617,7 +617,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         if app != server.settings.rtmp_app:
             return self._refuse(
                 "unknown_application",
-                f'unknown application "{escape(app, 64)}" (this agent serves'
+                f'unknown application "{loggable_path(app)}" (this agent serves'
                 f' "{server.settings.rtmp_app}")',
                 "NetStream.Publish.BadName",
                 f"Unknown application; publish to {server.ingest_url}/<stream key>.", None,

@@ -2,12 +2,14 @@
 
 Anything a publisher or a destination sends (an RTMP application name, an onStatus code
 or description, a command name inside a protocol error) may hold newlines that forge log
-lines, NUL bytes, terminal escapes, or megabytes. Two helpers, one per use:
+lines, NUL bytes, terminal escapes, or megabytes. Three helpers, one per use:
 
 - `escape(value)`: for a log line. Every control character (C0, DEL, C1, and the Unicode
   line and paragraph separators) becomes a visible escape (`\\n`, `\\x00`, `\\u2028`),
   a backslash is doubled so an escape cannot be faked, and the result is cut to `limit`
   characters with a marker. The text stays readable and nothing is lost silently.
+- `loggable_path(path)`: an application name for a log line: escaped, and any segment
+  long enough to be a stream key withheld (a key pasted into the server URL).
 - `clean(value)`: for a report that a person reads elsewhere (the heartbeat's health,
   shown in stats and webhooks): control characters removed, at most `limit` characters
   (docs/agent-protocol.md#heartbeat-health).
@@ -58,6 +60,22 @@ def escape(value: object, limit: int = LIMIT) -> str:
     else:
         escaped = "".join(_escaped_char(c) if c == "\\" or _unsafe(c) else c for c in text)
     return f"{escaped}…({more} more)" if more > 0 else escaped
+
+
+#: A path segment this long may be a key (ours are 22 characters, a YouTube key 24).
+KEY_LIKE = 16
+
+
+def loggable_path(path: str) -> str:
+    """An RTMP application (or any "/" path a peer sent) fit for a log line: escaped, and
+    every segment long enough to be a key withheld (`<22 characters>`). A streamer who
+    pastes the key into OBS's server URL as well publishes to "live/KEY"; the log says
+    what was wrong without the key."""
+    parts = path.split("/")
+    shown = "/".join(
+        f"<{len(part)} characters>" if len(part) >= KEY_LIKE else escape(part) for part in parts[:8]
+    )
+    return shown + f"/…({len(parts) - 8} more segments)" if len(parts) > 8 else shown
 
 
 def clean(value: object, limit: int = LIMIT) -> object:

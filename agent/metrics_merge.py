@@ -4,7 +4,10 @@ Each worker reads its live objects at scrape time (agent/metrics.py) and answers
 supervisor's request with `snapshot()`; the supervisor adds the samples of every worker
 up, label set by label set (a stream and its destinations live on one worker, so
 per-destination samples never collide; agent-wide ones add up), plus what workers that
-have died had counted (`departed`), so that the `_total` counters never go back.
+have died had counted (`departed`: their counters without a `destination` label), so
+that the agent-wide `_total` counters never go back. Per-destination series describe
+live ingests only, as in a single agent: a dead worker's go with it, and start from 0
+where its streams are relayed next (docs/agent.md, "Metrics and health").
 
 We weighed prometheus_client's multiprocess mode: it aggregates metric objects that
 processes update in memory-mapped files as things happen, while the agent's metrics are

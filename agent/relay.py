@@ -67,6 +67,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_CODED = (Kind.KEYFRAME, Kind.FRAME)  # coded media, as against configuration and metadata
+
 # Kinds a (re)connecting destination gets the latest of, per track, before any media.
 _CONFIGURATION = frozenset((Kind.SEQUENCE_HEADER, Kind.CHANNEL_CONFIG, Kind.METADATA))
 
@@ -104,6 +106,7 @@ class StreamRelay(StreamStart):
         # Everything since the start, while some destination has not connected yet.
         self._since_start: deque[MediaMessage] | None = deque()
         self._since_start_bytes = 0
+        self._first_frame_at: int | None = None  # the timestamp of its first coded frame
         self._connected_once: set[DestinationWorker] = set()
         self._primary_video: int | None = None  # the video track whose keyframes count
         # The Tags of the commonest messages (legacy tags are shared objects): an audio
@@ -409,9 +412,16 @@ class StreamRelay(StreamStart):
         assert since_start is not None
         since_start.extend(batch)
         self._since_start_bytes += sum(len(m.body) for m in batch)
-        if (
-            self._since_start_bytes > self._cache_max_bytes
-            or since_start[-1].timestamp - since_start[0].timestamp > self._cache_max_ms
+        if self._first_frame_at is None:
+            # The seconds kept are counted from the first coded frame: ffmpeg with
+            # -output_ts_offset or -copyts sends onMetaData and the sequence headers at
+            # 0 and its media from the offset on.
+            first = next((m for m in batch if m.kind in _CODED), None)
+            self._first_frame_at = None if first is None else first.timestamp
+        first_frame_at = self._first_frame_at
+        if self._since_start_bytes > self._cache_max_bytes or (
+            first_frame_at is not None
+            and since_start[-1].timestamp - first_frame_at > self._cache_max_ms
         ):
             self._since_start = None  # too late: first connections start like the others
             self._since_start_bytes = 0

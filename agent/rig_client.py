@@ -9,11 +9,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -40,6 +42,36 @@ class StreamInUse(Exception):
 
 class RigUnavailable(Exception):
     """rig could not be reached or answered with an error we cannot act on."""
+
+
+class RigUnreachable(RigUnavailable):
+    """No answer from rig at all (refused, unresolvable, timed out): `reason` says which,
+    in a few words (never a URL)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"rig unreachable ({reason})")
+        self.reason = reason
+
+
+def unreachable_reason(exc: BaseException, timeout: float | None) -> str:
+    """Why a request got no answer, without the URL (str(exc) may hold a stream key)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s" if timeout else "no answer in time"
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, socket.gaierror) and os_error.strerror:
+        return os_error.strerror[:1].lower() + os_error.strerror[1:]
+    if isinstance(os_error, OSError) and os_error.errno and os_error.errno > 0:
+        words = os.strerror(os_error.errno)
+        return words[:1].lower() + words[1:]
+    return type(exc).__name__
+
+
+def without_credentials(url: str) -> str:
+    """The URL for a log line: any user:password@ left out."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class RigRefused(RigUnavailable):
@@ -89,9 +121,16 @@ def destinations_from(payload: list[dict[str, Any]] | None) -> list[Destination]
 class RigClient:
     """Talks to rig's `/agents/...` routes with an agent token."""
 
-    def __init__(self, base_url: str, api_key: str, timeout: float = 5.0) -> None:
+    def __init__(
+        self, base_url: str, api_key: str, timeout: float = 5.0, *, report_key: bool = True
+    ) -> None:
         self._base = base_url.rstrip("/")
         self._api_key = api_key
+        # Say in the log when rig refuses the key, and when it accepts it again (each
+        # change once, not every call); a multi-worker agent's workers leave it to the
+        # supervisor process (`report_key` False).
+        self._report_key = report_key
+        self._key_refused = False
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._token: str | None = None
@@ -117,7 +156,7 @@ class RigClient:
                 return resp.status, body if isinstance(body, dict) else {}
         except (aiohttp.ClientError, TimeoutError) as exc:
             # str(exc) may contain the URL (and so a key): name the kind of failure only.
-            raise RigUnavailable(f"rig unreachable ({type(exc).__name__})") from None
+            raise RigUnreachable(unreachable_reason(exc, self._timeout.total)) from None
 
     async def token(self, *, force: bool = False) -> str:
         """A valid agent token, renewed shortly before it expires."""
@@ -127,14 +166,55 @@ class RigClient:
                     "POST", "/agents/auth", json={"apiKey": self._api_key}
                 )
                 if status != 200:
-                    raise RigUnavailable(
-                        f"agent authentication failed: errorCode {body.get('errorCode')}"
-                    )
+                    words = f"agent authentication failed: errorCode {body.get('errorCode')}"
+                    if status == 401:  # the key itself: unknown, or revoked
+                        self._key_verdict(refused=True, words=words)
+                    raise RigUnavailable(words)
+                self._key_verdict(refused=False)
                 payload = body["payload"]
                 self._token = payload["token"]
                 expires = datetime.fromisoformat(payload["expiresAt"].replace("Z", "+00:00"))
                 self._token_expires = expires.timestamp()
             return self._token
+
+    def _key_verdict(self, *, refused: bool, words: str = "") -> None:
+        """Log a change of rig's answer to this agent's key (never the key itself)."""
+        if refused != self._key_refused and self._report_key:
+            if refused:
+                log.error(
+                    "rig refused this agent's key (RIG_AGENT_KEY): %s; publishes are refused"
+                    " until rig accepts it (a key comes from: rig agents create NAME)",
+                    words,
+                )
+            else:
+                log.info("rig accepts this agent's key (RIG_AGENT_KEY) again")
+        self._key_refused = refused
+
+    async def check_key(self, retry: float = 5.0) -> None:
+        """Ask rig for a token once it answers (every `retry` seconds until then): a key
+        rig refuses is in the log at start, not only at the first publish. A rig that
+        does not answer the first time is one WARNING, and one INFO once it does (not a
+        line per retry)."""
+        where = without_credentials(self._base)
+        warned = False
+        while True:
+            try:
+                await self.token()
+                answered = True
+            except RigUnreachable as exc:
+                answered = False
+                words = f"rig unreachable at {where}: {exc.reason}"
+            except RigUnavailable as exc:
+                answered = self._key_refused  # logged as an ERROR by token()
+                words = f"rig at {where} cannot authenticate this agent now: {exc}"
+            if answered:
+                if warned:
+                    log.info("rig answers at %s now", where)
+                return
+            if not warned:
+                log.warning("%s; publishes are refused until it answers", words)
+                warned = True
+            await asyncio.sleep(retry)
 
     async def check(self) -> None:
         """Raise RigUnavailable unless rig is ready and accepts this agent's key (the

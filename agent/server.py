@@ -43,7 +43,7 @@ from agent.rig_client import (
     StreamInUse,
     destinations_from,
 )
-from agent.settings import AgentSettings
+from agent.settings import AgentSettings, CannotListen
 from agent.slate import SlateCache
 from agent.thumbnails import Thumbnailer
 
@@ -138,12 +138,15 @@ class IngestServer:
         """Listen for publishers (`reuse_port`: beside the other workers of the agent,
         SO_REUSEPORT, the kernel spreading new connections over them)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: IngestConnection(self),
-            self.settings.listen_host,
-            self.settings.listen_port,
-            reuse_port=reuse_port or None,
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: IngestConnection(self),
+                self.settings.listen_host,
+                self.settings.listen_port,
+                reuse_port=reuse_port or None,
+            )
+        except OSError as exc:
+            raise CannotListen("RIG_AGENT_RTMP_LISTEN", self.settings.rtmp_listen, exc) from None
         self._port = self._server.sockets[0].getsockname()[1]
         log.info("RTMP ingest listening on %s:%s", self.settings.listen_host, self.port)
         self._tasks = [

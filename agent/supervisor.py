@@ -16,11 +16,17 @@ the worker relaying the stream, with no hop through here) and releases them. One
 heartbeat per worker per interval is the whole cost, and a worker's trouble with rig
 touches only its own streams. The supervisor asks rig nothing but its readiness.
 
-A worker that dies is restarted at once (after 1 s, 2 s, 4 s ... up to 30 s while it
-keeps dying within 10 s of its start). Its claims at rig are left to expire: its publishers'
-connections died with it, their encoders reconnect (to any worker), and rig gives this
-agent the same claim back, so the broadcast goes on as one session; a publisher that
-does not come back is ended by rig's claim expiry (`RIG_CLAIM_TTL`, reason `expired`).
+A worker that hangs (its event loop answers nothing: the supervisor asks each one for a
+sign of life every PING_INTERVAL seconds) is counted as not ready at once and killed
+after RIG_AGENT_WORKER_HANG_TIMEOUT (30 s): the kernel keeps dealing it new connections,
+which it would never serve. Then it is restarted as a worker that died.
+
+A worker that dies is restarted at once, unless it dies within 10 s of its start: then
+after 1 s, and 2 s, 4 s ... up to 30 s while it keeps doing so (`restart_delay`). Its
+claims at rig are left to expire: its publishers' connections died with it, their
+encoders reconnect (to any worker), and rig gives this agent the same claim back, so
+the broadcast goes on as one session; a publisher that does not come back is ended by
+rig's claim expiry (`RIG_CLAIM_TTL`, reason `expired`).
 """
 
 from __future__ import annotations
@@ -35,10 +41,10 @@ import socket
 import sys
 import time
 
-from agent.channel import Frame, Link
+from agent.channel import ChannelError, Frame, Link
 from agent.hub import Hub
 from agent.metrics_merge import Snapshot, counters_kept, family, merge, registry_of
-from agent.settings import AgentSettings
+from agent.settings import AgentSettings, CannotListen
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,7 @@ RESTART_INITIAL = 1.0
 RESTART_MAX = 30.0
 STABLE_AFTER = 10.0  # a worker up this long has not been crash-looping
 METRICS_TIMEOUT = 2.0
+PING_INTERVAL = 1.0  # how often every worker is asked for a sign of life
 START_TIMEOUT = 60.0
 
 
@@ -56,7 +63,19 @@ class WorkerProcess:
     link: Link
     started: float
     ready: bool = False
+    answered: float = 0.0  # monotonic time of its last sign of life
     metrics: Snapshot = dataclasses.field(default_factory=list)  # its last answer
+
+
+def restart_delay(quick_deaths: int, uptime: float) -> tuple[int, float]:
+    """A worker died after `uptime` seconds, having died `quick_deaths` times in a row
+    within STABLE_AFTER of its start before: (the new count, seconds until its restart).
+    At once after a run of STABLE_AFTER or more; while it keeps dying younger, 1 s, 2 s,
+    4 s ... up to RESTART_MAX."""
+    if uptime >= STABLE_AFTER:
+        return 0, 0.0
+    quick = quick_deaths + 1
+    return quick, min(RESTART_MAX, RESTART_INITIAL * 2 ** (quick - 1))
 
 
 def _share(limit: int, workers: int) -> int:
@@ -117,6 +136,9 @@ class Supervisor:
                 async with asyncio.timeout(0.2):
                     await self._ready.wait()
         self.started = True
+        watchdog = asyncio.get_running_loop().create_task(self._watchdog(), name="watchdog")
+        self._watchers.add(watchdog)
+        watchdog.add_done_callback(self._watchers.discard)
 
     async def close(self) -> None:
         """Stop every worker: each ends its ingests, drains its destinations and
@@ -148,31 +170,49 @@ class Supervisor:
         and end before `close`)."""
         self.stopping = True
 
+    def _serves(self, worker: WorkerProcess) -> bool:
+        """Listening, alive, and answering (a hung worker serves nothing)."""
+        return (
+            worker.ready
+            and worker.process.returncode is None
+            and time.monotonic() - worker.answered < 2 * PING_INTERVAL + 1
+        )
+
     @property
     def serving(self) -> bool:
         """Some worker accepts RTMP connections."""
-        return any(w.ready and w.process.returncode is None for w in self.workers.values())
+        return any(self._serves(w) for w in self.workers.values())
 
     def health_details(self) -> dict:
-        ready = sum(1 for w in self.workers.values() if w.ready and w.process.returncode is None)
+        ready = sum(1 for w in self.workers.values() if self._serves(w))
         return {"workers": {"ready": ready, "total": self.count}}
 
     # ------------------------------------------------------------------ workers
 
     def _reserve_port(self) -> socket.socket:
         """Bind (not listen) the RTMP address with SO_REUSEPORT: port 0 becomes a real
-        port for every worker, and the port stays ours while a worker restarts."""
+        port for every worker, and the port stays ours while a worker restarts. A port
+        another process holds, with SO_REUSEPORT or not, is refused."""
         host, port = self.settings.listen_host, self.settings.listen_port
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:
+            raise CannotListen("RIG_AGENT_RTMP_LISTEN", self.settings.rtmp_listen, exc) from None
+        try:
+            if port:
+                # A bind without SO_REUSEPORT first: another agent of this user holding
+                # the port with SO_REUSEPORT (a multi-worker one) would otherwise let us
+                # join it, and the kernel would share its connections out with us.
+                with socket.socket(family, kind, proto) as probe:
+                    probe.bind(address)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(address)
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            raise CannotListen("RIG_AGENT_RTMP_LISTEN", self.settings.rtmp_listen, exc) from None
         return sock
 
     async def _spawn(self, index: int) -> None:
@@ -211,10 +251,8 @@ class Supervisor:
             return
         self.restarts += 1
         uptime = time.monotonic() - worker.started
-        # At once, unless it keeps dying young: then 1 s, 2 s, 4 s ... up to 30 s.
-        quick = self._quick_deaths.get(worker.index, 0) + 1 if uptime < STABLE_AFTER else 0
+        quick, delay = restart_delay(self._quick_deaths.get(worker.index, 0), uptime)
         self._quick_deaths[worker.index] = quick
-        delay = 0.0 if quick <= 1 else min(RESTART_MAX, RESTART_INITIAL * 2 ** (quick - 2))
         log.error(
             "worker %d (pid %d) exited with code %s after %.0f s; %d stream(s) it held are"
             " free (their claims expire at rig unless their publishers come back);"
@@ -225,10 +263,36 @@ class Supervisor:
         if not self.stopping:
             await self._spawn(worker.index)
 
+    async def _watchdog(self) -> None:
+        """Ask every worker for a sign of life; kill one silent for the hang timeout."""
+        while not self.stopping:
+            await asyncio.gather(*(self._ping(w) for w in list(self.workers.values())))
+            await asyncio.sleep(PING_INTERVAL)
+
+    async def _ping(self, worker: WorkerProcess) -> None:
+        if not worker.ready or worker.process.returncode is not None:
+            return
+        try:
+            await worker.link.ask({"op": "ping"}, within=PING_INTERVAL)
+            worker.answered = time.monotonic()
+            return
+        except (TimeoutError, ChannelError, OSError):  # ChannelClosed too
+            pass
+        silent = time.monotonic() - worker.answered
+        if silent >= self.settings.worker_hang_timeout and not self.stopping:
+            log.error(
+                "worker %d (pid %d) has answered nothing for %.0f s"
+                " (RIG_AGENT_WORKER_HANG_TIMEOUT): killed, to be restarted",
+                worker.index, worker.process.pid, silent,
+            )  # fmt: skip
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+
     def _ready_worker(self, index: int, port: object) -> None:
         worker = self.workers.get(index)
         if worker is not None:
             worker.ready = True
+            worker.answered = time.monotonic()
             self._ready.set()
             log.info("worker %d listening on port %s", index, port)
 

@@ -41,7 +41,8 @@ from rig.logs import setup_logging
 if TYPE_CHECKING:
     from agent.channel import Answer
 
-log = logging.getLogger(__name__)
+# Not __name__: run as `python -m agent.worker`, that is "__main__".
+log = logging.getLogger("agent.worker")
 
 # How long a worker waits for the supervisor's registry; beyond, the publish is refused.
 REGISTRY_TIMEOUT = 5.0
@@ -133,6 +134,8 @@ class Worker:
             return None
         if op == "adopt":
             return ({"adopted": self.adopt(frame)}, b"", [])
+        if op == "ping":  # the supervisor's watchdog: this event loop answers
+            return ({}, b"", [])
         if op == "metrics":
             families = snapshot(registry_for(self.server)) if self.server else []
             return ({"families": families}, b"", [])
@@ -171,7 +174,8 @@ async def serve(settings: AgentSettings, link_socket: socket.socket, index: int)
     worker = Worker(index)
     link = Link(link_socket, worker.handle, name="supervisor link")
     link.closed.add_done_callback(lambda _: stop.set())
-    async with RigClient(settings.rig_url, settings.agent_key) as rig:
+    # The supervisor process says in the log whether rig accepts the key: not each worker.
+    async with RigClient(settings.rig_url, settings.agent_key, report_key=False) as rig:
         server = IngestServer(settings, rig, settings.egress(), LinkRegistry(link, index))
         share_limits(server, link)
         await server.start(reuse_port=True)

@@ -28,6 +28,7 @@ from rig.openapi import build_document
 from rig.passwords import PasswordWork, cpu_count
 from rig.settings import Settings
 from rig.tokens import TokenIssuer
+from rig.unparsable import answer_unparsable_requests
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the application. `settings.database_url` and `jwt_secret` must be set."""
     if not settings.database_url or not settings.jwt_secret:
         raise ValueError("create_app needs a database URL and a JWT secret")
+    answer_unparsable_requests()  # before any route: aiohttp answers those itself
     app = web.Application(middlewares=[envelope_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[TOKENS] = TokenIssuer(settings.jwt_secret)

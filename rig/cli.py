@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from(args)
-    except ValueError as exc:
-        parser.error(f"invalid setting: {exc}")
+    except ValueError as exc:  # one line naming the variable, no usage text
+        parser.exit(2, f"{parser.prog}: invalid setting: {exc}\n")
     setup_logging(settings.log_level, settings.log_format)
     try:
         return args.func(settings, args)

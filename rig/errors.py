@@ -2,7 +2,8 @@
 
 Success: HTTP 200 `{"message", "payload"}`. Error: `{"message", "errorCode", "details"}`
 with the HTTP status the spec gives for each errorCode. Clients never see a stack trace
-or an HTML page: unexpected exceptions are logged here and answered with 1008.
+or an HTML page: unexpected exceptions are logged here and answered with 1008, and a
+request aiohttp cannot parse is answered 1005 too (rig/unparsable.py).
 """
 
 import logging
@@ -12,6 +13,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from pydantic_core import to_json
+
+from rig.unparsable import BAD_REQUEST_ROUTE, UNPARSABLE
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,8 @@ def route_of(request: web.Request) -> str:
 
     Logs name the pattern, never the path: paths can carry stream keys.
     """
+    if request.get(UNPARSABLE):
+        return BAD_REQUEST_ROUTE
     info = request.match_info
     resource = info.route.resource if info.route is not None else None
     if resource is None:

@@ -330,18 +330,28 @@ def _backup_status(stream: asyncpg.Record, backup_key: str | None) -> str | None
     return "live" if same else "revoked"
 
 
+def _failing(dest: Mapping[str, Any]) -> bool:
+    """The destination is failing: in backoff or failed, or connecting again after a
+    failure (the agent keeps its lastError until it is live again)."""
+    state = dest.get("state")
+    return state in FAILING_STATES or (state == "connecting" and bool(dest.get("lastError")))
+
+
 def destination_transitions(old: Any, new: Mapping[str, Any]) -> list[tuple[str, dict]]:
-    """Webhook events for destinations that started failing or recovered."""
-    before = {d.get("id"): d.get("state") for d in (old or {}).get("destinations", [])}
+    """Webhook events for destinations that started failing or recovered: one
+    destination.failed for a destination the agent keeps retrying, not one a retry."""
+    before = {
+        d.get("id"): _failing(d) for d in (old or {}).get("destinations", []) if isinstance(d, dict)
+    }
     events = []
     for dest in new.get("destinations", []):
         if not isinstance(dest, dict):
             continue
-        state, previous = dest.get("state"), before.get(dest.get("id"))
+        state, was_failing = dest.get("state"), before.get(dest.get("id"), False)
         data = {"destinationId": dest.get("id"), "state": state, "error": dest.get("lastError")}
-        if state in FAILING_STATES and previous not in FAILING_STATES:
+        if state in FAILING_STATES and not was_failing:
             events.append(("destination.failed", data))
-        elif state == "live" and previous in FAILING_STATES:
+        elif state == "live" and was_failing:
             events.append(("destination.recovered", data))
     return events
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TEXT_FORMAT_WORKER = "%(asctime)s %(levelname)s %(name)s (worker %(worker)s): %(message)s"
 
@@ -31,6 +32,14 @@ def log_format(value: str) -> str:
     if value not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {value!r}")
     return value
+
+
+def log_level(value: str) -> str:
+    """Validate a log level name (any case); used as an option's type."""
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+    return level
 
 
 class RequestIdFilter(logging.Filter):

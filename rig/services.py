@@ -29,9 +29,12 @@ def service_urls_from_env(env: Mapping[str, str]) -> dict[str, str]:
     """Return the base URL of every built-in service, with RIG_SERVICE_URL_* overrides."""
     urls = dict(DEFAULT_SERVICE_URLS)
     for service in urls:
-        override = env.get(f"RIG_SERVICE_URL_{service.upper()}")
-        if override:
-            urls[service] = override.rstrip("/")
+        var = f"RIG_SERVICE_URL_{service.upper()}"
+        if override := env.get(var):
+            try:
+                urls[service] = rtmp_server_url(override.rstrip("/"))
+            except ValueError as exc:
+                raise ValueError(f"{var}: {exc}") from None
     return urls
 
 
@@ -69,6 +72,13 @@ def rtmp_server_url_problem(url: str) -> str | None:
     if parts.query or parts.fragment:
         return "no query or fragment (put them in the stream key)"
     return None
+
+
+def rtmp_server_url(url: str) -> str:
+    """An RTMP server URL setting (an option type): ValueError says what is wrong."""
+    if problem := rtmp_server_url_problem(url):
+        raise ValueError(f"must be rtmp[s]://host[:port]/app ({problem}), not {url!r}")
+    return url
 
 
 def parse_ingest_urls(text: str) -> list[str]:

@@ -9,6 +9,15 @@ changed`, `deactivated`) or when another agent takes a holding stream over (`tak
 over`). Deleting a stream deletes its sessions. Everything is in PostgreSQL: the
 numbers survive a rig restart, and any rig replica answers for any session.
 
+The agent's counters (INGEST_COUNTERS, DESTINATION_COUNTERS) are cumulative since its
+process started relaying the publish; a publish continued by a new process (a crashed
+worker, a restarted agent, the publisher back within the claim TTL) counts again from 0
+under the same claim. The session keeps its counters cumulative over the whole
+broadcast: when one of a source's (the ingest's, one destination's) counters is lower
+than last reported, that source's counting restarted, and what it reports from then on
+is added to what the session had counted before (`counted`). The last reported values
+are kept under REPORTED.
+
 What the agent reports is sanitised here once more: only the known fields, with the
 right types, strings cut to 200 characters, so one odd report cannot spoil a session.
 """
@@ -55,6 +64,12 @@ DESTINATION_FACTS: dict[str, type] = {
     "reconnects": int,
     "lastError": str,
 }
+# The cumulative counters among the facts (the others are gauges or facts of the media).
+INGEST_COUNTERS = ("bytesIn",)
+DESTINATION_COUNTERS = ("bytesSent", "liveSeconds", "reconnects")
+# The key, in the session's ingest and in each destination, of the counters as last
+# reported (not part of the answer: session_payload reads the known fields only).
+REPORTED = "reported"
 
 
 def fact(value: Any, kind: type) -> Any:
@@ -107,6 +122,26 @@ def destination_facts(
     return merged
 
 
+def counted(
+    old: Mapping[str, Any], new: Mapping[str, Any], counters: Iterable[str]
+) -> dict[str, Any]:
+    """A source's facts in the session: `new` merged over `old` field by field, and its
+    counters cumulative over the session (see the module docstring): the session's total
+    is what it had counted before the reporting process started counting, plus what that
+    process reports. Counters that only rise give the reported values unchanged."""
+    last = old.get(REPORTED, old)  # a session stored before REPORTED: its totals
+    restarted = any(new[name] < last.get(name, 0) for name in counters if name in new)
+    merged = {**old, **new}
+    reported = {} if restarted else {name: last[name] for name in counters if name in last}
+    for name in counters:
+        if name in new:
+            before = old.get(name, 0) - (0 if restarted else last.get(name, 0))
+            merged[name] = before + new[name]
+            reported[name] = new[name]
+    merged[REPORTED] = reported
+    return merged
+
+
 async def open_session(
     conn: asyncpg.Connection,
     stream_id: uuid.UUID,
@@ -152,25 +187,33 @@ async def record_health(
     known: Iterable[Destination] = (),
 ) -> None:
     """A heartbeat's (or a release's) figures into the claim's open session, and the
-    claim's holding time (read before the claim row goes)."""
+    claim's holding time (read before the claim row goes). The ingest's facts merged
+    field by field; each destination's by id, so a report without lastError (the
+    destination recovered) keeps the session's last error; counters kept cumulative."""
+    session = await conn.fetchrow(
+        "SELECT id, ingest, destinations FROM stream_sessions"
+        " WHERE claim_id = $1 AND ended_at IS NULL FOR UPDATE",
+        claim_id,
+    )
+    if session is None:
+        return
+    ingest = json.loads(session["ingest"]) if session["ingest"] else None
+    if facts := ingest_facts(health):
+        ingest = counted(ingest or {}, facts, INGEST_COUNTERS)
+    destinations = json.loads(session["destinations"])
+    for dest_id, facts in destination_facts(health, known).items():
+        destinations[dest_id] = counted(destinations.get(dest_id, {}), facts, DESTINATION_COUNTERS)
     await conn.execute(
         f"""UPDATE stream_sessions s
-               SET ingest = CASE WHEN $2::jsonb IS NULL THEN s.ingest
-                                 ELSE coalesce(s.ingest, '{{}}') || $2::jsonb END,
-                   destinations = s.destinations || (
-                       -- merged per destination: a report without lastError (the
-                       -- destination recovered) keeps the session's last error
-                       SELECT coalesce(jsonb_object_agg(
-                                  n.key, coalesce(s.destinations -> n.key, '{{}}') || n.value),
-                              '{{}}')
-                         FROM jsonb_each($3::jsonb) AS n),
+               SET ingest = $2::jsonb, destinations = $3::jsonb,
                    holding_seconds = coalesce(
-                       (SELECT {CLAIM_HOLDING} FROM stream_claims WHERE claim_id = $1),
+                       (SELECT {CLAIM_HOLDING} FROM stream_claims WHERE claim_id = $4),
                        s.holding_seconds)
-             WHERE s.claim_id = $1 AND s.ended_at IS NULL""",
+             WHERE s.id = $1""",
+        session["id"],
+        None if ingest is None else json.dumps(ingest),
+        json.dumps(destinations),
         claim_id,
-        json.dumps(facts) if (facts := ingest_facts(health)) else None,
-        json.dumps(destination_facts(health, known)),
     )
 
 

@@ -1,13 +1,14 @@
 """rig's settings: read once from the environment and flags, then passed explicitly."""
 
 import argparse
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rig.cors import origins_setting
-from rig.logs import log_format
+from rig.logs import log_format, log_level
 from rig.networks import networks_setting
 from rig.services import ingest_urls_setting, service_urls_from_env
 
@@ -65,8 +66,61 @@ def switch(text: str) -> bool:
     raise ValueError(f"not yes or no: {text!r}")
 
 
-# (flag or "" for environment only, environment variable, Settings field, type, help)
-OPTIONS: list[tuple[str, str, str, type, str]] = [
+class Number:
+    """An option type: an integer or a number within bounds, the one place a setting's
+    range is written; its ValueError says what is allowed. `low` is the least value
+    allowed (`above`: the value must be greater than `low`), `high` the greatest."""
+
+    def __init__(
+        self,
+        kind: type[int] | type[float],
+        low: float,
+        high: float | None = None,
+        *,
+        above: bool = False,
+    ) -> None:
+        self.kind, self.low, self.high, self.above = kind, low, high, above
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            value = self.kind(text)
+        except ValueError:
+            value = math.nan
+        high = math.inf if self.high is None else self.high
+        low_ok = value > self.low if self.above else value >= self.low  # False for NaN
+        if not (low_ok and value <= high and value != math.inf):
+            raise ValueError(f"must be {self}, not {text!r}")
+        return value
+
+    def __str__(self) -> str:
+        noun = "an integer" if self.kind is int else "a number"
+        if self.high is not None:
+            return f"{noun} from {self.low:g} to {self.high:g}"
+        return f"{noun} {'above' if self.above else 'of at least'} {self.low:g}"
+
+
+MAX_PORT = 65535
+# RIG_PORT: 0 (any free port) is refused, rig would announce :0 and serve elsewhere.
+PORT = Number(int, 1, MAX_PORT)
+# An address an agent listens on: 0 is any free port (the agent logs the one it got).
+LISTEN_PORT = Number(int, 0, MAX_PORT)
+POSITIVE = Number(int, 1)  # counts and sizes
+NO_LIMIT_OR_MORE = Number(int, 0)  # a limit where 0 means none (or a feature off)
+SECONDS = Number(float, 0, above=True)  # timeouts and windows: above 0
+SECONDS_OR_ZERO = Number(float, 0)  # a delay where 0 means none
+# The agent renews its token 60 s before it expires (agent/rig_client.py,
+# REFRESH_MARGIN): under 2 minutes, it would ask for one at nearly every call.
+AGENT_TOKEN_TTL = Number(int, 120)
+# Claims must outlive a heartbeat: the agent's shortest interval is 1 s
+# (agent/settings.py, HEARTBEAT_INTERVAL), twice that at least.
+CLAIM_TTL = Number(int, 2)
+
+
+# (flag or "" for environment only, environment variable, Settings field, type, help):
+# the type turns the text into the value, or raises ValueError saying what is allowed.
+Option = tuple[str, str, str, Callable[[str], object], str]
+
+OPTIONS: list[Option] = [
     (
         "--database-url",
         "RIG_DATABASE_URL",
@@ -83,7 +137,7 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "where the embedded PostgreSQL and the generated JWT secret live",
     ),
     ("--host", "RIG_HOST", "host", str, "address the HTTP API listens on"),
-    ("--port", "RIG_PORT", "port", int, "port the HTTP API listens on"),
+    ("--port", "RIG_PORT", "port", PORT, "port the HTTP API listens on"),
     # Secrets have no flag: process arguments are visible to every local user.
     (
         "",
@@ -92,22 +146,28 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         str,
         "HS256 signing key; unset: generated once and kept in the data dir (mode 0600)",
     ),
-    ("--token-ttl", "RIG_TOKEN_TTL", "token_ttl", int, "lifetime of user tokens, seconds"),
+    ("--token-ttl", "RIG_TOKEN_TTL", "token_ttl", POSITIVE, "lifetime of user tokens, seconds"),
     (
         "--agent-token-ttl",
         "RIG_AGENT_TOKEN_TTL",
         "agent_token_ttl",
-        int,
+        AGENT_TOKEN_TTL,
         "lifetime of agent tokens, seconds",
     ),
     (
         "--claim-ttl",
         "RIG_CLAIM_TTL",
         "claim_ttl",
-        int,
+        CLAIM_TTL,
         "seconds a live claim lasts without a heartbeat (a crashed agent frees keys after it)",
     ),
-    ("--log-level", "RIG_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+    (
+        "--log-level",
+        "RIG_LOG_LEVEL",
+        "log_level",
+        log_level,
+        "DEBUG, INFO, WARNING, ERROR or CRITICAL",
+    ),
     ("--log-format", "RIG_LOG_FORMAT", "log_format", log_format, "text (one line) or json"),
     (
         "--cors-origins",
@@ -121,7 +181,7 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "--rate-limit-address",
         "RIG_RATE_LIMIT_ADDRESS",
         "rate_limit_address",
-        int,
+        NO_LIMIT_OR_MORE,
         "log-in, sign-up, password-change and agent-auth requests per client address per"
         " window, per route (0: no limit)",
     ),
@@ -129,7 +189,7 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "--rate-limit-address-username",
         "RIG_RATE_LIMIT_ADDRESS_USERNAME",
         "rate_limit_address_username",
-        int,
+        NO_LIMIT_OR_MORE,
         "wrong passwords per username from one address per window; wrong old passwords"
         " per user (password change) per window (0: no limit)",
     ),
@@ -137,7 +197,7 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "--rate-limit-username",
         "RIG_RATE_LIMIT_USERNAME",
         "rate_limit_username",
-        int,
+        NO_LIMIT_OR_MORE,
         "wrong passwords per username from all addresses per window, except from an"
         " address that logged in as that user before (0: no limit)",
     ),
@@ -145,7 +205,7 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "--rate-limit-agent-misses",
         "RIG_RATE_LIMIT_AGENT_MISSES",
         "rate_limit_agent_misses",
-        int,
+        NO_LIMIT_OR_MORE,
         "unknown stream keys one agent may look up (claim, config) per window; known keys"
         " are not counted (0: no limit)",
     ),
@@ -153,7 +213,7 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "--rate-limit-window",
         "RIG_RATE_LIMIT_WINDOW",
         "rate_limit_window",
-        float,
+        SECONDS,
         "seconds in which a rate limit's allowance refills",
     ),
     (
@@ -168,21 +228,21 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "--request-timeout",
         "RIG_REQUEST_TIMEOUT",
         "request_timeout",
-        float,
+        SECONDS,
         "seconds a request may take before it is answered 503",
     ),
     (
         "--keepalive-timeout",
         "RIG_KEEPALIVE_TIMEOUT",
         "keepalive_timeout",
-        float,
+        SECONDS,
         "seconds an idle keep-alive connection stays open (above your load balancer's)",
     ),
     (
         "--database-pool-size",
         "RIG_DATABASE_POOL_SIZE",
         "database_pool_size",
-        int,
+        POSITIVE,
         "PostgreSQL connections per rig process (keep processes x size under the server's"
         " max_connections)",
     ),
@@ -198,7 +258,7 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "--events-per-user",
         "RIG_EVENTS_PER_USER",
         "events_per_user",
-        int,
+        POSITIVE,
         "live-update connections (GET /streams/{id}/events) per user per rig process",
     ),
     (
@@ -213,13 +273,23 @@ OPTIONS: list[tuple[str, str, str, type, str]] = [
         "--max-destinations",
         "RIG_MAX_DESTINATIONS",
         "max_destinations",
-        int,
+        POSITIVE,
         "destinations a stream may have",
     ),
 ]
 
 
-Option = tuple[str, str, str, type, str]
+def flag_type(kind: Callable[[str], object]) -> Callable[[str], object]:
+    """`kind` for argparse: its ValueError, which says what is allowed, is the message."""
+
+    def parse(text: str) -> object:
+        try:
+            return kind(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"invalid setting: {exc}") from None
+
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
 
 
 def add_option_arguments(
@@ -234,7 +304,7 @@ def add_option_arguments(
         parser.add_argument(
             flag,
             dest=name,
-            type=kind,
+            type=flag_type(kind),
             default=None,
             help=f"{text} [env {env}; default: {shown}]",
         )
@@ -250,7 +320,10 @@ def option_values(
         if flag_value is not None:
             values[name] = flag_value
         elif env.get(var):
-            values[name] = kind(env[var])
+            try:
+                values[name] = kind(env[var])
+            except ValueError as exc:
+                raise ValueError(f"{var}: {exc}") from None
     return values
 
 

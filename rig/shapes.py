@@ -107,6 +107,19 @@ def _callback_url_problem(url: str) -> str | None:
 Text = Annotated[str, AfterValidator(_no_nul)]
 """Any string PostgreSQL can store."""
 
+
+def _in_utc(moment: datetime) -> datetime:
+    """The moment in UTC; a time zone that pushes it past the year 9999 (or before 1)
+    is refused, as neither Python nor PostgreSQL's drivers take such a date."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise rule("a date-time between the years 1 and 9999 in UTC") from None
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""A date-time with a time zone, as UTC."""
+
 Username = Annotated[
     Text,
     Field(
@@ -443,7 +456,7 @@ class NewApiKey(Body):
         because("a stream id"),
     ] = None
     expiresAt: Annotated[
-        AwareDatetime | None,
+        Moment | None,
         Field(
             strict=False,
             description="when the key stops working (ISO 8601 with a time zone; null: never)",

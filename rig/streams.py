@@ -212,7 +212,10 @@ def stream_changes(body: StreamChange) -> dict[str, Any]:
         if protection.graceSeconds is not None:
             changes["grace_seconds"] = protection.graceSeconds
     if not changes:
-        raise missing("isActive")
+        raise MissingInput(
+            "Nothing to update: give name, isActive or disconnectProtection",
+            details={"field": "isActive"},
+        )
     return changes
 
 
@@ -471,7 +474,8 @@ async def create_backup_key(request: web.Request) -> Stream:
             "UPDATE streams SET backup_stream_key = $2 WHERE id = $1", row["id"], new_stream_key()
         )
         updated = await stream_row(conn, row["id"])
-    return stream_payload(updated, None)
+        destinations = await fetch_destinations(conn, row["id"], request.app[SETTINGS].service_urls)
+    return stream_payload(updated, destinations)
 
 
 @routes.get(

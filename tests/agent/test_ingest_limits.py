@@ -112,21 +112,41 @@ async def test_garbage_closes_that_connection_only(ingest):
     writer.close()
 
 
-async def test_wrong_application_is_refused_with_badname_and_a_hint(ingest):
-    session = ClientSession("other", "rtmp://127.0.0.1/other", "somekey")
+async def refusal(port: int, app: str, key: str) -> PublishRefused:
+    """Publish `key` to application `app`; the agent's refusal."""
+    session = ClientSession(app, f"rtmp://127.0.0.1/{app}", key)
     session.start()
-    r, w = await asyncio.open_connection("127.0.0.1", ingest.port)
-    events = []
-    async with asyncio.timeout(5):
-        while not events:
-            w.write(session.data_to_send())
-            data = await r.read(65536)
-            assert data
-            events += [e for e in session.receive_data(data) if isinstance(e, PublishRefused)]
-    assert events[0].code == "NetStream.Publish.BadName"
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    events: list[PublishRefused] = []
+    try:
+        async with asyncio.timeout(5):
+            while not events:
+                w.write(session.data_to_send())
+                data = await r.read(65536)
+                assert data
+                events += [e for e in session.receive_data(data) if isinstance(e, PublishRefused)]
+    finally:
+        w.close()
+    return events[0]
+
+
+async def test_wrong_application_is_refused_with_badname_and_a_hint(ingest):
+    refused = await refusal(ingest.port, "other", "somekey")
+    assert refused.code == "NetStream.Publish.BadName"
     url = f"rtmp://127.0.0.1:{ingest.port}/live"
-    assert events[0].description == f"Unknown application; publish to {url}/<stream key>."
-    w.close()
+    assert refused.description == f"Unknown application; publish to {url}/<stream key>."
+
+
+async def test_a_stream_key_pasted_into_the_application_is_not_logged(ingest, caplog):
+    # OBS's server field set to rtmp://host/live/KEY as well as the key field: the
+    # application is "live/KEY". The refusal is logged, the key is not.
+    key = "rIiroI8xC1tcjT28ulZWhQ"
+    for app in (f"live/{key}", key, f"live/{key}/more"):
+        assert (await refusal(ingest.port, app, key)).code == "NetStream.Publish.BadName"
+    refusals = [r.getMessage() for r in caplog.records if "unknown application" in r.getMessage()]
+    assert len(refusals) == 3, refusals
+    assert not any(key in r.getMessage() for r in caplog.records)
+    assert 'unknown application "live/<22 characters>"' in refusals[0]
 
 
 async def test_a_slow_answer_from_rig_is_not_the_publishers_deadline():

@@ -177,6 +177,32 @@ async def test_a_first_connection_gets_the_stream_from_its_start():
         assert receiver.publishes[0].messages == recorded(messages)
 
 
+async def test_a_first_connection_gets_the_start_of_a_stream_with_offset_timestamps():
+    """ffmpeg -output_ts_offset 20000 (or -copyts): onMetaData and the sequence headers at
+    0, the media from 20 000 s on. The start is a few seconds of media, not 20 000 s:
+    it is kept for the first connection all the same (it was dropped at once)."""
+    async with Receiver() as reserved:
+        port = reserved.port
+    relay = relay_of(f"rtmp://127.0.0.1:{port}/live2/a")
+    relay.start()
+    offset = 20_000_000
+    messages = [
+        m
+        if m.type_id == DATA or is_configuration(m)
+        else Message(m.type_id, m.stream_id, m.timestamp + offset, m.payload)
+        for m in stream_messages()
+    ]
+    assert sum(kind(m) is Kind.KEYFRAME for m in messages) >= 2
+    relay.feed(messages)
+    await asyncio.sleep(0.1)  # the destination's first attempt fails meanwhile
+    async with Receiver(port=port) as receiver:
+        await live(relay)
+        relay.end("unpublished")
+        assert await relay.wait_closed(2)
+        assert relay.workers[1].reconnects >= 1
+        assert receiver.publishes[0].messages == recorded(messages)
+
+
 async def test_a_destination_changed_while_live_starts_at_the_newest_keyframe():
     """Its replacement joins a live stream, as an added destination does: not the stream
     from its start, which the relay still keeps for a destination that never connected

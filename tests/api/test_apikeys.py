@@ -307,6 +307,9 @@ INVALID_KEYS = [
     ({"name": "n", "expiresAt": "2030-01-01T00:00:00"}, 1005, "expiresAt"),  # no zone
     ({"name": "n", "expiresAt": "tomorrow"}, 1005, "expiresAt"),
     ({"name": "n", "expiresAt": "2001-01-01T00:00:00Z"}, 1005, "expiresAt"),  # past
+    # In UTC, after the year 9999 (PostgreSQL and Python stop there): a 500 before.
+    ({"name": "n", "expiresAt": "9999-12-31T23:59:59-14:00"}, 1005, "expiresAt"),
+    ({"name": "n", "expiresAt": "0001-01-01T00:00:00+14:00"}, 1005, "expiresAt"),
 ]
 
 

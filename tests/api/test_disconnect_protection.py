@@ -193,8 +193,14 @@ async def test_backup_key_is_created_then_rotated(api, expect_ok, expect_error):
     assert created["streamKey"] == stream["streamKey"]  # the primary is untouched
     assert created["id"] == stream["id"]
     assert (await api.detail(account, stream["id"]))["backupStreamKey"] == key
+    assert created["destinations"] is None  # none yet, as the detail says
+    await api.destination(account, stream["id"])
     rotated = await new_backup_key(api, account, stream["id"], expect_ok)
     assert rotated["backupStreamKey"] not in (key, stream["streamKey"])
+    # The stream object as the detail has it, destinations too (they were null before).
+    detail = await api.detail(account, stream["id"])
+    assert rotated["destinations"] == detail["destinations"]
+    assert len(rotated["destinations"]) == 1
     assert STREAM_KEY.match(rotated["backupStreamKey"])
     # Changing the primary keeps the backup.
     resp = await api.client.post(f"/streams/{stream['id']}/changeKey", headers=account.headers)

@@ -393,3 +393,97 @@ async def test_diagnostics_in_stats_and_sessions(api, make_agent, expect_ok):
         "Stream statistics",
     )
     assert stats["diagnostics"] == []
+
+
+async def test_counters_restarted_by_a_new_worker_add_up_in_the_session(api, make_agent, expect_ok):
+    """A worker killed mid-broadcast, the publisher back within the claim TTL: the same
+    claim, the same session, but the new worker counts from 0. The session adds what it
+    counts to what was counted before (the tester's case: Twitch got 2,447,960 B before
+    the crash and 1,376,450 B after)."""
+    t = await live_stream(api, make_agent)
+    yt, tw = t.youtube["id"], t.twitch["id"]
+    first_worker = [
+        health(1_000_000, [dest(yt, 900_000, 4.0), dest(tw, 800_000, 3.5, reconnects=1)]),
+        health(2_600_000, [dest(yt, 2_500_000, 9.0), dest(tw, 2_447_960, 8.0, reconnects=1)]),
+    ]
+    second_worker = [
+        health(200_000, [dest(yt, 150_000, 1.5), dest(tw, 140_000, 1.0)]),
+        # A heartbeat with nothing new (a stalled destination) is no restart.
+        health(200_000, [dest(yt, 150_000, 1.5), dest(tw, 140_000, 1.0)]),
+        health(1_500_000, [dest(yt, 1_400_000, 12.3), dest(tw, 1_300_000, 12.0)]),
+    ]
+    for report in first_worker:
+        await t.agent.beat([{**t.beat, "health": report}])
+    # The publisher is back on another worker: the agent's claim again, the same one.
+    again = await t.agent.claimed(t.stream["streamKey"], INGEST_URL)
+    assert again["claimId"] == t.claim["claimId"]
+    for report in second_worker:
+        await t.agent.beat([{**t.beat, "health": report}])
+    (current,), _ = await sessions(api, t.account, t.stream["id"])
+    assert current["ingest"]["bytesIn"] == 2_600_000 + 1_500_000
+    by_id = {d["id"]: d for d in current["destinations"]}
+    assert (by_id[yt]["bytesSent"], by_id[yt]["liveSeconds"], by_id[yt]["reconnects"]) == (
+        2_500_000 + 1_400_000,
+        9.0 + 12.3,
+        0,
+    )
+    assert (by_id[tw]["bytesSent"], by_id[tw]["liveSeconds"], by_id[tw]["reconnects"]) == (
+        2_447_960 + 1_300_000,
+        8.0 + 12.0,
+        1,
+    )
+
+    # The release's final figures are the second worker's totals: added up the same way.
+    final = health(1_600_000, [dest(yt, 1_500_000, 13.0), dest(tw, 1_376_450, 12.3)])
+    await expect_ok(
+        await t.agent.release(t.claim["claimId"], {"reason": "ended", "health": final}),
+        "Claim released",
+    )
+    (ended,), _ = await sessions(api, t.account, t.stream["id"])
+    assert ended["id"] == current["id"]
+    assert ended["ingest"]["bytesIn"] == 2_600_000 + 1_600_000
+    by_id = {d["id"]: d for d in ended["destinations"]}
+    assert by_id[tw]["bytesSent"] == 2_447_960 + 1_376_450  # every byte Twitch got
+    assert by_id[tw]["liveSeconds"] == 8.0 + 12.3
+    assert by_id[yt]["bytesSent"] == 2_500_000 + 1_500_000
+    row = await api.db.fetchrow(
+        "SELECT started_at, ended_at FROM stream_sessions WHERE id = $1::uuid", ended["id"]
+    )
+    duration = (row["ended_at"] - row["started_at"]).total_seconds()
+    assert ended["ingest"]["averageBitrate"] == round((2_600_000 + 1_600_000) * 8 / duration)
+
+
+async def test_a_counter_restart_is_told_per_destination(api, make_agent):
+    """Only the destination whose figures went back restarted; the ingest and the other
+    destination, still rising, are taken as reported."""
+    t = await live_stream(api, make_agent)
+    yt, tw = t.youtube["id"], t.twitch["id"]
+    for report in [
+        health(1_000_000, [dest(yt, 900_000, 4.0), dest(tw, 800_000, 3.5)]),
+        health(2_000_000, [dest(yt, 1_900_000, 8.0), dest(tw, 100_000, 0.5, reconnects=0)]),
+        health(3_000_000, [dest(yt, 2_900_000, 12.0), dest(tw, 1_000_000, 4.5)]),
+    ]:
+        await t.agent.beat([{**t.beat, "health": report}])
+    (current,), _ = await sessions(api, t.account, t.stream["id"])
+    assert current["ingest"]["bytesIn"] == 3_000_000
+    by_id = {d["id"]: d for d in current["destinations"]}
+    assert (by_id[yt]["bytesSent"], by_id[yt]["liveSeconds"]) == (2_900_000, 12.0)
+    assert (by_id[tw]["bytesSent"], by_id[tw]["liveSeconds"]) == (800_000 + 1_000_000, 3.5 + 4.5)
+
+
+async def test_a_restarted_agent_renewing_after_expiry_adds_up_its_counters(api, make_agent):
+    """rig expired the claim, the agent renews it under its id (the claim re-granted, the
+    session reopened) with counters from 0: the session's totals still add up."""
+    t = await live_stream(api, make_agent)
+    await t.agent.beat([{**t.beat, "health": health(5000, [dest(t.youtube["id"], 4000, 3.0)])}])
+    await api.db.execute("UPDATE stream_claims SET expires_at = now() - interval '1 second'")
+    await sweep_expired(api.client.server.app[POOL])
+    answers = await t.agent.beat(
+        [{**t.beat, "health": health(700, [dest(t.youtube["id"], 600, 0.5)])}]
+    )
+    assert answers[0]["status"] == "live"
+    (session,), _ = await sessions(api, t.account, t.stream["id"])
+    assert session["endedAt"] is None
+    assert session["ingest"]["bytesIn"] == 5700
+    (youtube,) = session["destinations"]
+    assert (youtube["bytesSent"], youtube["liveSeconds"]) == (4600, 3.5)

@@ -73,11 +73,14 @@ async def test_patch_sets_and_removes_the_name(api, expect_ok, expect_error, cas
             resp = await api.client.patch(path, json={"name": name}, headers=account.headers)
             error = await expect_error(resp, 1005, 400)
             assert error["details"]["field"] == "name"
-    # Nothing to change is still v1's 1004.
-    error = await expect_error(
-        await api.client.patch(path, json={}, headers=account.headers), 1004, 400
-    )
-    assert error["details"] == {"field": "isActive"}
+    # Nothing to change is still v1's 1004, and says what may be changed (it said
+    # "Missing required field: isActive", as if isActive were required).
+    for body in ({}, {"disconnectProtection": None}):
+        error = await expect_error(
+            await api.client.patch(path, json=body, headers=account.headers), 1004, 400
+        )
+        assert error["details"] == {"field": "isActive"}
+        assert error["message"] == "Nothing to update: give name, isActive or disconnectProtection"
     assert (await api.detail(account, stream["id"]))["name"] is None
 
 

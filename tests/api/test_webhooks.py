@@ -369,6 +369,40 @@ async def test_destination_failed_and_recovered(api, hooked, webhook_receiver):
     assert events[3]["data"] == {"destinationId": twitch["id"], "state": "failed", "error": "auth"}
 
 
+async def test_a_destination_retrying_is_one_failure_until_it_recovers(
+    api, hooked, webhook_receiver
+):
+    # The agent's cycle for a destination it cannot reach: backoff, connecting (its
+    # lastError kept), backoff again... One destination.failed for it, not one a cycle.
+    account, stream, secret, agent = hooked
+    youtube = await api.destination(account, stream["id"], "YouTube", "yt")
+    claim = await agent.claimed(stream["streamKey"])
+
+    async def beat(state, error=None):
+        health = {"destinations": [{"id": youtube["id"], "state": state, "lastError": error}]}
+        answers = await agent.beat(
+            [{"claimId": claim["claimId"], "streamKey": stream["streamKey"], "health": health}]
+        )
+        assert answers[0]["status"] == "live"
+
+    await beat("connecting")
+    await beat("backoff", "connection refused")
+    for _ in range(3):
+        await beat("connecting", "connection refused")
+        await beat("backoff", "connection refused")
+    await beat("connecting", "connection refused")
+    await beat("live")
+    await beat("backoff", "connection reset")
+    assert await deliver(api) == 4
+    events = [verified(hook, secret) for hook in webhook_receiver.received]
+    assert [e["event"] for e in events] == [
+        "stream.live",
+        "destination.failed",
+        "destination.recovered",
+        "destination.failed",
+    ]
+
+
 async def test_regranted_claim_reports_live_again(api, hooked, webhook_receiver):
     _account, stream, secret, agent = hooked
     claim = await agent.claimed(stream["streamKey"])

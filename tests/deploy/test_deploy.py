@@ -19,6 +19,7 @@ import yaml
 
 from agent.health import HealthServer
 from agent.settings import OPTIONS as AGENT_OPTIONS
+from agent.settings import AgentSettings
 from rig.app import create_app
 from rig.cli import build_parser
 from rig.services import DEFAULT_SERVICE_URLS
@@ -389,6 +390,36 @@ def test_examples_and_readmes_name_only_known_settings():
         for name in set(re.findall(r"\bRIG_[A-Z0-9_]*[A-Z0-9]\b", text)):
             if name != "RIG_SERVICE_URL_":
                 assert name in KNOWN, name
+
+
+def env_example() -> dict[str, tuple[str, bool]]:
+    """rig.env.example's settings: name -> (value, set: the line is not commented)."""
+    found = {}
+    for line in (DEPLOY / "rig.env.example").read_text().splitlines():
+        match = re.match(r"^(#?)(RIG_\w+)=(\S*)", line)
+        if match:
+            assert match.group(2) not in found, f"{match.group(2)} twice in rig.env.example"
+            found[match.group(2)] = (match.group(3), not match.group(1))
+    return found
+
+
+# rig.env.example's own choices for a server, where it differs from the defaults.
+EXAMPLE_CHOICES = {"RIG_DATA_DIR", "RIG_AGENT_RTMP_LISTEN"}
+
+
+def test_env_example_has_every_setting_with_its_default():
+    """deploy/README.md: "every setting with its default"; a setting the example sets
+    (not commented) has the default the program has, unless it is a deploy choice."""
+    example = env_example()
+    missing = sorted(KNOWN - set(example))
+    assert not missing, f"not in deploy/rig.env.example: {missing}"
+    defaults = {
+        **{o[1]: getattr(Settings(), o[2]) for o in RIG_OPTIONS},
+        **{o[1]: getattr(AgentSettings(), o[2]) for o in AGENT_OPTIONS},
+    }
+    for name, (value, is_set) in example.items():
+        if is_set and value and name in OPTIONS and name not in EXAMPLE_CHOICES:
+            assert OPTIONS[name][3](value) == defaults[name], f"{name}={value} is not its default"
 
 
 def test_readme_configuration_tables_document_every_setting():

@@ -153,6 +153,17 @@ def test_a_killed_worker_is_restarted_and_its_stream_can_come_back(e2e, long_med
     agent.wait_for_log(agent.destination_pattern(stream, "YouTube") + " live on")
     victim = worker_pids(agent)[worker]
 
+    def counted() -> tuple[int, int]:
+        [session] = stack.api.call("GET", f"/streams/{stream.id}/sessions")
+        youtube = [d for d in session["destinations"] if d["service"] == "YouTube"]
+        return session["ingest"]["bytesIn"], youtube[0]["bytesSent"] if youtube else 0
+
+    # rig tells a restarted count by its figures going back: the first worker has counted
+    # more than the second will (all of `media`) before it dies.
+    more = media.path.stat().st_size * 1.1
+    wait_until(lambda: min(counted()) > more, 20, "the first worker's figures past `media`")
+    before = counted()
+
     subprocess.run(["kill", "-KILL", str(victim)], check=True)
     assert publish.wait(20) != 0  # its publisher's connection died with it
     agent.wait_for_log(rf"worker {worker} \(pid {victim}\) exited with code -9")
@@ -171,6 +182,39 @@ def test_a_killed_worker_is_restarted_and_its_stream_can_come_back(e2e, long_med
     agent.wait_closed(stream)
     sessions = stack.api.call("GET", f"/streams/{stream.id}/sessions")
     assert len(sessions) == 1, sessions
+    # The new worker counted from 0; the session adds its figures to the first worker's.
+    bytes_in, sent = counted()
+    assert bytes_in >= before[0] + media.path.stat().st_size * 0.95, (before, bytes_in)
+    assert sent >= before[1] + media.path.stat().st_size * 0.9, (before, sent)
+
+
+def test_a_hung_worker_is_killed_and_restarted(e2e):
+    """A worker whose event loop answers nothing (SIGSTOP stands in for a hang) takes the
+    connections the kernel deals it and serves none: the supervisor, which asks every
+    worker for a sign of life, kills it after RIG_AGENT_WORKER_HANG_TIMEOUT and starts a
+    new one; /healthz counts it as not ready meanwhile."""
+    stack = e2e.stack(**WORKERS, worker_hang_timeout=4)
+    agent = stack.agent
+
+    def health() -> str:
+        try:
+            return scrape(agent, "/healthz")
+        except OSError:  # the listener not up yet
+            return ""
+
+    wait_until(lambda: '"ready": 2' in health(), 20, "two workers ready")
+    victim = worker_pids(agent)[1]
+    subprocess.run(["kill", "-STOP", str(victim)], check=True)
+    try:
+        wait_until(lambda: '"ready": 1' in health(), 10, "the hung worker not ready")
+        agent.wait_for_log(rf"worker 1 \(pid {victim}\) has answered nothing for", timeout=20)
+        wait_until(lambda: worker_pids(agent)[1] != victim, 20, "a new worker")
+        agent.wait_for_log(r"worker 1 listening on port", count=2)
+        wait_until(lambda: '"ready": 2' in health(), 10, "both ready again")
+        assert sample(scrape(agent), "rig_agent_worker_restarts_total") == 1
+        assert not pid_alive(victim)
+    finally:
+        subprocess.run(["kill", "-KILL", str(victim)], check=False, capture_output=True)
 
 
 def test_a_duplicate_is_refused_whichever_worker_it_reaches(e2e, long_media, media):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent.logsafe import clean, escape
+from agent.logsafe import clean, escape, loggable_path
 
 
 @pytest.mark.parametrize(
@@ -39,3 +39,23 @@ def test_clean_removes_what_cannot_be_shown_and_cuts():
     assert clean(("\x00" * 5 + "z") * 10_000) == "z" * 200
     assert clean(None) is None
     assert clean(5) == 5
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("live", "live"),
+        ("live2/backup", "live2/backup"),
+        ("live/rIiroI8xC1tcjT28ulZWhQ", "live/<22 characters>"),  # a stream key
+        ("rIiroI8xC1tcjT28ulZWhQ", "<22 characters>"),
+        ("live/abcd-efgh-ijkl-mnop-qrst", "live/<24 characters>"),  # a YouTube key
+        ("li\r\nve", "li\\r\\nve"),
+        ("x\x00/y", "x\\x00/y"),
+    ],
+)
+def test_loggable_path_withholds_what_may_be_a_key(path, logged):
+    assert loggable_path(path) == logged
+
+
+def test_loggable_path_shows_a_few_segments():
+    assert loggable_path("a/" * 100) == "a/a/a/a/a/a/a/a/…(93 more segments)"
