@@ -14,6 +14,7 @@ from rig.embedded_db import embedded_server, ensure_database
 from rig.migrations import migrate
 from rig.services import DEFAULT_SERVICE_URLS
 from rig.settings import Settings
+from tests.chromium import CLOSE_TIMEOUT_S, kill_marked, launch_options
 
 TABLES = ("webhook_deliveries", "stream_claims", "destinations", "streams", "agents", "users")
 
@@ -85,25 +86,19 @@ async def client(aiohttp_client, settings: Settings, db: asyncpg.Connection):
 
 # ---------------------------------------------------------------- a real browser
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's; scripts/test installs it, Playwright never downloads one
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
     """Headless Chromium driven by Playwright (async API: the tests' loop runs rig too)."""
     from playwright.async_api import async_playwright
 
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    mark, options = launch_options()
+    try:
+        async with async_playwright() as playwright:
+            chromium = await playwright.chromium.launch(**options)
+            try:
+                yield chromium
+            finally:
+                await asyncio.wait_for(chromium.close(), CLOSE_TIMEOUT_S)
+    finally:
+        kill_marked(mark)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.chromium import kill_marked, launch_options
 
 from .harness import REPO
 
@@ -48,12 +48,16 @@ def chromium() -> Iterator[object]:
     """Headless Debian Chromium under Playwright's sync API (never a downloaded browser)."""
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    mark, options = launch_options()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(**options)
+            try:
+                yield browser
+            finally:
+                browser.close()
+    finally:
+        kill_marked(mark)
 
 
 class Dashboard:
