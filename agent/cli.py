@@ -17,6 +17,7 @@ from agent.health import start_health
 from agent.rig_client import RigClient
 from agent.settings import AgentSettings, add_arguments, settings_from
 from agent.supervisor import Supervisor
+from agent.zygote import Zygote
 from rig.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -50,19 +51,28 @@ def single_process(settings: AgentSettings, rig: RigClient) -> "IngestServer":
     return IngestServer(settings, rig, settings.egress())
 
 
-async def serve(settings: AgentSettings) -> None:
+async def serve(settings: AgentSettings, zygote: Zygote | None = None) -> None:
     """Run until SIGINT or SIGTERM, then shut down cleanly: one process serving every
-    connection, or (`--workers N`, N > 1) a supervisor of N worker processes."""
+    connection, or (`--workers N`, N > 1: `zygote` given) a supervisor of N worker
+    processes."""
     stop = asyncio.Event()
+    failure: list[str] = []
     async with RigClient(settings.rig_url, settings.agent_key) as rig:
         server: IngestServer | Supervisor
-        supervisor = Supervisor(settings, settings.workers) if settings.workers > 1 else None
+        supervisor = Supervisor(settings, settings.workers, zygote) if zygote else None
         server = supervisor or single_process(settings, rig)
 
         def on_signal() -> None:
             if supervisor is not None:
                 supervisor.stop()  # no restarting the workers from now on
             stop.set()
+
+        def on_failure(why: str) -> None:
+            failure.append(why)
+            on_signal()
+
+        if supervisor is not None:
+            supervisor.on_failure = on_failure
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -92,6 +102,8 @@ async def serve(settings: AgentSettings) -> None:
         await server.close()
         if health is not None:
             await health.close()
+    if failure:
+        raise OSError(f"agent stopped: {failure[0]}")  # exit status 1, for systemd
     log.info("agent stopped")
 
 
@@ -137,7 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     if not settings.agent_key:
         parser.error("RIG_AGENT_KEY is not set (create one with: rig agents create NAME)")
-    return run_loop(settings, serve(settings))
+    zygote = None
+    if settings.workers > 1:
+        # Before the event loop and any thread: the workers' code imported once, here,
+        # and shared by every worker the zygote forks (agent/zygote.py).
+        from agent.worker import run_forked
+
+        zygote = Zygote.fork(run_forked)
+    return run_loop(settings, serve(settings, zygote))
 
 
 def run_loop(settings: AgentSettings, main: Coroutine[Any, Any, None]) -> int:

@@ -1,6 +1,7 @@
 """The supervisor of a multi-worker agent (`rig-agent --workers N`, N > 1).
 
-As nginx's master process: it starts N worker processes (agent/worker.py), each one
+As nginx's master process: it starts N worker processes (agent/worker.py, forked by the
+zygote, agent/zygote.py, so that they share the memory of what they import), each one
 event loop with its own RTMP listener on the same port (SO_REUSEPORT: the kernel spreads
 new connections over them), restarts a worker that dies, and stops them all on SIGTERM
 or SIGINT. It relays no media itself. It also holds what the workers must share:
@@ -38,13 +39,14 @@ import logging
 import math
 import signal
 import socket
-import sys
 import time
+from collections.abc import Callable
 
 from agent.channel import ChannelError, Frame, Link
 from agent.hub import Hub
 from agent.metrics_merge import Snapshot, counters_kept, family, merge, registry_of
 from agent.settings import AgentSettings, CannotListen
+from agent.zygote import ForkedProcess, Zygote, ZygoteGone
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ START_TIMEOUT = 60.0
 @dataclasses.dataclass
 class WorkerProcess:
     index: int
-    process: asyncio.subprocess.Process
+    process: ForkedProcess
     link: Link
     started: float
     ready: bool = False
@@ -86,9 +88,12 @@ def _share(limit: int, workers: int) -> int:
 class Supervisor:
     """Starts, watches and stops the workers; serves the registry and the metrics."""
 
-    def __init__(self, settings: AgentSettings, workers: int) -> None:
+    def __init__(self, settings: AgentSettings, workers: int, zygote: Zygote) -> None:
         self.settings = settings
         self.count = workers
+        self.zygote = zygote
+        # Called when the agent cannot go on (its zygote is gone): cli stops it, exit 1.
+        self.on_failure: Callable[[str], None] = lambda why: None
         # Each worker takes its share of the agent's connection limits, rounded up:
         # SO_REUSEPORT deals connections by a hash of both addresses and ports, so one
         # address's connections are spread evenly over the workers too, and an address
@@ -161,6 +166,7 @@ class Supervisor:
             task.cancel()
         for worker in self.workers.values():
             worker.link.close()
+        self.zygote.close()
         if self._port_holder is not None:
             self._port_holder.close()
 
@@ -221,11 +227,10 @@ class Supervisor:
             self.worker_settings, rtmp_listen=f"{self.listen_host()}:{self.port}"
         )
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agent.worker",
-                "--channel-fd", str(theirs.fileno()), "--index", str(index),
-                pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
+            process = await self.zygote.spawn(index, theirs)
+        except ZygoteGone:
+            ours.close()
+            raise
         finally:
             theirs.close()
         link = self.hub.connect(index, ours)
@@ -249,6 +254,10 @@ class Supervisor:
         freed = self.hub.gone(worker.index)
         if self.stopping or not self.started:
             return
+        if self.zygote.gone:  # it ended its workers: none can be started again
+            self.stopping = True
+            self.on_failure("the zygote ended (agent/zygote.py): no worker can be restarted")
+            return
         self.restarts += 1
         uptime = time.monotonic() - worker.started
         quick, delay = restart_delay(self._quick_deaths.get(worker.index, 0), uptime)
@@ -260,8 +269,14 @@ class Supervisor:
             worker.index, worker.process.pid, code, uptime, freed, delay,
         )  # fmt: skip
         await asyncio.sleep(delay)
-        if not self.stopping:
+        if self.stopping:
+            return
+        try:
             await self._spawn(worker.index)
+        except ZygoteGone as exc:
+            if not self.stopping:
+                self.stopping = True
+                self.on_failure(f"worker {worker.index} cannot be restarted: {exc}")
 
     async def _watchdog(self) -> None:
         """Ask every worker for a sign of life; kill one silent for the hang timeout."""

@@ -1,8 +1,9 @@
 """One worker process of a multi-worker agent (`rig-agent --workers N`).
 
-The supervisor (agent/supervisor.py) starts `python -m agent.worker --channel-fd FD
---index I` with one end of a socketpair and sends the settings as the first frame (so the
-agent's key never appears in a process's arguments). The worker then runs what a
+The supervisor (agent/supervisor.py) has the zygote (agent/zygote.py) fork a worker,
+`run_forked`, with one end of a socketpair and sends the settings as the first frame
+(the settings of the worker's share, and no process argument ever holds the agent's
+key). The worker then runs what a
 single-process agent runs: one event loop, an `IngestServer` listening on the agent's
 RTMP port beside the other workers (SO_REUSEPORT), its own client of rig (claims,
 heartbeats of the streams it holds, releases), and answers the supervisor's requests:
@@ -15,18 +16,16 @@ channel closes (the supervisor is gone: a worker never relays on alone).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
 import logging
 import signal
 import socket
-import sys
 from typing import TYPE_CHECKING, Any
 
 from agent.channel import ChannelClosed, ChannelError, Frame, FrameReader, Link
-from agent.cli import limit_malloc_arenas, quiet_garbage_collector, run_loop
+from agent.cli import quiet_garbage_collector, run_loop
 from agent.handoff import HandoffError, unpack
 from agent.ingest import IngestConnection
 from agent.metrics import registry_for
@@ -41,8 +40,7 @@ from rig.logs import setup_logging
 if TYPE_CHECKING:
     from agent.channel import Answer
 
-# Not __name__: run as `python -m agent.worker`, that is "__main__".
-log = logging.getLogger("agent.worker")
+log = logging.getLogger(__name__)
 
 # How long a worker waits for the supervisor's registry; beyond, the publish is refused.
 REGISTRY_TIMEOUT = 5.0
@@ -216,19 +214,10 @@ class WorkerFilter(logging.Filter):
         return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    limit_malloc_arenas()
-    parser = argparse.ArgumentParser(prog="python -m agent.worker")
-    parser.add_argument("--channel-fd", type=int, required=True)
-    parser.add_argument("--index", type=int, required=True)
-    args = parser.parse_args(argv)
-    link_socket = socket.socket(fileno=args.channel_fd)
+def run_forked(link_socket: socket.socket, index: int) -> int:
+    """A worker's life, in the process the zygote forked for it: its exit status."""
     settings, _ = read_settings(link_socket)
     setup_logging(settings.log_level, settings.log_format)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(WorkerFilter(args.index))
-    return run_loop(settings, serve(settings, link_socket, args.index))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        handler.addFilter(WorkerFilter(index))
+    return run_loop(settings, serve(settings, link_socket, index))

@@ -479,13 +479,15 @@ class Agent:
             self.wait_for_log(pattern + " stream ended, destination closed", timeout=timeout)
 
     def processes(self) -> list[int]:
-        """The agent's process and its workers' (rig-agent --workers N)."""
-        pid = self.process.pid
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except FileNotFoundError:
-            children = []
-        return [pid, *map(int, children)]
+        """The agent's process and all its descendants (rig-agent --workers N: the
+        zygote and the workers it forked)."""
+        pids, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            with contextlib.suppress(FileNotFoundError):
+                todo.extend(map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split()))
+        return pids
 
     def kill(self) -> None:
         """A crash of the whole agent: every process of it stops at once (frozen first,

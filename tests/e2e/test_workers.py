@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -215,6 +216,47 @@ def test_a_hung_worker_is_killed_and_restarted(e2e):
         assert not pid_alive(victim)
     finally:
         subprocess.run(["kill", "-KILL", str(victim)], check=False, capture_output=True)
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def memory(pid: int) -> dict[str, int]:
+    """Rss and Pss of a process, kB."""
+    fields = (line.split() for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines())
+    return {f[0].rstrip(":"): int(f[1]) for f in fields if f[0] in ("Rss:", "Pss:")}
+
+
+def test_the_workers_are_forked_by_the_zygote_and_share_what_they_imported(e2e):
+    """The supervisor forks one zygote before anything starts; the zygote forks every
+    worker, so the pages of what they imported are shared: a worker's proportional share
+    of its memory (PSS) is well under what it maps (RSS). Started as new interpreters
+    they measured PSS 70 % of RSS (45 of 64 MB), forked 40 % (16 of 41 MB)."""
+    stack = e2e.stack(**WORKERS)
+    agent = stack.agent
+    agent.wait_for_log(r"worker 2 listening on port")
+    (zygote,) = children(agent.process.pid)
+    assert sorted(children(zygote)) == sorted(worker_pids(agent).values())
+    for pid in worker_pids(agent).values():
+        used = memory(pid)
+        assert used["Pss"] < 0.55 * used["Rss"], used
+
+
+def test_a_killed_zygote_stops_the_agent_with_an_error(e2e):
+    """Without its zygote no worker can be restarted: the agent ends its workers (they
+    drain as on SIGTERM) and exits 1, for its service manager to start it again."""
+    stack = e2e.stack(**WORKERS)
+    agent = stack.agent
+    agent.wait_for_log(r"worker 2 listening on port")
+    (zygote,) = children(agent.process.pid)
+    workers = list(worker_pids(agent).values())
+    subprocess.run(["kill", "-KILL", str(zygote)], check=True)
+    assert agent.process.wait(30) == 1, agent.log()[-3000:]
+    agent.wait_for_log(rf"the zygote \(pid {zygote}\) ended: no worker can be started")
+    agent.wait_for_log(r"agent stopped: the zygote ended")
+    for pid in workers:
+        wait_until(lambda p=pid: not pid_alive(p), 20, f"worker {pid} to end")
 
 
 def test_a_duplicate_is_refused_whichever_worker_it_reaches(e2e, long_media, media):
