@@ -33,6 +33,7 @@ import os
 import selectors
 import signal
 import socket
+import sys
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -246,4 +247,7 @@ def _run_worker(worker_main: WorkerMain, channel_fd: int, index: int) -> None:
         log.exception("worker %d failed", index)
     finally:
         logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):  # os._exit flushes nothing
+            with contextlib.suppress(Exception):
+                stream.flush()
         os._exit(code)
