@@ -47,6 +47,7 @@ from PIL import Image, ImageDraw, ImageFont
 from agent.flv import SCRIPT, FlvTagReader
 from agent.media_facts import AudioFacts, VideoFacts
 from agent.rtmp.message import AUDIO, VIDEO, Message
+from agent.scheduling import ordinary_scheduling
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,8 @@ class _TrackEncoder:
         self.stream = self.container.add_stream(encoder, rate=rate, options=options)
         for name, value in attributes.items():
             setattr(self.stream, name, value)
-        self.container.start_encoding()  # opens the encoder; writes the sequence header
+        with ordinary_scheduling():  # libsvtav1 would leave this thread SCHED_FIFO 99
+            self.container.start_encoding()  # opens the encoder; writes the sequence header
         self.headers = self.sink.take()
         self.frames: list[bytes] = []
         self.keyframes: list[bool] = []

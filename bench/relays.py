@@ -302,6 +302,8 @@ class RigStack:
         env.update(self.agent_env)
         self.agent = Child("rig-agent", [sys.executable, "-m", "agent"], log_path, env).start()
         self.agent.wait_for_port(self.agent_port)
+        # Its HTTP listener comes up once every worker listens: after the RTMP port.
+        self.agent.wait_for_port(self.agent_http_port)
         return self.agent
 
     def thumbnail_figures(self) -> tuple[float, float]:

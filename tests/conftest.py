@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from agent.scheduling import demote_real_time_threads
 from rig.app import create_app
 from rig.embedded_db import embedded_server, ensure_database
 from rig.migrations import migrate
@@ -82,6 +83,18 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 async def client(aiohttp_client, settings: Settings, db: asyncpg.Connection):
     """A test client for a rig app on the shared, emptied-after-use database."""
     return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture(autouse=True)
+def no_real_time_threads() -> Iterator[None]:
+    """No test leaves a thread of pytest real-time. libsvtav1 makes the thread that opens
+    it SCHED_FIFO 99 where it may (CI runs as root): pytest's main thread, then every
+    process it started afterwards (rig, agents, Chromium) ran above the kernel's own
+    threads, and one spinning Chromium process stalled a CI run. Encoders are opened
+    inside agent.scheduling.ordinary_scheduling(); this catches one that is not."""
+    yield
+    demoted = demote_real_time_threads()
+    assert demoted == 0, f"the test left {demoted} thread(s) real-time (now demoted)"
 
 
 # ---------------------------------------------------------------- a real browser

@@ -17,6 +17,8 @@ from typing import Any
 
 import av
 
+from agent.scheduling import ordinary_scheduling
+
 WIDTH, HEIGHT, FPS, SAMPLE_RATE = 320, 240, 15, 48000
 
 # Fast settings so that encoding keeps up with real time on a shared, loaded machine.
@@ -60,6 +62,8 @@ def publish(url: str, seconds: float, video_codecs: list[str], audio_codecs: lis
     with av.open(url, "w", format="flv") as out:
         video_out = [_add_video(out, c) for c in video_codecs]
         audio_out = [_add_audio(out, c) for c in audio_codecs]
+        with ordinary_scheduling():  # libsvtav1 would make us SCHED_FIFO 99, above the agent
+            out.start_encoding()
         frames: list[tuple[float, Any, list[Any]]] = []
         if video_out:
             frames += [(float(f.time), f, video_out) for f in video_in.decode(video=0)]

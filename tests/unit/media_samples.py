@@ -12,6 +12,7 @@ from fractions import Fraction
 import av
 
 from agent.flv import FlvTagReader
+from agent.scheduling import ordinary_scheduling
 
 WIDTH, HEIGHT = 320, 240
 
@@ -65,6 +66,7 @@ def flv_samples(data: bytes) -> list[FlvSample]:
 
 
 @functools.cache
+@ordinary_scheduling()  # libsvtav1 would leave the test process SCHED_FIFO 99
 def encoded_flv(video: str, audio: str, frames: int = 45) -> EncodedFlv:
     """`frames` video frames at 30 fps (keyframe every 30) and 48 kHz stereo audio."""
     buffer = io.BytesIO()
@@ -118,6 +120,7 @@ def two_colours(width: int, height: int, frame: int = 0):
 
 
 @functools.cache
+@ordinary_scheduling()
 def picture_flv(
     codec: str,
     width: int,

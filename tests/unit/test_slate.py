@@ -9,6 +9,7 @@ import functools
 import io
 import itertools
 import math
+import os
 import threading
 from fractions import Fraction
 
@@ -439,3 +440,28 @@ def test_the_cache_forgets_the_least_recently_requested_beyond_its_limit():
         assert cache.encoded == 4
     finally:
         cache.close()
+
+
+def realtime_threads() -> list[int]:
+    """This process's threads with a real-time scheduling policy."""
+    tids = [int(tid) for tid in os.listdir("/proc/self/task")]
+    return [tid for tid in tids if os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR)]
+
+
+def test_encoding_an_av1_slate_leaves_no_thread_real_time():
+    """SVT-AV1 (PyAV's libsvtav1) makes the thread that opens an encoder SCHED_FIFO 99
+    whenever it may (as root, or with CAP_SYS_NICE) and never sets it back: the agent's
+    slate thread, and every thread or process it started afterwards, would run before
+    anything else on its core, kernel threads included (it stalled our CI that way)."""
+    assert realtime_threads() == []
+    policies = []
+
+    def encode() -> None:
+        slate_for(VideoFacts("av1", 320, 180, Fraction(24), "yuv420p"), None)
+        policies.append(os.sched_getscheduler(0))
+
+    thread = threading.Thread(target=encode)
+    thread.start()
+    thread.join()
+    assert policies == [os.SCHED_OTHER]
+    assert realtime_threads() == []
