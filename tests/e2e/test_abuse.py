@@ -135,8 +135,15 @@ def test_strangers_cannot_make_the_agent_hold_memory(e2e):
     assert held_small == 100
     assert big - before < 32, (before, big)
     assert small - before < 64, (before, small)
-    refused = metrics(agent, "rig_agent_connections_refused_total")
-    assert refused['{reason="protocol_error"}'] >= 100
+
+    def protocol_errors() -> float:
+        refused = metrics(agent, "rig_agent_connections_refused_total")
+        return refused.get('{reason="protocol_error"}', 0)
+
+    # Each worker counts what it closed; one still busy with the attack (CI, two loaded
+    # cores: seen 3 s behind the other) misses the supervisor's 2 s for its answer, so
+    # the agent-wide sum is polled for, not read once.
+    wait_until(lambda: protocol_errors() >= 100, 30, "every oversized message counted")
     assert agent.process.running
 
 
