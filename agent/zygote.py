@@ -81,7 +81,7 @@ class Zygote:
     def __init__(self, pid: int, control: socket.socket) -> None:
         self.pid = pid
         self._control = control
-        self._starting: dict[int, asyncio.Future[int]] = {}  # by worker index
+        self._starting: dict[int, asyncio.Future[ForkedProcess]] = {}  # by worker index
         self._processes: dict[int, ForkedProcess] = {}  # by pid
         self._reading = False
         self.gone = False
@@ -114,12 +114,9 @@ class Zygote:
         try:
             request = json.dumps({"spawn": index}).encode()
             socket.send_fds(self._control, [request], [channel.fileno()])
-            pid = await started
+            return await started
         finally:
             self._starting.pop(index, None)
-        process = ForkedProcess(pid)
-        self._processes[pid] = process
-        return process
 
     def close(self) -> None:
         """Let the zygote end (the workers are the supervisor's to stop)."""
@@ -149,9 +146,11 @@ class Zygote:
                 return
             message = json.loads(packet)
             if "started" in message:
+                # Known from here, before any other packet: its exit may be the next one.
+                process = self._processes[message["pid"]] = ForkedProcess(message["pid"])
                 future = self._starting.get(message["started"])
                 if future is not None and not future.done():
-                    future.set_result(message["pid"])
+                    future.set_result(process)
             elif "exited" in message:
                 process = self._processes.pop(message["exited"], None)
                 if process is not None:

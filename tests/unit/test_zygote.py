@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 
 import pytest
 
@@ -70,4 +71,20 @@ async def test_a_zygote_killed_ends_its_workers_and_starts_no_more() -> None:
         assert await asyncio.wait_for(loop.sock_recv(channel, 16), 10) == b""
         channel.close()
     finally:
+        zygote.close()
+
+
+async def test_a_worker_that_ends_at_once_is_still_reported() -> None:
+    """Its exit can reach us in the same read as its start."""
+    zygote = Zygote.fork(lambda channel, index: 5)
+    ours, theirs = socket.socketpair()
+    try:
+        spawning = asyncio.create_task(zygote.spawn(1, theirs))
+        await asyncio.sleep(0)  # the request is sent
+        time.sleep(0.5)  # the loop held: "started" and "exited" both wait to be read
+        process = await spawning
+        assert await asyncio.wait_for(process.wait(), 5) == 5
+    finally:
+        theirs.close()
+        ours.close()
         zygote.close()
