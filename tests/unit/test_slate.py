@@ -5,6 +5,7 @@ file (an RTMP media message body is an FLV tag body) and read back with PyAV's F
 demuxer and decoders, as an FFmpeg receiver would.
 """
 
+import contextlib
 import functools
 import io
 import itertools
@@ -444,8 +445,12 @@ def test_the_cache_forgets_the_least_recently_requested_beyond_its_limit():
 
 def realtime_threads() -> list[int]:
     """This process's threads with a real-time scheduling policy."""
-    tids = [int(tid) for tid in os.listdir("/proc/self/task")]
-    return [tid for tid in tids if os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR)]
+    found = []
+    for tid in map(int, os.listdir("/proc/self/task")):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            if os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR):
+                found.append(tid)
+    return found
 
 
 def test_encoding_an_av1_slate_leaves_no_thread_real_time():
