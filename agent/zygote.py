@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import json
 import logging
@@ -39,9 +40,18 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 4096
+PR_SET_NAME = 15  # prctl(2)
 
 # What a forked worker runs: (its channel to the supervisor, its index) -> exit status.
 WorkerMain = Callable[[socket.socket, int], int]
+
+
+def name_process(name: str) -> None:
+    """Set the process's name as `top` and `ps -e` show it (Linux, 15 bytes at most):
+    forked, the zygote and the workers would all show the supervisor's."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 class ZygoteGone(OSError):
@@ -178,6 +188,7 @@ class Zygote:
 
 def _serve(control: socket.socket, worker_main: WorkerMain) -> None:
     """Fork a worker per request and report it; report every worker that ends."""
+    name_process("agent-zygote")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with open(os.devnull, "rb") as devnull:
@@ -237,6 +248,7 @@ def _reap(control: socket.socket) -> None:
 def _run_worker(worker_main: WorkerMain, channel_fd: int, index: int) -> None:
     """The forked worker's whole life; it never returns into the zygote's loop."""
     gc.freeze()  # first: what it inherited stays shared (a collection would copy it)
+    name_process(f"agent-worker-{index}")
     code = 1
     try:
         code = worker_main(socket.socket(fileno=channel_fd), index)

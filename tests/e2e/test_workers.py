@@ -238,6 +238,10 @@ def test_the_workers_are_forked_by_the_zygote_and_share_what_they_imported(e2e):
     agent.wait_for_log(r"worker 2 listening on port")
     (zygote,) = children(agent.process.pid)
     assert sorted(children(zygote)) == sorted(worker_pids(agent).values())
+    # Named for top and ps -e, though forked from the supervisor.
+    assert Path(f"/proc/{zygote}/comm").read_text() == "agent-zygote\n"
+    for index, pid in worker_pids(agent).items():
+        assert Path(f"/proc/{pid}/comm").read_text() == f"agent-worker-{index}\n"
     for pid in worker_pids(agent).values():
         used = memory(pid)
         assert used["Pss"] < 0.55 * used["Rss"], used
