@@ -501,16 +501,19 @@ class Agent:
                 os.kill(pid, signal.SIGKILL)
         self.process.wait(30)
 
-    def rss_kb(self) -> int:
-        """The resident memory of the agent: its process and its workers, if any."""
+    def memory_kb(self) -> int:
+        """The memory the agent takes from the machine (kB): the proportional set size
+        (PSS) of its processes, summed. Not VmRSS: a forked worker counts a page it
+        shares with the zygote once it first touches it, so the sum of VmRSS grows when
+        a worker relays for the first time though nothing new was allocated."""
         total = 0
         for process in self.processes():
             try:
-                status = Path(f"/proc/{process}/status").read_text()
-            except FileNotFoundError:
+                rollup = Path(f"/proc/{process}/smaps_rollup").read_text()
+            except (FileNotFoundError, ProcessLookupError):
                 continue  # a worker that just ended
-            match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-            assert match, status
+            match = re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE)
+            assert match, rollup
             total += int(match.group(1))
         return total
 

@@ -130,11 +130,11 @@ def test_destinations_killed_and_restarted_mid_stream(e2e, long_media):
     assert resumed.tags[0].type == SCRIPT  # metadata first
 
 
-def sample_rss(agent: Agent, publish: Publish) -> int:
-    """The agent's largest RSS (kB) while `publish` runs; records its end time."""
+def sample_memory(agent: Agent, publish: Publish) -> int:
+    """The agent's largest PSS (kB) while `publish` runs; records its end time."""
     peak = 0
     while publish.process.poll() is None:
-        peak = max(peak, agent.rss_kb())
+        peak = max(peak, agent.memory_kb())
         time.sleep(0.05)
     publish.wait()
     return peak
@@ -154,13 +154,13 @@ def test_stalled_destination_does_not_slow_the_stream(e2e, heavy_media):
 
     # Baseline: the same agent, one healthy destination.
     first = e2e.publish(media, agent, baseline.key)
-    baseline_rss = sample_rss(agent, first)
+    baseline_memory = sample_memory(agent, first)
     assert first.returncode == 0, first.stderr
     agent.wait_closed(baseline)
 
     # Now with a destination that accepts the publish, then stops reading.
     second = e2e.publish(media, agent, stream.key)
-    peak_rss = sample_rss(agent, second)
+    peak_memory = sample_memory(agent, second)
     assert second.returncode == 0, second.stderr
     agent.wait_closed(stream, ("YouTube",))
 
@@ -171,9 +171,10 @@ def test_stalled_destination_does_not_slow_the_stream(e2e, heavy_media):
     # The ingest kept real time: no slower than the baseline, nor than the media itself.
     assert second.wall_time < first.wall_time + 1.0
     assert second.wall_time < media.duration + 1.5
-    assert peak_rss < 400 * 1024, f"agent RSS {peak_rss} kB"
+    assert peak_memory < 400 * 1024, f"agent PSS {peak_memory} kB"
     # The stalled queue is bounded (3 s, about 4.5 MB of this stream), so is the agent.
-    assert peak_rss - baseline_rss < 32 * 1024, f"RSS {baseline_rss} -> {peak_rss} kB"
+    growth = peak_memory - baseline_memory
+    assert growth < 32 * 1024, f"PSS {baseline_memory} -> {peak_memory} kB"
 
 
 def expect_closed(sock: socket.socket, timeout: float) -> None:
