@@ -228,7 +228,7 @@ class Supervisor:
         )
         try:
             process = await self.zygote.spawn(index, theirs)
-        except ZygoteGone:
+        except BaseException:  # the zygote gone, say: no worker, no channel
             ours.close()
             raise
         finally:

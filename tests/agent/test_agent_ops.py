@@ -447,6 +447,14 @@ def agent_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def start_agent_process(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """`python -m agent` with `env`, its output (stdout and stderr) in `log_path`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
 async def wait_for_line(path: Path, pattern: str, proc: subprocess.Popen) -> re.Match:
     async with asyncio.timeout(30):
         while True:
@@ -460,10 +468,7 @@ async def wait_for_line(path: Path, pattern: str, proc: subprocess.Popen) -> re.
 async def test_rig_agent_process_json_logs_and_listener(tmp_path):
     env = agent_env(RIG_AGENT_HTTP_LISTEN="127.0.0.1:0", RIG_AGENT_LOG_FORMAT="json")
     log_path = tmp_path / "agent.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    proc = start_agent_process(env, log_path)
     try:
         match = await wait_for_line(log_path, r"metrics and health on http://127.0.0.1:(\d+)", proc)
         await wait_for_line(log_path, r"ready: publish to", proc)
@@ -489,10 +494,7 @@ async def test_rig_agent_carries_on_when_the_listener_port_is_taken(tmp_path):
         port = taken.getsockname()[1]
         env = agent_env(RIG_AGENT_HTTP_LISTEN=f"127.0.0.1:{port}")
         log_path = tmp_path / "agent.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "agent"], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+        proc = start_agent_process(env, log_path)
         try:
             await wait_for_line(log_path, r"ready: publish to", proc)
         finally:

@@ -7,8 +7,6 @@ import logging
 import re
 import secrets
 import signal
-import subprocess
-import sys
 
 import aiohttp
 import pytest
@@ -17,7 +15,7 @@ from aiohttp import web
 from agent.rig_client import RigClient, RigUnavailable
 from rig.app import create_app
 
-from .test_agent_ops import agent_env, wait_for_line
+from .test_agent_ops import agent_env, start_agent_process, wait_for_line
 
 REFUSED = "rig refused this agent's key"
 
@@ -76,10 +74,7 @@ async def test_rig_agent_with_a_wrong_key_says_so_at_start_once(aiohttp_server, 
     env = agent_env(RIG_AGENT_HTTP_LISTEN="127.0.0.1:0", RIG_AGENT_WORKERS="2")
     env["RIG_URL"] = str(rig_server.make_url("")).rstrip("/")
     log_path = tmp_path / "agent.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    proc = start_agent_process(env, log_path)
     try:
         match = await wait_for_line(log_path, r"metrics and health on http://127.0.0.1:(\d+)", proc)
         await wait_for_line(log_path, r"ERROR agent\S*: " + re.escape(REFUSED), proc)

@@ -41,6 +41,12 @@ async def deliver(api) -> int:
         return await deliver_due(api.client.server.app[POOL], http)
 
 
+async def delivered(api, webhook_receiver, secret, count: int) -> list[dict]:
+    """Deliver what is due, expecting `count` webhooks; their verified bodies, in order."""
+    assert await deliver(api) == count
+    return [verified(hook, secret) for hook in webhook_receiver.received]
+
+
 async def outbox(api):
     return await api.db.fetch("SELECT * FROM webhook_deliveries ORDER BY id")
 
@@ -213,8 +219,7 @@ async def test_offline_reasons(api, hooked, webhook_receiver, make_agent, expect
         f"/streams/{stream['id']}", json={"isActive": False}, headers=account.headers
     )
     await expect_ok(resp, "Stream updated")
-    assert await deliver(api) == 6
-    events = [verified(hook, secret) for hook in webhook_receiver.received]
+    events = await delivered(api, webhook_receiver, secret, 6)
     assert [(e["event"], e["data"].get("reason")) for e in events] == [
         ("stream.live", None),
         ("stream.offline", "expired"),
@@ -351,8 +356,7 @@ async def test_destination_failed_and_recovered(api, hooked, webhook_receiver):
     await beat("live", "live")
     await beat("live", "live")
     await beat("live", "failed", tw_error="auth")  # first report of a destination already failing
-    assert await deliver(api) == 4
-    events = [verified(hook, secret) for hook in webhook_receiver.received]
+    events = await delivered(api, webhook_receiver, secret, 4)
     assert [e["event"] for e in events] == [
         "stream.live",
         "destination.failed",
@@ -393,8 +397,7 @@ async def test_a_destination_retrying_is_one_failure_until_it_recovers(
     await beat("connecting", "connection refused")
     await beat("live")
     await beat("backoff", "connection reset")
-    assert await deliver(api) == 4
-    events = [verified(hook, secret) for hook in webhook_receiver.received]
+    events = await delivered(api, webhook_receiver, secret, 4)
     assert [e["event"] for e in events] == [
         "stream.live",
         "destination.failed",
@@ -410,8 +413,7 @@ async def test_regranted_claim_reports_live_again(api, hooked, webhook_receiver)
     assert await sweep_expired(api.client.server.app[POOL]) == 1
     answers = await agent.beat([{"claimId": claim["claimId"], "streamKey": stream["streamKey"]}])
     assert answers[0]["status"] == "live"
-    assert await deliver(api) == 3
-    events = [verified(hook, secret) for hook in webhook_receiver.received]
+    events = await delivered(api, webhook_receiver, secret, 3)
     assert [(e["event"], e["data"]) for e in events] == [
         ("stream.live", {"agent": "edge-hook", "ingestUrl": INGEST}),
         ("stream.offline", {"reason": "expired"}),
