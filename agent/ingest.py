@@ -301,7 +301,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         self._close_reason: str | None = None
         self._admitted = False
         self._closed = False
-        self._buffer = memoryview(bytearray(READ_BUFFER))
+        self._buffer = server.read_buffer  # shared: consumed within buffer_updated
         # A socket handed over by another worker, until this worker starts reading it.
         self._unattached: socket.socket | None = None
 

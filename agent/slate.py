@@ -46,6 +46,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from agent.flv import SCRIPT, FlvTagReader
 from agent.media_facts import AudioFacts, VideoFacts
+from agent.memory import release_free_memory
 from agent.rtmp.message import AUDIO, VIDEO, Message
 from agent.scheduling import ordinary_scheduling
 
@@ -560,7 +561,10 @@ class SlateCache:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def _encode(self, video: VideoFacts | None, audio: AudioFacts | None) -> Slate:
-        slate = encode_slate(video, audio, *self._text)
+        try:
+            slate = encode_slate(video, audio, *self._text)
+        finally:
+            release_free_memory()  # the encoders' buffers, kept by this thread's arena
         self.encoded += 1
         return slate
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
+from agent.memory import release_free_memory
 from agent.probe import decode_one, open_decoder
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ def _timed(keyframe: Keyframe) -> tuple[bytes | Exception, float]:
         result: bytes | Exception = make_thumbnail(keyframe)
     except Exception as exc:  # undecodable input: reported, not raised
         result = exc
+    release_free_memory()  # what the decoder freed, kept by this thread's arena
     return result, time.thread_time() - started
 
 

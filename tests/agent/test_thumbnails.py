@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from fractions import Fraction
 
 import pytest
 from PIL import Image
 
+from agent import thumbnails
 from agent.destination import EgressSettings
 from agent.relay import StreamRelay
 from agent.rtmp.message import Message
@@ -87,6 +89,35 @@ def test_a_corrupt_keyframe_raises():
     broken = Keyframe(good.message, "h264", good.header, b"\x00\x00\x00\x10" + bytes(range(16)))
     with pytest.raises(Exception):  # noqa: B017 - FFmpeg's error, whichever it is
         make_thumbnail(broken)
+
+
+def test_each_picture_gives_the_decoders_memory_back(monkeypatch):
+    """The worker thread's malloc arena keeps what the decoder freed unless trimmed
+    (agent/memory.py): after every picture, made or failed."""
+    threads: list[str] = []
+    monkeypatch.setattr(
+        thumbnails, "release_free_memory", lambda: threads.append(threading.current_thread().name)
+    )
+    good = keyframe_of("h264", 640, 360)
+    broken = Keyframe(good.message, "h264", good.header, b"\x00\x00\x00\x10" + bytes(16))
+
+    async def both() -> None:
+        made: list[bytes] = []
+
+        async def upload(claim_id: str, jpeg: bytes) -> None:
+            made.append(jpeg)
+
+        thumbnailer = Thumbnailer(upload)
+        for claim_id, keyframe in (("a", good), ("b", broken)):
+            relay = type("Relay", (), {"latest_keyframe": lambda self, k=keyframe: k})()
+            thumbnailer.tick([(claim_id, relay)], 0.0)
+            while thumbnailer.pending:
+                await asyncio.sleep(0.01)
+        await thumbnailer.close()
+        assert len(made) == 1 and thumbnailer.failed == 1
+
+    asyncio.run(both())
+    assert len(threads) == 2 and all(name.startswith("thumbnail") for name in threads), threads
 
 
 def test_the_relay_keeps_the_newest_keyframe_of_the_primary_track():

@@ -538,3 +538,57 @@ def test_a_chunk_size_above_the_limit_is_a_protocol_error() -> None:
     fine.start()
     server_events, _ = pump(fine, server)
     assert any(isinstance(e, PublishRequested) for e in server_events)
+
+
+def test_sessions_keep_nothing_of_the_buffer_they_read_from() -> None:
+    """The agent reads every publisher's bytes into one shared buffer (agent/server.py,
+    `read_buffer`), overwritten by the next read of any connection: a session must copy
+    what it keeps. Two publishes go through one buffer in small interleaved pieces,
+    scribbled over after each, handshake included."""
+    shared = bytearray(700)
+    pairs = []
+    for n in range(2):
+        client = ClientSession("live", "rtmp://example/live", f"key{n}", random=seeded(n))
+        pairs.append((client, ServerSession(random=seeded(10 + n)), []))
+        client.start()
+    pending = [b"", b""]
+
+    def step() -> bool:
+        """One read of at most 700 bytes for each publish in turn; False when quiet."""
+        moved = False
+        for n, (client, server, events) in enumerate(pairs):
+            pending[n] += client.data_to_send()
+            piece, pending[n] = pending[n][: len(shared)], pending[n][len(shared) :]
+            if piece:
+                moved = True
+                shared[: len(piece)] = piece
+                events += server.receive_data(memoryview(shared)[: len(piece)])
+                shared[:] = b"\xee" * len(shared)  # the next connection's read
+            answer = server.data_to_send()
+            if answer:
+                moved = True
+                client.receive_data(answer)
+        return moved
+
+    while step():
+        pass
+    for _, server, _ in pairs:
+        server.accept_publish()
+    while step():
+        pass
+    sent: list[list[tuple[int, int, bytes]]] = [[], []]
+    for i in range(40):
+        for n, (client, _, _) in enumerate(pairs):
+            frame = (msg.VIDEO if i % 3 else msg.AUDIO, i * 33, bytes([n, i]) * (40 + i * 211))
+            client.send_media(*frame)
+            sent[n].append(frame)
+    while step():
+        pass
+    for n, (_, _, events) in enumerate(pairs):
+        received = [
+            (e.message.type_id, e.message.timestamp, e.message.payload)
+            for e in events
+            if isinstance(e, MediaReceived)
+        ]
+        assert received == sent[n]
+        assert PublishRequested(f"key{n}", "live") in events
