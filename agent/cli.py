@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvloop
 
+from agent import fastpath
 from agent.health import start_health
 from agent.rig_client import RigClient
 from agent.settings import AgentSettings, add_arguments, settings_from
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # one line naming the variable, no usage text
         parser.exit(2, f"{parser.prog}: invalid setting: {exc}\n")
     setup_logging(settings.log_level, settings.log_format)
+    log.info("per-message path: %s", fastpath.STATE)  # compiled or not (agent/fastpath.py)
     if not settings.agent_key:
         parser.error("RIG_AGENT_KEY is not set (create one with: rig agents create NAME)")
     zygote = None

@@ -45,7 +45,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent.destination import (
     Chunked,
@@ -219,7 +219,7 @@ class StreamRelay(StreamStart):
     def feed(self, messages: list[Message], now: float | None = None) -> None:
         """Relay the messages of one read from the publisher, in order (`now`: the
         monotonic clock, for the timeline)."""
-        batch = []
+        batch: list[MediaMessage] = []
         append = batch.append
         place = self.timeline.place
         if now is None:
@@ -331,9 +331,11 @@ class StreamRelay(StreamStart):
         changed (new key or URL) or removed while live counts what its earlier
         connections sent too: rig merges a session's destinations by id, so this keeps
         the whole broadcast in its report."""
-        reports = {w.destination.id: w.health(now) for w in self.workers.values()}
+        reports: dict[Any, dict[str, Any]] = {
+            w.destination.id: w.health(now) for w in self.workers.values()
+        }
         for worker in self.retired:
-            earlier = worker.health(now)
+            earlier: dict[str, Any] = worker.health(now)
             report = reports.setdefault(worker.destination.id, earlier)
             if report is not earlier:
                 report["bytesSent"] = worker.bytes_sent + report["bytesSent"]

@@ -223,9 +223,10 @@ def _legacy_video(body: bytes) -> Tag:
         if packet_type == 2:
             return Tag(Kind.END_OF_SEQUENCE, VIDEO, (Track(0, codec, 5),))
         return _UNKNOWN_VIDEO
-    codec = _LEGACY_VIDEO.get(codec_id)
-    if codec is None:
+    legacy = _LEGACY_VIDEO.get(codec_id)
+    if legacy is None:
         return _UNKNOWN_VIDEO
+    codec = legacy
     return Tag(Kind.KEYFRAME if key else Kind.FRAME, VIDEO, (Track(0, codec, 1),))
 
 

@@ -3,6 +3,12 @@
 Nothing here does I/O: feed received bytes in, get events and bytes to send out.
 """
 
+# ruff: noqa: E402 - the compiled modules' directory goes on __path__ before any import
+
+from agent import fastpath as _fastpath
+
+_fastpath.extend(__path__, "rtmp")  # its compiled modules, if the agent's are in use
+
 from . import amf0, message
 from .amf0 import AMFDate, EcmaArray, TypedObject
 from .chunk import ChunkReader, ChunkWriter, csid_for

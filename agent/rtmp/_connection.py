@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from . import amf0
 from .chunk import (
     CSID_COMMAND,
@@ -38,6 +40,8 @@ from .message import (
 DEFAULT_WINDOW_ACK_SIZE = 2_500_000
 
 
+# Compiled (agent/fastpath.py), subclassed by ClientSession, which is not.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class _Connection:
     """Chunk reader/writer plus the protocol control handling of RTMP spec 1.0 §5.4."""
 

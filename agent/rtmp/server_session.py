@@ -13,6 +13,8 @@ import enum
 import os
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from ._connection import _Connection, decode_command, is_command
 from .chunk import DEFAULT_MAX_MESSAGE_SIZE, MAX_CHUNK_SIZE
 from .errors import LocalProtocolError, ProtocolError
@@ -52,6 +54,8 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+# Compiled (agent/fastpath.py); tests subclass it to misbehave.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ServerSession(_Connection):
     """Server side of one RTMP connection, sans-I/O.
 

@@ -6,6 +6,7 @@ and the media engine's probes. The publisher side is the relay's own interface (
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 
@@ -86,7 +87,7 @@ async def feed(relay: StreamRelay, messages: list[Message], per_read: int = 3) -
 
 
 def relay_of(*urls: str, prober: Prober | None = None, **settings: object) -> StreamRelay:
-    egress = EgressSettings(**{**SETTINGS.__dict__, **settings})
+    egress = dataclasses.replace(SETTINGS, **settings)
     destinations = [destination(n + 1, url) for n, url in enumerate(urls)]
     return StreamRelay("stream test", destinations, egress, prober)
 
@@ -393,7 +394,7 @@ async def test_a_custom_destination_at_a_private_address_fails_at_once_with_a_re
             Destination(3, "Custom", "rtmp://[fd00::1]:1935/app", "key"),
             Destination(4, "Custom", "rtmp://localhost:1/app", "key"),
         ]
-        settings = EgressSettings(**{**SETTINGS.__dict__, "allow_private_destinations": False})
+        settings = dataclasses.replace(SETTINGS, allow_private_destinations=False)
         relay = StreamRelay("stream test", destinations, settings)
         relay.start()
         await live(relay, 1)

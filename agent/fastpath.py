@@ -1,0 +1,80 @@
+"""The relay's hot path compiled with mypyc, used only when built from these very sources.
+
+Each message a publisher sends goes through the same few modules: the chunk parser, the
+publish session, the classifier, the timeline, the relay, the destinations' queues and
+chunking. Interpreted, they cost the agent about as much CPU again as the kernel's share;
+compiled to C by mypyc (from the same type-annotated Python, nothing rewritten) the
+agent needs ~40 % less CPU per stream (docs/performance.md, Run L). The rest of the agent
+(sockets, rig, pictures, slate) stays interpreted: it is not per message.
+
+`python -m agent.build_fastpath` compiles `MODULES` into `agent/_compiled/` (needs mypy
+and a C compiler: `scripts/bootstrap` does it), with a digest of the sources it was
+built from. At import, `agent/__init__.py` puts the build in front of the package's
+search path only when that digest matches the sources now in place: an edited module,
+another Python, or no build at all, and the agent runs the interpreted modules, as
+before, saying so in its first log lines (`STATE`). `RIG_AGENT_PURE_PYTHON=1` forces the
+interpreted ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+BUILD = PACKAGE / "_compiled"
+STAMP = "SOURCES"
+# Per-message modules, in the package (paths relative to it).
+MODULES = (
+    "rtmp/message.py",
+    "rtmp/chunk.py",
+    "rtmp/_connection.py",
+    "rtmp/server_session.py",
+    "tags.py",
+    "timeline.py",
+    "media_queue.py",
+    "relay.py",
+    "destination.py",
+    "broadcast.py",
+)
+
+STATE = "pure Python: not activated"  # what activate() found, for the agent's log
+ACTIVE = False
+
+
+def digest(package: Path = PACKAGE) -> str:
+    """What a build must have been made from: these modules' bytes and this Python."""
+    h = hashlib.sha256(sys.implementation.cache_tag.encode())
+    for module in MODULES:
+        h.update(module.encode() + b"\0" + (package / module).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def activate(package_path: list[str]) -> bool:
+    """Put a build of the current sources in front of `agent`'s search path (its
+    `__path__`); False, and `STATE` says why, when there is none."""
+    global STATE, ACTIVE
+    ACTIVE = False
+    if os.environ.get("RIG_AGENT_PURE_PYTHON", "") not in ("", "0"):
+        STATE = "pure Python: RIG_AGENT_PURE_PYTHON is set"
+        return False
+    try:
+        built_from = (BUILD / STAMP).read_text().strip()
+    except OSError:
+        STATE = "pure Python: not compiled (python -m agent.build_fastpath)"
+        return False
+    if built_from != digest():
+        STATE = "pure Python: the compiled build is of other sources (scripts/bootstrap)"
+        return False
+    sys.path.append(str(BUILD))  # mypyc's shared library of the group, a top-level module
+    package_path.insert(0, str(BUILD / "agent"))
+    STATE, ACTIVE = "compiled (mypyc)", True
+    return True
+
+
+def extend(subpackage_path: list[str], name: str) -> None:
+    """A subpackage's part of `activate` (`agent.rtmp`'s modules)."""
+    if ACTIVE:
+        subpackage_path.insert(0, str(BUILD / "agent" / name))
