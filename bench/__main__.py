@@ -169,6 +169,7 @@ def summarise(bench: Bench) -> list[dict[str, Any]]:
                 "publisher_errors": sum(len(r.publisher_errors) for r in runs),
                 "thumbnails": _median([r.thumbnails for r in runs]),
                 "thumbnail_cpu_s": _median([r.thumbnail_cpu_s for r in runs]),
+                "agent_path": ", ".join(sorted({r.agent_path for r in runs if r.agent_path})),
             }
             for track in ("video", "audio"):
                 for part in ("head", "mid", "tail"):
@@ -407,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             + (f"; {row['thumbnails']:.0f} thumbnails in the window took"
                f" {row['thumbnail_cpu_s']:.3f} CPU-s"
                if row["thumbnails"] is not None else "")
+            + (f"; per-message path {row['agent_path']}" if row["agent_path"] else "")
         )  # fmt: skip
     for fig in bench.api:
         print(

@@ -239,6 +239,7 @@ class RigStack:
         self.api = Api(self.url)
         self.agent_key = ""
         self.agent: Child | None = None
+        self.agent_path = "unknown"  # compiled or not (agent/fastpath.py), from its log
         self.agent_port = 0
         self.agent_http_port = 0
 
@@ -304,6 +305,8 @@ class RigStack:
         self.agent.wait_for_port(self.agent_port)
         # Its HTTP listener comes up once every worker listens: after the RTMP port.
         self.agent.wait_for_port(self.agent_http_port)
+        said = re.search(r"per-message path: ([^\n\"]+)", log_path.read_text(errors="replace"))
+        self.agent_path = said.group(1).strip() if said else "unknown"
         return self.agent
 
     def thumbnail_figures(self) -> tuple[float, float]:

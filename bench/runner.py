@@ -96,6 +96,7 @@ class WorkloadRun:
     # Ours: stream pictures made in the window and the CPU they took (agent/thumbnails.py).
     thumbnails: int | None = None
     thumbnail_cpu_s: float | None = None
+    agent_path: str | None = None  # ours: its per-message modules compiled or not
 
     def worst(self, track: str, part: str) -> int:
         """The largest loss (ms) of `track` at `part` over every destination."""
@@ -393,6 +394,7 @@ class Bench:
             publisher_errors=errors,
             thumbnails=round(thumbs1[0] - thumbs0[0]) if relay == "ours" else None,
             thumbnail_cpu_s=round(thumbs1[1] - thumbs0[1], 4) if relay == "ours" else None,
+            agent_path=self.rig.agent_path if relay == "ours" else None,
         )
 
     # ------------------------------------------------------------------ latency

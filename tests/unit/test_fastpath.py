@@ -88,7 +88,18 @@ def test_the_digest_covers_every_compiled_module(package: Path) -> None:
     assert real_digest(package) == before
 
 
-@pytest.mark.skipif(not os.environ.get("CI"), reason="a developer's checkout may be unbuilt")
+PURE = os.environ.get("RIG_AGENT_PURE_PYTHON", "") not in ("", "0")
+
+
+@pytest.mark.skipif(not PURE, reason="the interpreted pass of scripts/test")
+def test_the_override_runs_the_interpreted_modules() -> None:
+    assert not fastpath.ACTIVE and "RIG_AGENT_PURE_PYTHON" in fastpath.STATE
+    assert agent.relay.__file__.endswith(".py") and agent.rtmp.chunk.__file__.endswith(".py")
+
+
+@pytest.mark.skipif(
+    PURE or not os.environ.get("CI"), reason="a developer's checkout may be unbuilt"
+)
 def test_ci_runs_the_compiled_modules() -> None:
     """scripts/bootstrap compiles them; a build that failed would leave the whole suite
     testing only the interpreted modules (and the agent slower) without a word."""
