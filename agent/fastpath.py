@@ -41,6 +41,8 @@ MODULES = (
     "broadcast.py",
 )
 
+# Read at import, before the agent's settings (agent/settings.py) exist.
+PURE_PYTHON = "RIG_AGENT_PURE_PYTHON"
 STATE = "pure Python: not activated"  # what activate() found, for the agent's log
 ACTIVE = False
 
@@ -58,8 +60,8 @@ def activate(package_path: list[str]) -> bool:
     `__path__`); False, and `STATE` says why, when there is none."""
     global STATE, ACTIVE
     ACTIVE = False
-    if os.environ.get("RIG_AGENT_PURE_PYTHON", "") not in ("", "0"):
-        STATE = "pure Python: RIG_AGENT_PURE_PYTHON is set"
+    if os.environ.get(PURE_PYTHON, "") not in ("", "0"):
+        STATE = f"pure Python: {PURE_PYTHON} is set"
         return False
     try:
         built_from = (BUILD / STAMP).read_text().strip()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent import fastpath
 from agent.health import HealthServer
 from agent.settings import OPTIONS as AGENT_OPTIONS
 from agent.settings import AgentSettings
@@ -34,7 +35,8 @@ CONSOLE_SCRIPTS = PYPROJECT["project"]["scripts"]
 
 OPTIONS = {env: option for option in [*RIG_OPTIONS, *AGENT_OPTIONS] for env in [option[1]]}
 SERVICE_URLS = {f"RIG_SERVICE_URL_{s.upper()}" for s in DEFAULT_SERVICE_URLS}
-KNOWN = set(OPTIONS) | SERVICE_URLS
+# Besides the settings: the switch read when the agent package is imported.
+KNOWN = set(OPTIONS) | SERVICE_URLS | {fastpath.PURE_PYTHON}
 
 
 def rig_routes() -> set[str]:
