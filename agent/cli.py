@@ -2,8 +2,6 @@
 
 import argparse
 import asyncio
-import ctypes
-import ctypes.util
 import gc
 import logging
 import signal
@@ -15,6 +13,7 @@ import uvloop
 
 from agent import fastpath
 from agent.health import start_health
+from agent.memory import limit_malloc_arenas
 from agent.rig_client import RigClient
 from agent.settings import AgentSettings, add_arguments, settings_from
 from agent.supervisor import Supervisor
@@ -123,24 +122,9 @@ def quiet_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-# glibc's mallopt(M_ARENA_MAX): without a cap every thread that allocates (the PyAV
-# probe worker, asyncio's resolver threads) may get a malloc arena of its own (up to 8
-# per core), each holding freed memory; 2 are plenty for one event loop.
-M_ARENA_MAX = -8
-
-
-def limit_malloc_arenas(count: int = 2) -> None:
-    """Cap glibc's malloc arenas (before any thread starts); no-op elsewhere."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_ARENA_MAX, count)
-    except (OSError, AttributeError):
-        pass  # not glibc
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `rig-agent` console script."""
-    limit_malloc_arenas()
+    limit_malloc_arenas()  # before any thread starts
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,4 +1,5 @@
-"""Giving freed memory back to the system after the media engine's occasional work.
+"""glibc's allocator, tuned for the agent: at most two malloc arenas, and freed memory
+given back to the system after the media engine's occasional work.
 
 A thread that decodes a picture (agent/thumbnails.py) or encodes a slate
 (agent/slate.py) allocates from a malloc arena of its own; glibc keeps what FFmpeg
@@ -14,17 +15,28 @@ import ctypes
 import ctypes.util
 from collections.abc import Callable
 
+M_ARENA_MAX = -8  # glibc's malloc.h
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
+
+def _libc_function(name: str) -> Callable[..., int] | None:
+    """A function of glibc's, or None where the C library has none (musl, macOS)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        return libc.malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or None), name)
     except (OSError, AttributeError):
         return None
 
 
-_TRIM = _malloc_trim()
+_TRIM = _libc_function("malloc_trim")
+_MALLOPT = _libc_function("mallopt")
+
+
+def limit_malloc_arenas(count: int = 2) -> None:
+    """Cap glibc's malloc arenas (call before any thread starts); no-op elsewhere.
+    Without a cap every thread that allocates (the PyAV probe, asyncio's resolver
+    threads) may get an arena of its own (up to 8 per core), each holding freed memory;
+    2 are plenty for one event loop."""
+    if _MALLOPT is not None:
+        _MALLOPT(M_ARENA_MAX, count)
 
 
 def release_free_memory() -> bool:
