@@ -85,6 +85,7 @@ class LiveIngest:
         self.relay: StreamRelay | None = None
         self.claim_id: str | None = None
         self.stream_id = ""  # rig's id of the stream (or the claim's), once claimed
+        self.thumbnail_wanted = True  # rig's thumbnailWanted: someone looks at its pictures
         self.broadcast: Broadcast | None = None
         self.keys: set[str] = set()  # under which it is in the server's `live`
         self.connections: dict[Source, IngestConnection] = {}  # its publishers now
@@ -662,6 +663,7 @@ class IngestConnection(asyncio.BufferedProtocol):
             raise
         ingest.claim_id = claim.claim_id
         ingest.stream_id = claim.stream_id or claim.claim_id
+        ingest.thumbnail_wanted = claim.thumbnail_wanted
         placed = await server.placement.after_claim(self, key, claim)
         if placed is not None:  # another key of the stream is relayed already
             return placed

@@ -91,6 +91,14 @@ class Claim:
     stream_id: str = ""  # the broadcast: one per stream, whichever key claimed it
     role: str = "primary"  # or "backup": which of the stream's keys
     protection: dict[str, Any] | None = None  # rig's disconnectProtection
+    # Whether rig wants pictures of it (someone looks); True from a rig that does not say.
+    thumbnail_wanted: bool = True
+
+
+def thumbnail_wanted(answer: dict[str, Any]) -> bool:
+    """rig's `thumbnailWanted` in a claim or heartbeat answer: only an explicit false
+    stops the pictures (a rig from before it was there wants them all)."""
+    return answer.get("thumbnailWanted") is not False
 
 
 def server_url_of(rtmp_url: str, stream_key: str) -> str:
@@ -286,6 +294,7 @@ class RigClient:
             str(payload.get("streamId") or ""),
             role if role in ("primary", "backup") else "primary",
             payload.get("disconnectProtection"),
+            thumbnail_wanted(payload),
         )
 
     async def heartbeat(self, claims: list[bytes]) -> list[dict[str, Any]]:

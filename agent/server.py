@@ -42,6 +42,7 @@ from agent.rig_client import (
     RigUnavailable,
     StreamInUse,
     destinations_from,
+    thumbnail_wanted,
 )
 from agent.settings import AgentSettings, CannotListen
 from agent.slate import SlateCache
@@ -190,8 +191,14 @@ class IngestServer:
             await self.thumbnailer.close()
 
     def _live_claims(self) -> list[tuple[str, StreamRelay]]:
-        """(claim id, relay) of every publish live here."""
-        return [(i.claim_id, i.relay) for i in self.broadcasts() if i.claim_id and i.relay]
+        """(claim id, relay) of every publish live here whose pictures rig wants (someone
+        looks at them: decoding keyframes nobody sees would cost a fifth of the relay's
+        CPU, docs/performance.md)."""
+        return [
+            (i.claim_id, i.relay)
+            for i in self.broadcasts()
+            if i.claim_id and i.relay and i.thumbnail_wanted
+        ]
 
     def broadcasts(self) -> list[LiveIngest]:
         """Every broadcast live here, once each (one may be under two keys)."""
@@ -364,6 +371,7 @@ class IngestServer:
                 # down; the publish goes on as it is. Only a live answer says more.
             if ingest.relay is not None:
                 ingest.relay.apply_destinations(destinations_from(answer.get("destinations")))
+            ingest.thumbnail_wanted = thumbnail_wanted(answer)
             broadcast = ingest.broadcast
             protection = Protection.of(answer.get("disconnectProtection"))
             if broadcast is not None and protection is not None:

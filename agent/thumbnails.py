@@ -1,7 +1,9 @@
 """Thumbnails of live streams: the newest video keyframe as a small JPEG for rig
 (docs/agent-protocol.md#thumbnail-upload, `PUT /agents/claims/{claimID}/thumbnail`).
 
-At most every `INTERVAL` seconds per live stream, the relay's newest keyframe of the
+At most every `INTERVAL` seconds per live stream whose picture rig wants (someone asked
+for it within the last minute: `thumbnailWanted`, `IngestServer._live_claims`), the
+relay's newest keyframe of the
 primary video track (`StreamRelay.latest_keyframe`: the coded frame and its sequence
 header, which the relay keeps anyway) is decoded by PyAV, scaled so its longest side is
 at most 320 px (the display aspect ratio kept, never enlarged) and encoded as a JPEG by

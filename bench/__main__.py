@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--holding", type=_ints, metavar="N[,N...]",
         help="instead: N streams relayed, then N holding the disconnect slate (bench.holding)",
     )  # fmt: skip
+    p.add_argument(
+        "--watch", action="store_true",
+        help="ours: ask for every stream's picture every 10 s, as an open dashboard does"
+        " (without, nobody looks and the agent makes none)",
+    )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep recordings and teed files")
     p.add_argument("--out", type=Path, default=OUT, help="output directory (bench/out)")
     p.add_argument("--json", type=Path, help="JSON result file (default: in --out)")
@@ -118,6 +123,7 @@ def config_from(args: argparse.Namespace) -> Config:
         do_api=not args.no_api,
         latency_bg_levels=sorted({0, args.latency_bg}),
         agent_env=agent_env(args),
+        watch=args.watch,
     )
 
 
@@ -170,6 +176,7 @@ def summarise(bench: Bench) -> list[dict[str, Any]]:
                 "thumbnails": _median([r.thumbnails for r in runs]),
                 "thumbnail_cpu_s": _median([r.thumbnail_cpu_s for r in runs]),
                 "agent_path": ", ".join(sorted({r.agent_path for r in runs if r.agent_path})),
+                "watched": any(r.watched for r in runs),
             }
             for track in ("video", "audio"):
                 for part in ("head", "mid", "tail"):
@@ -407,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             + (f"; {row['publisher_errors']} publisher error(s)" if row["publisher_errors"] else "")
             + (f"; {row['thumbnails']:.0f} thumbnails in the window took"
                f" {row['thumbnail_cpu_s']:.3f} CPU-s"
+               + (" (every picture watched)" if row["watched"] else " (nobody watching)")
                if row["thumbnails"] is not None else "")
             + (f"; per-message path {row['agent_path']}" if row["agent_path"] else "")
         )  # fmt: skip

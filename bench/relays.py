@@ -6,6 +6,8 @@
   agent key from `rig agents create`, a user and its streams and destinations made over
   the REST API, and `rig-agent` processes started on demand (our relay).
 - `NginxRelay`: nginx-rtmp as the relay, one worker, `push` lines to the destinations.
+- `Viewers` (`--watch`): someone looking at every stream's picture, as the dashboard
+  does; without them the agent makes no pictures (they are made only while wanted).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -213,6 +216,49 @@ class Api:
             )
             info.destinations.append((service, key))
         return info
+
+
+class Viewers:
+    """A dashboard open on every stream: each stream's picture asked for every `interval`
+    seconds (`GET /streams/{id}/thumbnail`, one thread per stream), so rig wants them and
+    the agent makes them (docs/agent-protocol.md#thumbnail-upload). `pictures` counts the
+    JPEGs received."""
+
+    def __init__(self, api: Api, stream_ids: list[str], interval: float = 10.0) -> None:
+        self._api, self._ids, self._interval = api, stream_ids, interval
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.pictures = 0
+
+    def __enter__(self) -> Viewers:
+        for stream_id in self._ids:
+            thread = threading.Thread(target=self._look, args=(stream_id,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)  # a GET waits at most 10 s for a picture
+
+    def _look(self, stream_id: str) -> None:
+        request = urllib.request.Request(  # noqa: S310 (rig on loopback)
+            f"{self._api.base}/streams/{stream_id}/thumbnail",
+            headers={"Authorization": f"Bearer {self._api.token}"},
+        )
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+                    resp.read()
+                with self._lock:
+                    self.pictures += 1
+            except urllib.error.HTTPError as exc:
+                exc.close()  # 1000: no picture (yet)
+            except OSError:
+                pass  # rig stopping: the run is ending
+            self._stop.wait(self._interval)
 
 
 class RigStack:

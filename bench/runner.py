@@ -4,7 +4,9 @@ Workload (per relay, N, repetition): fresh receivers and a fresh relay process, 
 `ffmpeg -re -stream_loop -1` publishers (each teeing what it sends into a file), a
 warm-up, a measured window (relay tree CPU at its edges, memory sampled every 0.2 s),
 then the publishers stop, the relay drains, and every destination's recording is checked
-against what its publisher sent.
+against what its publisher sent. The agent makes stream pictures only while someone asks
+for them: by default nobody does (a streamer's dashboard is closed most of the time);
+`--watch` asks for every stream's picture every 10 s, as an open dashboard does.
 
 Latency (per relay, background load, repetition): the real-time publisher and the sink
 of `bench.latency`, through the relay and straight to the sink at once, optionally with
@@ -42,9 +44,12 @@ from bench.procs import (
     tree_cpu_times,
     wait_until,
 )
-from bench.relays import NginxRelay, Receivers, RigStack, StreamInfo
+from bench.relays import NginxRelay, Receivers, RigStack, StreamInfo, Viewers
 
 YOUTUBE_APP, TWITCH_APP = "live2", "app"
+# With --watch, the warm-up lasts at least this long (s): the agent's next heartbeat
+# (5 s) makes the pictures wanted, then one comes per stream every 10 s.
+WATCH_WARMUP = 10.0
 
 
 @dataclass
@@ -70,6 +75,7 @@ class Config:
     do_api: bool = True
     latency_bg_levels: list[int] = field(default_factory=list)
     agent_env: dict[str, str] = field(default_factory=dict)  # e.g. RIG_AGENT_EVENT_LOOP
+    watch: bool = False  # ours: a dashboard looks at every stream's picture (Viewers)
 
 
 @dataclass
@@ -97,6 +103,8 @@ class WorkloadRun:
     thumbnails: int | None = None
     thumbnail_cpu_s: float | None = None
     agent_path: str | None = None  # ours: its per-message modules compiled or not
+    watched: bool = False  # ours: every stream's picture was asked for (--watch)
+    pictures_seen: int | None = None  # --watch: JPEGs the viewers got (warm-up and window)
 
     def worst(self, track: str, part: str) -> int:
         """The largest loss (ms) of `track` at `part` over every destination."""
@@ -299,9 +307,10 @@ class Bench:
             root = root.with_name(root.name + "-profile")
         receivers = Receivers(root / "receivers", self.workload_blocks()).start()
         publishers: list[Child] = []
+        watched = relay == "ours" and cfg.watch
         try:
             relay_child, port = self._start_relay(relay, root, latency_phase=False)
-            with RssSampler(relay_child.pid) as rss:
+            with RssSampler(relay_child.pid) as rss, contextlib.ExitStack() as viewing:
                 sent_files = [root / f"sent-{j}.flv" for j in range(n)]
                 publishers = [
                     self.publisher(
@@ -317,7 +326,14 @@ class Bench:
                     "every publisher to start",
                     interval=0.1,
                 )
-                time.sleep(cfg.warmup)
+                warmup, viewers = cfg.warmup, None
+                if watched:
+                    ids = [s.id for s in self.work_streams[:n]]
+                    viewers = viewing.enter_context(Viewers(self.rig.api, ids))
+                    # The agent hears of it at its next heartbeat (5 s): then one picture
+                    # per stream every 10 s, the steady state the window should measure.
+                    warmup = max(warmup, WATCH_WARMUP)
+                time.sleep(warmup)
 
                 def window_edge() -> tuple:
                     """Counters read at each edge of the measured window."""
@@ -337,6 +353,7 @@ class Bench:
                 else:
                     time.sleep(cfg.window)
                 cpu1, rig1, t1, main1, offsets1, recorded1, thumbs1 = window_edge()
+                pictures_seen = None if viewers is None else viewers.pictures
                 errors = [
                     f"publisher {j} exited early: {p.log()[-300:].strip()}"
                     for j, p in enumerate(publishers)
@@ -395,6 +412,8 @@ class Bench:
             thumbnails=round(thumbs1[0] - thumbs0[0]) if relay == "ours" else None,
             thumbnail_cpu_s=round(thumbs1[1] - thumbs0[1], 4) if relay == "ours" else None,
             agent_path=self.rig.agent_path if relay == "ours" else None,
+            watched=watched,
+            pictures_seen=pictures_seen,
         )
 
     # ------------------------------------------------------------------ latency

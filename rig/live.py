@@ -53,6 +53,7 @@ from rig.shapes import (
     InvalidClaimAnswer,
     Release,
 )
+from rig.thumbnails import picture_wanted
 
 log = logging.getLogger(__name__)
 routes = ApiRoutes()
@@ -245,6 +246,7 @@ async def claim(request: web.Request) -> Claimed:
         destinations = await fetch_destinations(
             conn, stream["id"], request.app[SETTINGS].service_urls
         )
+        wanted = await picture_wanted(conn, stream["id"])
     return Claimed(
         claimId=granted["claim_id"],
         streamId=stream["id"],
@@ -252,6 +254,7 @@ async def claim(request: web.Request) -> Claimed:
         destinations=destinations,
         role=role,
         disconnectProtection=disconnect_protection(stream),
+        thumbnailWanted=wanted,
     )
 
 
@@ -422,6 +425,7 @@ async def _renew(
         destinations=destinations,
         disconnectProtection=disconnect_protection(stream),
         backupStatus=_backup_status(stream, item.backupStreamKey),
+        thumbnailWanted=await picture_wanted(conn, stream["id"]),
     )
 
 

@@ -674,6 +674,13 @@ class Claimed(Answer):
         Literal["primary", "backup"], Field(description="which of the stream's keys was claimed")
     ]
     disconnectProtection: DisconnectProtection
+    thumbnailWanted: Annotated[
+        bool,
+        Field(
+            description="someone asked for the stream's picture within the last minute:"
+            " make its thumbnails (docs/agent-protocol.md#thumbnail-upload)"
+        ),
+    ] = False
 
 
 def _is_none(value: Any) -> bool:
@@ -698,6 +705,14 @@ class ClaimAnswer(Answer):
         Field(
             description="only when the entry named a backupStreamKey: revoked when that key is"
             " no longer the stream's backup key (end the backup publisher, keep the broadcast)",
+            exclude_if=_is_none,
+        ),
+    ] = None
+    thumbnailWanted: Annotated[
+        bool | None,
+        Field(
+            description="someone asked for the stream's picture within the last minute:"
+            " make its thumbnails (live claims only)",
             exclude_if=_is_none,
         ),
     ] = None

@@ -5,12 +5,20 @@ the relay's path) into a JPEG whose longest side is 320 px and PUTs it here with
 agent token; rig keeps the latest per stream in PostgreSQL. The stream's owner GETs it
 as `image/jpeg` while the stream is live and the picture is at most 15 s old.
 
+Pictures are made only while someone looks: each GET marks the stream's picture wanted
+for `WANTED_SECONDS` (`thumbnail_wanted`), and rig's claim and heartbeat answers say so
+to the agent (`thumbnailWanted`), which decodes keyframes of wanted streams only. A
+stream nobody has looked at for a minute costs its agent no decoding; the first GET
+after that waits (up to `WAIT_SECONDS`) for the agent's next heartbeat and its picture.
+
 rig checks what it stores: `Content-Type: image/jpeg`, at most 256 KiB, a JPEG (Pillow
 reads its header: no decoding) whose longest side is at most 320 px, and at most one
 picture per 5 s per stream (half the agent's interval: room for jitter, none for a loop).
 """
 
+import asyncio
 import io
+import json
 import uuid
 from email.utils import format_datetime
 
@@ -32,6 +40,12 @@ MAX_BYTES = 256 * 1024
 MAX_SIDE = 320
 MAX_AGE_SECONDS = 15
 MIN_INTERVAL_SECONDS = 5
+# A GET keeps the stream's pictures coming this long (the dashboard asks every 10 s).
+WANTED_SECONDS = 60
+# How long a GET waits for a fresh picture: the agent hears that one is wanted at its
+# next heartbeat (every 5 s by default), then makes and uploads it within a second or so.
+WAIT_SECONDS = 10.0
+POLL_SECONDS = 0.25  # how often a waiting GET looks for the picture
 
 
 class TooSoon(ApiError):
@@ -140,23 +154,45 @@ async def _store(
     content_types=(JPEG,),
     errors=("404",),
     description="`image/jpeg`, longest side 320 px; `Last-Modified` says when it was"
-    " taken. errorCode 1000 when the stream is not live, has no video, or no picture of"
-    " the current broadcast is at most 15 s old.",
+    " taken. The agent makes pictures only while someone asks for them (each request keeps"
+    " them coming for a minute), so the first request after a while waits up to 10 s for"
+    " one. errorCode 1000 when the stream is not live, has no video, or no picture of"
+    " the current broadcast at most 15 s old came within those 10 s.",
 )
 async def get_thumbnail(request: web.Request) -> web.Response:
     stream = await owned_stream(request)
     if stream["claim_id"] is None:
         raise NotFound("No thumbnail: the stream is not live")
-    row = await request.app[POOL].fetchrow(
-        "SELECT image, taken_at FROM stream_thumbnails"
-        " WHERE stream_id = $1 AND claim_id = $2"
-        " AND taken_at > now() - $3 * interval '1 second'",
+    pool = request.app[POOL]
+    await pool.execute(
+        """INSERT INTO thumbnail_wanted (stream_id, wanted_until)
+           VALUES ($1, now() + $2 * interval '1 second')
+           ON CONFLICT (stream_id) DO UPDATE SET wanted_until = EXCLUDED.wanted_until""",
         stream["id"],
-        stream["claim_id"],
-        MAX_AGE_SECONDS,
+        WANTED_SECONDS,
     )
-    if row is None:
-        raise NotFound("No thumbnail: no picture of this broadcast in the last 15 s")
+    deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
+    while True:
+        row = await pool.fetchrow(
+            """SELECT t.image, t.taken_at, c.health -> 'ingest' AS ingest
+                 FROM stream_claims c
+                 LEFT JOIN stream_thumbnails t
+                   ON t.stream_id = c.stream_id AND t.claim_id = c.claim_id
+                  AND t.taken_at > now() - $3 * interval '1 second'
+                WHERE c.stream_id = $1 AND c.claim_id = $2""",
+            stream["id"],
+            stream["claim_id"],
+            MAX_AGE_SECONDS,
+        )
+        if row is None:
+            raise NotFound("No thumbnail: the stream is not live")
+        if row["image"] is not None:
+            break
+        if _without_video(row["ingest"]):
+            raise NotFound("No thumbnail: the stream has no video")
+        if asyncio.get_running_loop().time() >= deadline:
+            raise NotFound("No thumbnail: no picture of this broadcast in the last 15 s")
+        await asyncio.sleep(POLL_SECONDS)
     return web.Response(
         body=row["image"],
         content_type=JPEG,
@@ -164,4 +200,22 @@ async def get_thumbnail(request: web.Request) -> web.Response:
             "Cache-Control": "private, no-cache",
             "Last-Modified": format_datetime(row["taken_at"], usegmt=True),
         },
+    )
+
+
+def _without_video(ingest: str | None) -> bool:
+    """Whether the agent's last heartbeat said the ingest has audio and no video (then no
+    picture will come: answered at once rather than after the wait). rig keeps only the
+    facts that are known (rig/health.py), so no video is a missing `videoCodec`."""
+    facts = json.loads(ingest) if ingest else None
+    return isinstance(facts, dict) and "audioCodec" in facts and "videoCodec" not in facts
+
+
+async def picture_wanted(conn: asyncpg.Connection, stream_id: uuid.UUID) -> bool:
+    """Whether someone asked for the stream's picture within the last WANTED_SECONDS
+    (rig's claim and heartbeat answers: `thumbnailWanted`)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT wanted_until > now() FROM thumbnail_wanted WHERE stream_id = $1", stream_id
+        )
     )

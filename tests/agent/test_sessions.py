@@ -237,12 +237,22 @@ async def test_each_end_has_its_reason(aiohttp_server, settings, db, how, reason
 async def test_a_live_stream_has_a_thumbnail_and_one_without_video_has_none(
     aiohttp_server, settings, db
 ):
-    async with live_stack(aiohttp_server, settings, db) as live:
+    # No disconnect protection: the publisher, idle once its media is sent, is not held
+    # (a held broadcast's relay has the slate's keyframes, not the publisher's).
+    off = {"enabled": False, "graceSeconds": 0}
+    async with live_stack(aiohttp_server, settings, db, protection=off) as live:
         path = f"/streams/{live.stream['id']}/thumbnail"
         status, body, _ = await live.get(path)
         assert (status, body["errorCode"]) == (404, 1000)  # type: ignore[index]
         publisher = await live.publisher()
         await publisher.send(stream_media())
+        # Nobody has asked for a picture: heartbeats and picture ticks go by, none made.
+        await relayed(live)
+        await asyncio.sleep(1.5)
+        assert live.server.thumbnailer is not None
+        assert live.server.thumbnailer.made == 0
+        [ingest] = live.server.broadcasts()
+        assert ingest.thumbnail_wanted is False
 
         async def picture() -> tuple[int, object, str]:
             async with asyncio.timeout(10):
@@ -264,6 +274,10 @@ async def test_a_live_stream_has_a_thumbnail_and_one_without_video_has_none(
         assert 'rig_agent_thumbnails_total{result="failed"} 0.0' in metrics
         cpu = re.search(r"^rig_agent_thumbnail_cpu_seconds_total (\S+)$", metrics, re.M)
         assert cpu and 0 < float(cpu.group(1)) < 1
+        # A minute without a GET: the next heartbeat's answer stops the pictures.
+        await db.execute("UPDATE thumbnail_wanted SET wanted_until = now() - interval '1 s'")
+        await wait_until(lambda: not ingest.thumbnail_wanted)
+        assert live.server._live_claims() == []
         await publisher.stop()
         await live.ended_session()
 

@@ -323,6 +323,7 @@ async def test_live_agent_sees_destination_changes_at_heartbeat(api, make_agent,
             "status": "live",
             "destinations": [paused],
             "disconnectProtection": {"enabled": True, "graceSeconds": 30},
+            "thumbnailWanted": False,
         }
     ]
 

@@ -1,11 +1,17 @@
 """Thumbnails (docs/agent-protocol.md#thumbnail-upload): an agent PUTs the live stream's
 latest JPEG, the owner GETs it while live and at most 15 s old; everything else is
-refused clearly."""
+refused clearly. Pictures are wanted only while someone asks for them: a GET marks the
+stream's picture wanted (rig's claim and heartbeat answers say `thumbnailWanted`) and
+waits a little for a picture when there is none yet."""
 
+import asyncio
 import io
 from email.utils import parsedate_to_datetime
 
+import pytest
 from PIL import Image
+
+from rig import thumbnails
 
 JPEG = {"Content-Type": "image/jpeg"}
 
@@ -62,7 +68,21 @@ async def test_the_owner_gets_the_latest_picture(api, make_agent, expect_ok):
     assert await resp.read() == second
 
 
-async def test_no_picture_answers_1000(api, make_agent, expect_ok, expect_error, case):
+@pytest.fixture
+def short_wait(monkeypatch):
+    """A GET waits half a second for a picture instead of 10 s."""
+    monkeypatch.setattr(thumbnails, "WAIT_SECONDS", 0.5)
+
+
+def beat_of(claim, stream, ingest=None):
+    """A heartbeat entry of the claim, with the ingest's facts when given."""
+    entry = {"claimId": claim["claimId"], "streamKey": stream["streamKey"]}
+    if ingest is not None:
+        entry["health"] = {"ingestUrl": "rtmp://edge.example/live", "ingest": ingest}
+    return entry
+
+
+async def test_no_picture_answers_1000(api, make_agent, expect_ok, expect_error, case, short_wait):
     account, stream, agent, claim = await live(api, make_agent)
     with case("live, no picture yet (or no video)"):
         error = await expect_error(await get(api, account, stream["id"]), 1000, 404)
@@ -82,6 +102,60 @@ async def test_no_picture_answers_1000(api, make_agent, expect_ok, expect_error,
     with case("someone else's stream"):
         stranger = await api.account()
         await expect_error(await get(api, stranger, stream["id"]), 1000, 404)
+
+
+async def test_a_get_makes_the_picture_wanted_for_a_minute(api, make_agent, expect_ok, short_wait):
+    account, stream, agent, claim = await live(api, make_agent)
+    assert claim["thumbnailWanted"] is False  # nobody has looked
+    [answer] = await agent.beat([beat_of(claim, stream)])
+    assert answer["thumbnailWanted"] is False
+    await get(api, account, stream["id"])  # no picture yet: 1000 after the wait
+    [answer] = await agent.beat([beat_of(claim, stream)])
+    assert answer["thumbnailWanted"] is True
+    until = await api.db.fetchval("SELECT wanted_until - now() FROM thumbnail_wanted")
+    assert 55 < until.total_seconds() <= 60
+    # A stream that comes back live while someone looks is wanted from its claim on.
+    await expect_ok(await agent.release(claim["claimId"]), "Claim released")
+    claim = await agent.claimed(stream["streamKey"])
+    assert claim["thumbnailWanted"] is True
+    # A minute without a GET: no more pictures.
+    await api.db.execute("UPDATE thumbnail_wanted SET wanted_until = now() - interval '1 s'")
+    [answer] = await agent.beat([beat_of(claim, stream)])
+    assert answer["thumbnailWanted"] is False
+    # Another stream's GET wants only that stream's pictures.
+    other = await api.stream(account)
+    other_claim = await agent.claimed(other["streamKey"])
+    await get(api, account, other["id"])
+    answers = await agent.beat([beat_of(claim, stream), beat_of(other_claim, other)])
+    assert [a["thumbnailWanted"] for a in answers] == [False, True]
+
+
+async def test_a_get_waits_for_the_picture_it_asked_for(api, make_agent, expect_ok, monkeypatch):
+    monkeypatch.setattr(thumbnails, "WAIT_SECONDS", 60.0)
+    account, stream, agent, claim = await live(api, make_agent)
+    waiting = asyncio.ensure_future(get(api, account, stream["id"]))
+    # The agent hears of it at its next heartbeat, then uploads a picture.
+    async with asyncio.timeout(30):
+        while not (await agent.beat([beat_of(claim, stream)]))[0]["thumbnailWanted"]:
+            await asyncio.sleep(0.05)
+    assert not waiting.done()
+    jpeg = picture()
+    await expect_ok(await put(api, agent, claim["claimId"], jpeg), "Thumbnail stored")
+    async with asyncio.timeout(30):
+        resp = await waiting
+    assert resp.status == 200 and await resp.read() == jpeg
+
+
+@pytest.mark.parametrize("ingest", [{"videoCodec": None, "audioCodec": "aac"}, None])
+async def test_no_video_or_no_picture_coming(api, make_agent, expect_error, monkeypatch, ingest):
+    """Audio only (the agent's last heartbeat said so): 1000 at once, not after the wait.
+    Video, but no picture comes (an agent with pictures off): 1000 after the wait."""
+    monkeypatch.setattr(thumbnails, "WAIT_SECONDS", 3600.0 if ingest else 0.5)
+    account, stream, agent, claim = await live(api, make_agent)
+    await agent.beat([beat_of(claim, stream, ingest or {"videoCodec": "h264"})])
+    async with asyncio.timeout(30):  # not an hour
+        error = await expect_error(await get(api, account, stream["id"]), 1000, 404)
+    assert ("no video" if ingest else "15 s") in error["message"]
 
 
 async def test_bad_uploads_are_refused_and_store_nothing(api, make_agent, expect_error, case):

@@ -1,8 +1,9 @@
 """The benchmark's smoke variant runs and our relay loses no media after the head.
 
 It drives real processes (rig, rig-agent, nginx-rtmp, ffmpeg) for about half a minute and
-asserts no timing: only that `bench/run --smoke` succeeds and reports zero mid-stream and
-tail loss at every destination of our relay.
+asserts no timing: only that `bench/run --smoke --watch` succeeds, reports zero mid-stream
+and tail loss at every destination of our relay, and that the pictures asked for (as an
+open dashboard does) came.
 """
 
 import json
@@ -22,7 +23,7 @@ def test_smoke(tmp_path: Path) -> None:
         pytest.fail("the benchmark needs ffmpeg and nginx (scripts/test installs them)")
     result_file = tmp_path / "smoke.json"
     run = subprocess.run(
-        [str(REPO / "bench" / "run"), "--smoke", "--json", str(result_file)],
+        [str(REPO / "bench" / "run"), "--smoke", "--watch", "--json", str(result_file)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -36,6 +37,7 @@ def test_smoke(tmp_path: Path) -> None:
     assert ours, output
     for workload in ours:
         assert not workload["publisher_errors"], workload["publisher_errors"]
+        assert workload["watched"] and workload["pictures_seen"] >= workload["n"], workload
         assert len(workload["destinations"]) == workload["n"] * workload["d"]
         for dest in workload["destinations"]:
             assert dest["recordings"], f"nothing recorded: {dest}"

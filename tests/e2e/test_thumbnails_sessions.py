@@ -61,7 +61,8 @@ def thumbnail(api: Api, stream_id: str) -> tuple[int, bytes | dict]:
         headers={"Authorization": f"Bearer {api.token}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+        # rig waits up to 10 s for a picture nobody had asked for before.
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
             assert resp.headers["Content-Type"] == "image/jpeg"
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
@@ -222,4 +223,5 @@ def test_a_stream_without_video_has_no_thumbnail(e2e, audio_only):
     time.sleep(2)  # two thumbnail rounds of the agent
     status, body = thumbnail(stack.api, stream.id)
     assert status == 404 and isinstance(body, dict) and body["errorCode"] == 1000
+    assert "no video" in body["message"]  # said at once, from the agent's heartbeat
     assert publish.wait(60) == 0, publish.stderr

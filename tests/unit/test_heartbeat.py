@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from agent.heartbeat import (
     MAX_ARRAY_ITEMS,
     MAX_BATCH_BYTES,
@@ -12,6 +14,7 @@ from agent.heartbeat import (
     encode,
     essential,
 )
+from agent.rig_client import thumbnail_wanted
 
 
 def test_bounded_cleans_every_string_and_caps_arrays_and_numbers():
@@ -63,3 +66,16 @@ def test_batches_hold_at_most_100_claims_and_1_mib_in_order():
     assert [len(b) for b in batches(claims(3, 2_000_000))] == [1, 1, 1]  # too big alone
     assert batches([]) == []
     assert MAX_CLAIMS_PER_BATCH == 100
+
+
+@pytest.mark.parametrize(
+    ("answer", "wanted"),
+    [
+        ({"thumbnailWanted": False}, False),
+        ({"thumbnailWanted": True}, True),
+        ({}, True),  # a rig from before pictures on demand: it wants them all
+        ({"thumbnailWanted": None}, True),
+    ],
+)
+def test_thumbnail_wanted_unless_rig_says_not(answer, wanted):
+    assert thumbnail_wanted({"claimId": "c", "status": "live", **answer}) is wanted
