@@ -17,8 +17,12 @@ from rig.live import sweep_expired
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 INGEST = "rtmp://edge-1.example.net:1935/live"
-# What a heartbeat answers beside the destinations of a live claim (the default setting).
-PROTECTED = {"disconnectProtection": {"enabled": True, "graceSeconds": 30}}
+# What a heartbeat answers beside the destinations of a live claim (the default setting;
+# nobody has asked for the stream's picture).
+PROTECTED = {
+    "disconnectProtection": {"enabled": True, "graceSeconds": 30},
+    "thumbnailWanted": False,
+}
 
 
 def parse_iso(value: str) -> float:
@@ -66,9 +70,10 @@ async def test_claim_makes_the_stream_live(api, settings, expect_ok):
     after = time.time()
     assert set(claim) == {
         *("claimId", "streamId", "expiresAt", "destinations"),
-        *("role", "disconnectProtection"),
+        *("role", "disconnectProtection", "thumbnailWanted"),
     }
     assert claim["role"] == "primary"
+    assert claim["thumbnailWanted"] is False
     assert claim["disconnectProtection"] == {"enabled": True, "graceSeconds": 30}
     assert UUID4.match(claim["claimId"])
     assert claim["streamId"] == stream["id"]
