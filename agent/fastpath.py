@@ -1,12 +1,22 @@
 """The relay's hot path compiled with mypyc, used only when built from these very sources.
 
-Each message a publisher sends goes through the same few modules: the chunk parser, the
-publish session, the classifier, the timeline, the relay, the destinations' queues and
-chunking. Compiled to C by mypyc (from the same type-annotated Python, nothing
-rewritten) the relay took ~20 % less CPU per stream and ~10 MB less memory at 32 streams
-in A/B runs (docs/performance.md, Run L). The rest of the agent (sockets, rig, pictures,
-slate) stays interpreted: it is not per message, or, for the per-read ingest.py and
-egress.py (which mypyc compiles too), not measured yet.
+Each message a publisher sends goes through the same few modules: the publisher's
+connection (ingest.py, the loop's protocol: each read), the chunk parser, the publish
+session, the classifier, the timeline, the relay, the destinations' queues and chunking,
+and the destination's connection (egress.py: each write). Compiled to C by mypyc (from
+the same type-annotated Python, nothing rewritten) the relay took ~20 % less CPU per
+stream and ~10 MB less memory at 32 streams in A/B runs (docs/performance.md, Run L),
+measured before ingest.py and egress.py joined: what they add is not measured yet. The
+rest of the agent (rig, heartbeats, placement, workers, pictures, slate) stays
+interpreted: it is not per message.
+
+Compiled, a class is a native class: arguments and attributes typed with a compiled
+class are checked (a test's stand-in for one is refused: hand it the real thing), a
+class that interpreted code subclasses must say so (`mypyc_attr`, as `_Connection`
+does), and compiled code calls the group's functions directly (monkeypatching one is
+not seen there). The protocols (`IngestConnection`, `RtmpPublish`) derive from asyncio's
+interpreted protocol classes, which mypyc allows: their instances keep a `__dict__`
+beside the native attributes.
 
 `python -m agent.build_fastpath` compiles `MODULES` into `agent/_compiled/` (needs mypy
 and a C compiler: `scripts/bootstrap` does it), with a digest of the sources it was
@@ -39,6 +49,8 @@ MODULES = (
     "relay.py",
     "destination.py",
     "broadcast.py",
+    "ingest.py",
+    "egress.py",
 )
 
 # Read at import, before the agent's settings (agent/settings.py) exist.

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from agent.destination import Chunked, Destination, DestinationState, EgressSettings
+from agent.egress import RtmpPublish, parse_target
 from agent.media_queue import MediaMessage
 from agent.probe import Prober
 from agent.relay import StreamRelay
@@ -416,13 +417,16 @@ async def test_a_custom_destination_at_a_private_address_fails_at_once_with_a_re
         assert await relay.wait_closed(3)
 
 
-def test_a_batch_is_chunked_once_per_chunk_size_and_stream_id():
-    class Connection:  # what Chunked looks at: the connection's chunk key
-        def __init__(self, key: tuple[int, int]) -> None:
-            self.chunk_key = key
+async def test_a_batch_is_chunked_once_per_chunk_size_and_stream_id():
+    def connection(key: tuple[int, int]) -> RtmpPublish:
+        """A publish (never connected) with the chunk key Chunked looks at, as set once
+        a destination accepted it. A real one: compiled, Chunked takes nothing else."""
+        publish = RtmpPublish(parse_target("rtmp://127.0.0.1/live", "key"), key[1], 1.0)
+        publish.chunk_key = key
+        return publish
 
     batch = Chunked([MediaMessage(VIDEO, 0, b"\x17\x01" + bytes(5000), Kind.KEYFRAME)])
-    a, b, c = Connection((1, 65536)), Connection((1, 65536)), Connection((1, 4096))
+    a, b, c = connection((1, 65536)), connection((1, 65536)), connection((1, 4096))
     assert batch.for_connection(a) is batch.for_connection(b)
     assert batch.for_connection(c) != batch.for_connection(a)
 

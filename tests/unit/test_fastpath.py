@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import agent.egress
+import agent.ingest
 import agent.relay
 import agent.rtmp.chunk
 from agent import fastpath
@@ -94,7 +96,8 @@ PURE = os.environ.get("RIG_AGENT_PURE_PYTHON", "") not in ("", "0")
 @pytest.mark.skipif(not PURE, reason="the interpreted pass of scripts/test")
 def test_the_override_runs_the_interpreted_modules() -> None:
     assert not fastpath.ACTIVE and "RIG_AGENT_PURE_PYTHON" in fastpath.STATE
-    assert agent.relay.__file__.endswith(".py") and agent.rtmp.chunk.__file__.endswith(".py")
+    for module in (agent.relay, agent.rtmp.chunk, agent.ingest, agent.egress):
+        assert module.__file__ is not None and module.__file__.endswith(".py"), module
 
 
 @pytest.mark.skipif(
@@ -104,4 +107,5 @@ def test_ci_runs_the_compiled_modules() -> None:
     """scripts/bootstrap compiles them; a build that failed would leave the whole suite
     testing only the interpreted modules (and the agent slower) without a word."""
     assert fastpath.ACTIVE, fastpath.STATE
-    assert agent.relay.__file__.endswith(".so") and agent.rtmp.chunk.__file__.endswith(".so")
+    for module in (agent.relay, agent.rtmp.chunk, agent.ingest, agent.egress):
+        assert module.__file__ is not None and module.__file__.endswith(".so"), module
