@@ -389,6 +389,41 @@ def _encode_audio(facts: AudioFacts) -> TrackSlate:
 
 _ENCODE_ERRORS = (av.FFmpegError, ValueError, TypeError, SlateError)
 
+# SVT-AV1 (4.1, PyAV 18's libsvtav1) now and then never returns from
+# `svt_av1_enc_get_packet` while both cores are busy: reproduced in 1 of ~5 to 150
+# encodes of a 320x180 slate with two busy loops beside it, with or without real-time
+# threads, CPU idle once stuck (a lock in the library, not slowness). An AV1 encode that
+# has not finished within SVT_TIMEOUT is abandoned (its thread stays asleep in that
+# wait: no CPU, the encoder's memory kept) and started again, at most SVT_ATTEMPTS times.
+SVT_TIMEOUT = 30.0  # s: a 1080p slate GOP takes 1-3 s
+SVT_ATTEMPTS = 3
+
+
+def _encode_video_watched(facts: VideoFacts, text: str, subtext: str) -> TrackSlate:
+    """`_encode_video`, abandoned and tried again when libsvtav1 does not finish."""
+    if _VIDEO_ENCODERS[facts.codec] != "libsvtav1":
+        return _encode_video(facts, text, subtext)
+    for _ in range(SVT_ATTEMPTS):
+        try:
+            return _in_own_thread(facts, text, subtext).result(SVT_TIMEOUT)
+        except TimeoutError:
+            log.warning("slate: libsvtav1 did not finish in %.0f s; trying again", SVT_TIMEOUT)
+    raise SlateError(f"libsvtav1 did not finish in {SVT_ATTEMPTS} attempts")
+
+
+def _in_own_thread(facts: VideoFacts, text: str, subtext: str) -> Future[TrackSlate]:
+    """`_encode_video` in a thread of its own (a daemon: one that never returns is left)."""
+    future: Future[TrackSlate] = Future()
+
+    def encode() -> None:
+        try:
+            future.set_result(_encode_video(facts, text, subtext))
+        except Exception as exc:  # raised by result() in the waiting thread
+            future.set_exception(exc)
+
+    threading.Thread(target=encode, name="slate-av1", daemon=True).start()
+    return future
+
 
 def _first_that_encodes(plans: Iterator[tuple[Any, str | None]], encode: Any) -> TrackSlate:
     failures = []
@@ -415,7 +450,7 @@ def encode_slate(
     video_track = None
     if video is not None:
         video_track = _first_that_encodes(
-            _video_plans(video), lambda facts: _encode_video(facts, text, subtext)
+            _video_plans(video), lambda facts: _encode_video_watched(facts, text, subtext)
         )
     audio_track = _first_that_encodes(_audio_plans(audio), _encode_audio) if audio else None
     slate = Slate(video_track, audio_track)

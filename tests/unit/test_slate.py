@@ -25,6 +25,7 @@ from agent.slate import (
     GOP_SECONDS,
     Slate,
     SlateCache,
+    SlateError,
     SlateLoop,
     encode_slate,
     render_card,
@@ -470,3 +471,36 @@ def test_encoding_an_av1_slate_leaves_no_thread_real_time():
     thread.join()
     assert policies == [os.SCHED_OTHER]
     assert realtime_threads() == []
+
+
+def test_an_av1_encode_that_never_finishes_is_abandoned_and_tried_again(monkeypatch, caplog):
+    """libsvtav1 sometimes never returns (agent/slate.py, SVT_TIMEOUT): the slate is
+    encoded again rather than the slate thread waiting forever."""
+    import agent.slate as slate_module
+
+    real_encode = slate_module._encode_video
+    stuck = threading.Event()  # never set: the first attempt waits like the library does
+    attempts = []
+
+    def first_hangs(facts, text, subtext):
+        attempts.append(threading.current_thread().name)
+        if len(attempts) == 1:
+            stuck.wait()
+            raise SlateError("released at the end of the test")
+        return real_encode(facts, text, subtext)
+
+    monkeypatch.setattr(slate_module, "_encode_video", first_hangs)
+    monkeypatch.setattr(slate_module, "SVT_TIMEOUT", 0.5)
+    av1 = VideoFacts("av1", 160, 90, Fraction(24), "yuv420p")
+    slate = encode_slate(av1, None)
+    assert slate.video is not None and slate.video.facts.codec == "av1"
+    assert slate.video.frames
+    assert attempts == ["slate-av1", "slate-av1"]
+    assert "libsvtav1 did not finish" in caplog.text
+    # Never finishing at all: that plan fails clearly (encode_slate then tries the next).
+    attempts.clear()
+    monkeypatch.setattr(slate_module, "_encode_video", lambda *_: stuck.wait())
+    monkeypatch.setattr(slate_module, "SVT_ATTEMPTS", 2)
+    with pytest.raises(SlateError, match="libsvtav1 did not finish in 2 attempts"):
+        slate_module._encode_video_watched(av1, "", "")
+    stuck.set()  # let the abandoned threads end
