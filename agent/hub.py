@@ -3,6 +3,13 @@
 - **The stream registry** (agent/registry.py): which worker holds which stream key and
   stream id. Each worker asks before and after every claim (`reserve`, `hold`) and says
   when a publish ended (`drop`), so every stream lives on exactly one worker.
+- **Packing** (`RIG_AGENT_PACK_STREAMS`): a new stream arriving at any worker (the
+  kernel spreads connections over the workers' sockets) is answered, at `reserve`, with
+  the lowest-numbered ready worker relaying fewer than that many streams, and handed
+  over to it. A few streams then share one event loop, which wakes up once for several
+  of them (two workers at 8 streams cost a fifth more CPU than one: docs/performance.md,
+  Run M); more spill over to the next worker, and past every worker's share each new
+  one goes to the worker relaying the fewest.
 - **Shared limits**: what one worker's limits on wrong keys saw (`share`) goes to the
   others (agent/shared_limits.py).
 - **Hand-over**: a worker sends the connection of a publish whose stream another worker
@@ -22,7 +29,7 @@ import socket
 from collections.abc import Callable
 
 from agent.channel import Answer, ChannelClosed, ChannelError, Frame, Link
-from agent.registry import Holder, StreamRegistry
+from agent.registry import Holder, StreamRegistry, packed_owner
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +44,11 @@ def holder_answer(holder: Holder | None) -> dict:
 class Hub:
     """The registry and the hand-overs of a set of workers, numbered from 1."""
 
-    def __init__(self, on_ready: Callable[[int, object], None] | None = None) -> None:
+    def __init__(
+        self, on_ready: Callable[[int, object], None] | None = None, pack: int = 0
+    ) -> None:
         self.registry = StreamRegistry()
+        self.pack = pack  # RIG_AGENT_PACK_STREAMS: 0, streams stay where they arrive
         self.links: dict[int, Link] = {}
         self.ready: set[int] = set()
         self.handoffs = {"adopted": 0, "failed": 0}
@@ -64,6 +74,10 @@ class Hub:
         op = message.get("op")
         key = message.get("key")
         if op == "reserve" and isinstance(key, str):
+            if message.get("movable") is True and self.registry.owner_of(key) is None:
+                target = self.place()
+                if target is not None and target != index:  # goes there, handed over
+                    return (holder_answer(Holder(target)), b"", [])
             return (holder_answer(self.registry.reserve(index, key)), b"", [])
         if op == "hold" and isinstance(key, str) and isinstance(message.get("stream"), str):
             return (holder_answer(self.registry.hold(index, key, message["stream"])), b"", [])
@@ -85,6 +99,11 @@ class Hub:
             return None
         log.warning("worker %d sent an unknown request %r", index, op)
         return None
+
+    def place(self) -> int | None:
+        """The ready worker a new stream should go to when streams are packed."""
+        counts = {owner: self.registry.streams_of(owner) for owner in self.ready}
+        return packed_owner(list(self.ready), counts, self.pack)
 
     async def _forward(self, frame: Frame) -> bool:
         """A connection handed over to the worker named in the frame (`to`)."""

@@ -4,7 +4,9 @@ Every publish asks the agent's stream registry (`agent.registry`) twice: before 
 at rig (is the key held, or being claimed?) and after it (rig named the stream: does a
 worker relay it already, under another key?). Then:
 
-- **free**: this worker claims and relays it;
+- **free**: this worker claims and relays it, unless streams are packed
+  (`RIG_AGENT_PACK_STREAMS`, agent/hub.py) and another worker should take new ones: then
+  it is handed to that worker, which claims it;
 - **being claimed** by any worker: an active duplicate (it sent `publish` a moment ago),
   refused with `NetStream.Publish.Denied`;
 - **held by this worker**: the publish joins that broadcast (`LiveIngest.join`,
@@ -47,7 +49,7 @@ class Registry(Protocol):
 
     me: int
 
-    async def reserve(self, key: str) -> Holder | None: ...
+    async def reserve(self, key: str, movable: bool = False) -> Holder | None: ...
 
     async def hold(self, key: str, stream_id: str) -> Holder | None: ...
 
@@ -64,7 +66,7 @@ class LocalRegistry:
     def __init__(self) -> None:
         self.table = StreamRegistry()
 
-    async def reserve(self, key: str) -> Holder | None:
+    async def reserve(self, key: str, movable: bool = False) -> Holder | None:
         return self.table.reserve(self.me, key)
 
     async def hold(self, key: str, stream_id: str) -> Holder | None:
@@ -87,7 +89,9 @@ class Placement:
     async def before_claim(self, connection: IngestConnection, key: str) -> bool | None:
         """None: the key is reserved for this publish, claim it. Else the publish was
         placed already: True if it joined a relay here, False if refused or handed off."""
-        holder = await self.registry.reserve(key_digest(key))
+        # A publish not handed over yet may go to another worker (packing, agent/hub.py).
+        movable = connection.handoffs == 0
+        holder = await self.registry.reserve(key_digest(key), movable)
         if holder is None:
             return None
         if holder.pending:  # being claimed: it sent `publish` a moment ago

@@ -52,6 +52,19 @@ class _Stream:
     keys: set[str] = field(default_factory=set)
 
 
+def packed_owner(owners: list[int], streams_of: dict[int, int], pack: int) -> int | None:
+    """Where a new stream goes when streams are packed (`RIG_AGENT_PACK_STREAMS`): the
+    lowest-numbered owner relaying fewer than `pack` streams, else the one relaying the
+    fewest. None without owners, or with `pack` 0 (each stays where it arrived)."""
+    if pack <= 0 or not owners:
+        return None
+    ordered = sorted(owners)
+    for owner in ordered:
+        if streams_of.get(owner, 0) < pack:
+            return owner
+    return min(ordered, key=lambda owner: streams_of.get(owner, 0))
+
+
 class StreamRegistry:
     """Stream keys and stream ids, each with the one owner that holds it."""
 
@@ -112,6 +125,19 @@ class StreamRegistry:
         for stream_id in [s for s, stream in self._streams.items() if stream.owner == owner]:
             del self._streams[stream_id]
         return len(keys)
+
+    def owner_of(self, key: str) -> int | None:
+        """Who holds or is claiming `key`, if anyone."""
+        entry = self._keys.get(key)
+        return None if entry is None else entry.owner
+
+    def streams_of(self, owner: int) -> int:
+        """How many streams `owner` relays or is claiming (a stream claimed and not yet
+        held counts once, by its key)."""
+        held = sum(1 for stream in self._streams.values() if stream.owner == owner)
+        return held + sum(
+            1 for entry in self._keys.values() if entry.owner == owner and entry.stream_id is None
+        )
 
     def holder_of_stream(self, stream_id: str) -> int | None:
         """The owner relaying `stream_id`, if any."""

@@ -73,6 +73,9 @@ class AgentSettings:
     workers: int = field(default_factory=available_cpus)
     # A worker that answers the supervisor nothing this long is killed and restarted.
     worker_hang_timeout: float = 30.0
+    # New streams go to the lowest-numbered worker relaying fewer than this many (0: each
+    # stays on the worker the kernel gave its connection to): agent/hub.py.
+    pack_streams: int = 16
 
     @property
     def listen_host(self) -> str:
@@ -114,6 +117,7 @@ class AgentSettings:
 # and well under rig's RIG_CLAIM_TTL (its least is twice this: rig/settings.py).
 HEARTBEAT_INTERVAL = Number(float, 1)
 WORKERS = Number(int, 1)
+PACK_STREAMS = Number(int, 0)
 
 
 def listen_address(value: str) -> str:
@@ -396,6 +400,15 @@ OPTIONS: list[Option] = [
         worker_count,
         "worker processes sharing the RTMP port, each one event loop (auto: one per CPU"
         " this process may use, within its container's CPU limit)",
+    ),
+    (
+        "--pack-streams",
+        "RIG_AGENT_PACK_STREAMS",
+        "pack_streams",
+        PACK_STREAMS,
+        "with several workers, new streams go to the lowest-numbered worker relaying fewer"
+        " than this many (fewer wake-ups per stream while few are live); 0: each stays on"
+        " the worker its connection reached",
     ),
     (
         "--worker-hang-timeout",

@@ -109,7 +109,7 @@ class Supervisor:
             ),
             unauthenticated_buffer_bytes=_share(settings.unauthenticated_buffer_bytes, workers),
         )
-        self.hub = Hub(self._ready_worker)
+        self.hub = Hub(self._ready_worker, settings.pack_streams)
         self.workers: dict[int, WorkerProcess] = {}
         self.stopping = False
         self.started = False  # every worker listened once

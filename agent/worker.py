@@ -60,8 +60,8 @@ class LinkRegistry:
         self.link = link
         self.me = me
 
-    async def reserve(self, key: str) -> Holder | None:
-        request = self.link.request({"op": "reserve", "key": key})
+    async def reserve(self, key: str, movable: bool = False) -> Holder | None:
+        request = self.link.request({"op": "reserve", "key": key, "movable": movable})
         try:
             async with asyncio.timeout(REGISTRY_TIMEOUT):
                 frame = await asyncio.shield(request)

@@ -53,7 +53,9 @@ class Live:
 
 
 @asynccontextmanager
-async def live_agent(aiohttp_server, settings, db, workers: int = 1) -> AsyncIterator[Live]:
+async def live_agent(
+    aiohttp_server, settings, db, workers: int = 1, pack: int = 0
+) -> AsyncIterator[Live]:
     """rig, a stream with one destination (a recording receiver), an agent. With
     `workers` > 1, that many ingest servers in this process, each with its own port,
     sharing a hub (the supervisor's part) over real socketpairs: a test chooses which
@@ -83,7 +85,7 @@ async def live_agent(aiohttp_server, settings, db, workers: int = 1) -> AsyncIte
             allow_private_destinations=True,  # the receiver listens on 127.0.0.1
         )
         async with RigClient(rig_url, api_key) as rig:
-            hub = Hub() if workers > 1 else None
+            hub = Hub(pack=pack) if workers > 1 else None
             servers, links = [], []
             for index in range(1, workers + 1):
                 registry = None
@@ -361,3 +363,25 @@ async def test_wrong_keys_cost_the_agents_budget_whichever_worker_they_reach(
         # A key rig refused on one worker is refused on the other without asking rig.
         assert "wrong-0" in live.servers[1].refused_keys
         assert "wrong-1" in live.servers[0].refused_keys
+
+
+async def test_packed_streams_go_to_the_first_worker_until_it_has_its_share(
+    aiohttp_server, settings, db
+):
+    """RIG_AGENT_PACK_STREAMS (agent/hub.py): a new stream reaching the second worker is
+    handed to the first while the first relays fewer than that many; beyond, it stays."""
+    media = capture_media()
+    async with live_agent(aiohttp_server, settings, db, workers=2, pack=1) as live:
+        one, two = live.servers
+        first = await publishing(two.port, live.stream_key, media[:20])
+        await live.destination.wait_for(lambda: live.destination.publishes)
+        assert live.hub.handoffs == {"adopted": 1, "failed": 0}
+        assert live.stream_key in one.live and not two.live  # relayed by worker 1
+        assert live.hub.registry.streams_of(1) == 1
+        # Worker 1 has its share (1): a second stream stays on worker 2.
+        other = (await live.call("POST", "/streams/"))["streamKey"]
+        second = await publishing(two.port, other, media[:20])
+        await asyncio.sleep(0.3)
+        assert other in two.live and live.hub.handoffs["adopted"] == 1
+        await first.stop()
+        await second.stop()

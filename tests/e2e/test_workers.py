@@ -24,7 +24,8 @@ from .harness import Agent, Publish, StreamInfo, dest_keys, key_id, wait_until
 
 pytestmark = pytest.mark.e2e
 
-WORKERS = {"workers": 2, "heartbeat_interval": 1}
+# One stream per worker before the next (packing, agent/hub.py): two streams, one on each.
+WORKERS = {"workers": 2, "heartbeat_interval": 1, "pack_streams": 1}
 ATTEMPTS = 12
 
 

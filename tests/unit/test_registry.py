@@ -1,6 +1,8 @@
 """The stream registry: one stream, one worker (agent/registry.py)."""
 
-from agent.registry import Holder, StreamRegistry, key_digest
+import pytest
+
+from agent.registry import Holder, StreamRegistry, key_digest, packed_owner
 
 A, B = key_digest("primary-key"), key_digest("backup-key")
 
@@ -81,3 +83,33 @@ def test_keys_are_digests():
     assert key_digest("k") == key_digest("k") != key_digest("k2")
     digest = key_digest("a-secret-stream-key")
     assert len(digest) == 64 and set(digest) <= set("0123456789abcdef")
+
+
+def test_streams_of_counts_held_streams_and_pending_claims():
+    registry = StreamRegistry()
+    assert registry.reserve(1, "a") is None
+    assert registry.streams_of(1) == 1  # being claimed
+    assert registry.hold(1, "a", "s1") is None
+    assert registry.reserve(1, "b") is None
+    assert registry.hold(1, "b", "s1") == Holder(1)  # the backup key joins the stream
+    assert registry.streams_of(1) == 1
+    assert registry.reserve(2, "c") is None
+    assert (registry.streams_of(1), registry.streams_of(2), registry.streams_of(3)) == (1, 1, 0)
+    assert registry.owner_of("c") == 2 and registry.owner_of("z") is None
+
+
+@pytest.mark.parametrize(
+    ("owners", "streams", "pack", "expected"),
+    [
+        ([1, 2], {}, 16, 1),  # the first worker while it has room
+        ([2, 1], {1: 15, 2: 0}, 16, 1),
+        ([1, 2], {1: 16, 2: 3}, 16, 2),  # full: the next one
+        ([1, 2, 3], {1: 16, 2: 16, 3: 20}, 16, 1),  # all full: the fewest, lowest first
+        ([1, 2], {1: 17, 2: 16}, 16, 2),
+        ([2], {}, 16, 2),  # worker 1 is not ready (restarting)
+        ([1, 2], {}, 0, None),  # off: streams stay where they arrive
+        ([], {}, 16, None),
+    ],
+)
+def test_packed_owner(owners, streams, pack, expected):
+    assert packed_owner(owners, streams, pack) == expected
