@@ -321,6 +321,12 @@ async def test_agent_metrics_health_and_logs_over_a_real_publish(
                     return live_ingest.relay.ingest_facts()["width"] is not None
 
                 await wait_for(probed)
+
+                async def live_a_while() -> bool:  # liveSeconds counts in 0.1 s steps
+                    [destination] = live_ingest.health(server.ingest_url)["destinations"]
+                    return destination["liveSeconds"] > 0
+
+                await wait_for(live_a_while)
                 assert_heartbeat_health(live_ingest, server.ingest_url)
                 text = await scrape(http, health)
                 state = samples(text, "rig_agent_destination_state")
