@@ -50,6 +50,11 @@ def own_postgres(tmp_path_factory):
     if postmaster_pid(pgdata.resolve()) is None:
         start_postgres(pgdata.resolve())  # so that pgserver's own cleanup finds it
     server.cleanup()
+    # pgserver stops only the server it started; the one the test started again (from
+    # another process) outlived the suite (seen after full runs): stop it here.
+    pid = postmaster_pid(pgdata.resolve())
+    if pid is not None and os.path.exists(f"/proc/{pid}"):
+        stop_postgres(pgdata.resolve())
 
 
 async def get(session, url, **kwargs):
