@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from agent.end_reasons import GRACE_EXPIRED
 from agent.media_facts import AudioFacts, VideoFacts
@@ -47,14 +47,14 @@ from agent.slate import Slate, SlateLoop
 from agent.standby import Standby
 from agent.timeline import Timeline
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
 PRIMARY, BACKUP = "primary", "backup"
 # ingestState (docs/agent-protocol.md#heartbeat-health)
 LIVE, ON_BACKUP, HOLDING = "live", "backup", "holding"
-_STATE_OF_ROLE = {PRIMARY: LIVE, BACKUP: ON_BACKUP}
+_STATE_OF_ROLE: Final = {PRIMARY: LIVE, BACKUP: ON_BACKUP}
 # The timeline's step at a switch when the frame rate is not known (30 fps).
-DEFAULT_STEP_MS = 33
+DEFAULT_STEP_MS: Final = 33
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import random
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from agent.egress import (
     FALLBACK_CHUNK_SIZE,
@@ -38,10 +38,10 @@ from agent.media_queue import MediaMessage, MediaQueue
 from agent.rtmp.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, message_chunks
 from agent.tags import AUDIO, VIDEO
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
 # Messages moved from a destination's queue to its connection at a time.
-DRAIN_BATCH = 32
+DRAIN_BATCH: Final = 32
 
 
 class DestinationState(enum.StrEnum):
@@ -103,7 +103,7 @@ class Backoff:
         self.attempt = 0
 
 
-_CSID = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO}
+_CSID: Final = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO}
 
 
 def encode(messages: Sequence[MediaMessage], stream_id: int, chunk_size: int) -> bytes:
@@ -120,17 +120,31 @@ class Chunked:
     """A batch of messages, chunked at most once per (message stream id, chunk size): the
     bytes are the same for every destination sharing those (usually all of them)."""
 
-    __slots__ = ("_bytes", "messages")
+    __slots__ = ("_first", "_first_key", "_others", "messages")
 
     def __init__(self, messages: list[MediaMessage]) -> None:
         self.messages = messages
-        self._bytes: dict[tuple[int, int], bytes] = {}
+        # The first key asked for and its bytes, then any other (rare: a destination
+        # that refused our chunk size) in a dict: no dict made or hashed per message.
+        self._first_key: tuple[int, int] | None = None
+        self._first = b""
+        self._others: dict[tuple[int, int], bytes] | None = None
 
     def for_connection(self, connection: RtmpPublish) -> bytes:
         key = connection.chunk_key
-        data = self._bytes.get(key)
+        first_key = self._first_key
+        if first_key is None:
+            self._first_key = key
+            self._first = encode(self.messages, key[0], key[1])
+            return self._first
+        if key is first_key or key == first_key:
+            return self._first
+        others = self._others
+        if others is None:
+            others = self._others = {}
+        data = others.get(key)
         if data is None:
-            data = self._bytes[key] = encode(self.messages, *key)
+            data = others[key] = encode(self.messages, key[0], key[1])
         return data
 
 

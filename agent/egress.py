@@ -21,7 +21,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Final, cast
 from urllib.parse import urlsplit
 
 from agent.logsafe import escape
@@ -29,22 +29,22 @@ from agent.rtmp import ClientSession, ProtocolError
 from agent.rtmp.events import PublishRefused, PublishStarted, ServerClosed
 from rig.netpolicy import address_problem, allowed_addresses, literal_address
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
-DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443}
+DEFAULT_PORTS: Final = {"rtmp": 1935, "rtmps": 443}
 #: The chunk size we send with: large chunks mean fewer headers and fewer Python
 #: objects per message. nginx-rtmp accepts up to 10 MiB (NGX_RTMP_MAX_CHUNK_SIZE), SRS
 #: 128-65536 (SRS_CONSTS_RTMP_MAX_CHUNK_SIZE; larger ones only warn), FFmpeg any;
 #: YouTube and Twitch publish no limit and receive 4096 from OBS and FFmpeg.
-LARGE_CHUNK_SIZE = 65536
+LARGE_CHUNK_SIZE: Final = 65536
 #: What OBS and FFmpeg send with: used for a destination that refused a large one.
-FALLBACK_CHUNK_SIZE = 4096
+FALLBACK_CHUNK_SIZE: Final = 4096
 #: Write buffer above which a destination counts as backed up (media then waits in the
 #: destination's own bounded queue, where whole GOPs can be dropped).
-WRITE_BUFFER_HIGH = 256 * 1024
+WRITE_BUFFER_HIGH: Final = 256 * 1024
 
 # What a refusal's status code means, in words for lastError (never the peer's text).
-_REFUSALS = {
+_REFUSALS: Final = {
     "NetStream.Publish.BadName": " (bad stream key or stream already publishing)",
     "NetStream.Publish.Denied": " (publishing denied)",
     "NetStream.Publish.BadConnection": " (bad connection)",

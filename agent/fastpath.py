@@ -45,6 +45,7 @@ MODULES = (
     "rtmp/server_session.py",
     "tags.py",
     "timeline.py",
+    "ingest_facts.py",
     "media_queue.py",
     "relay.py",
     "destination.py",

@@ -26,7 +26,7 @@ import math
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from agent import end_reasons, handoff
 from agent.broadcast import BACKUP, LIVE, Broadcast, Protection, Source
@@ -43,18 +43,18 @@ if TYPE_CHECKING:
     from agent.rtmp.message import Message
     from agent.server import IngestServer
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
-MAX_STREAM_KEY = 256
+MAX_STREAM_KEY: Final = 256
 # rig's words (1009 details) when a backup key is claimed on an agent not holding it.
-BACKUP_ELSEWHERE = "the backup must publish to the agent that holds the stream"
+BACKUP_ELSEWHERE: Final = "the backup must publish to the agent that holds the stream"
 # The connection's own receive buffer: the loop reads into it (no new bytes object per
 # read); the sans-I/O session copies what it keeps.
-READ_BUFFER = 64 * 1024
+READ_BUFFER: Final = 64 * 1024
 # A publisher that does not read our acks and pings: closed once this much waits for it
 # (a stranger's connection, once a little does: our answers to commands are small).
-MAX_UNSENT = 1024 * 1024
-MAX_UNSENT_UNAUTHENTICATED = 64 * 1024
+MAX_UNSENT: Final = 1024 * 1024
+MAX_UNSENT_UNAUTHENTICATED: Final = 64 * 1024
 
 
 def key_id(stream_key: str) -> str:
@@ -764,12 +764,12 @@ class IngestConnection(asyncio.BufferedProtocol):
 
 
 # How a connection that missed the deadline of a step before its publish is named.
-_DEADLINE_WORDS = {
+_DEADLINE_WORDS: Final = {
     "handshake_timeout": "no handshake in time",
     "publish_timeout": "did not publish in time",
 }
 # How a refused connection is named in the log.
-_ADMISSION_WORDS = {
+_ADMISSION_WORDS: Final = {
     "server_full": "as many connections as allowed already (RIG_AGENT_MAX_CONNECTIONS)",
     "address_connections": "as many connections from this address as allowed already",
     "address_unauthenticated": "as many connections from this address not publishing yet as"

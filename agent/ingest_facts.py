@@ -10,6 +10,7 @@ is on the per-destination path.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -108,7 +109,7 @@ class IngestFacts:
                 state.codec,
                 state.header,
                 body[track.start : track.end],
-                lambda result, state=state: self._probed(state, result),
+                functools.partial(self._probed, state),
             )
         return settled
 

@@ -45,7 +45,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from agent.destination import (
     Chunked,
@@ -65,12 +65,12 @@ if TYPE_CHECKING:
     from agent.media_facts import AudioFacts, VideoFacts
     from agent.probe import Prober
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
-_CODED = (Kind.KEYFRAME, Kind.FRAME)  # coded media, as against configuration and metadata
+_CODED: Final = (Kind.KEYFRAME, Kind.FRAME)  # coded media, as against configuration and metadata
 
 # Kinds a (re)connecting destination gets the latest of, per track, before any media.
-_CONFIGURATION = frozenset((Kind.SEQUENCE_HEADER, Kind.CHANNEL_CONFIG, Kind.METADATA))
+_CONFIGURATION: Final = frozenset((Kind.SEQUENCE_HEADER, Kind.CHANNEL_CONFIG, Kind.METADATA))
 
 
 class StreamRelay(StreamStart):

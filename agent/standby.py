@@ -22,8 +22,6 @@ up without a camera still takes over, after a short wait).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from agent.rtmp.message import Message
 from agent.tags import AUDIO, DATA, VIDEO, Kind, classify
 
@@ -98,7 +96,7 @@ class Standby:
             media, at = [self._last_audio], self._last_audio.timestamp
         head = [] if self._metadata is None else [self._metadata]
         head += self._configuration.values()
-        stamped = [replace(m, timestamp=at) for m in head]
+        stamped = [Message(m.type_id, m.stream_id, at, m.payload) for m in head]
         self.clear()
         return stamped + media, at
 

@@ -29,17 +29,18 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["AUDIO", "DATA", "DATA_AMF3", "VIDEO", "Kind", "Tag", "Track", "classify"]
 
 # RTMP message type ids (= FLV TagType, FLV spec §E.4.1).
-AUDIO = 8
-VIDEO = 9
-DATA_AMF3 = 15
-DATA = 18
+AUDIO: Final = 8
+VIDEO: Final = 9
+DATA_AMF3: Final = 15
+DATA: Final = 18
 
 #: Tracks read from one multitrack message at most: more is not a real stream.
-MAX_TRACKS = 64
+MAX_TRACKS: Final = 64
 
 
 class Kind(enum.IntEnum):
@@ -94,10 +95,10 @@ class Tag:
 
 
 # Legacy CodecID (FLV spec §E.4.3.1) and SoundFormat (§E.4.2.1) -> FFmpeg codec names.
-_LEGACY_VIDEO = {2: "flv1", 3: "flashsv", 4: "vp6f", 5: "vp6a", 6: "flashsv2", 7: "h264"}
-_LEGACY_HEVC = 12
-_AVC_LAYOUT = frozenset((7, _LEGACY_HEVC))
-_LEGACY_AUDIO = {
+_LEGACY_VIDEO: Final = {2: "flv1", 3: "flashsv", 4: "vp6f", 5: "vp6a", 6: "flashsv2", 7: "h264"}
+_LEGACY_HEVC: Final = 12
+_AVC_LAYOUT: Final = frozenset((7, _LEGACY_HEVC))
+_LEGACY_AUDIO: Final = {
     0: "pcm",
     1: "adpcm_swf",
     2: "mp3",
@@ -112,11 +113,11 @@ _LEGACY_AUDIO = {
     14: "mp3",
     15: None,  # device-specific sound
 }
-_LEGACY_AAC = 10
-_EX_HEADER = 9  # SoundFormat.ExHeader: Enhanced Audio
+_LEGACY_AAC: Final = 10
+_EX_HEADER: Final = 9  # SoundFormat.ExHeader: Enhanced Audio
 
 # Enhanced RTMP v2, "Enhanced Video" VideoFourCc and "Enhanced Audio" AudioFourCc.
-_VIDEO_FOURCC = {
+_VIDEO_FOURCC: Final = {
     b"avc1": "h264",
     b"hvc1": "hevc",
     b"av01": "av1",
@@ -125,8 +126,8 @@ _VIDEO_FOURCC = {
     b"vvc1": "vvc",
 }
 # Codecs whose CodedFrames carry a 24-bit composition time offset before the data.
-_WITH_COMPOSITION_TIME = frozenset(("h264", "hevc", "vvc"))
-_AUDIO_FOURCC = {
+_WITH_COMPOSITION_TIME: Final = frozenset(("h264", "hevc", "vvc"))
+_AUDIO_FOURCC: Final = {
     b"mp4a": "aac",
     b"Opus": "opus",
     b"fLaC": "flac",
@@ -136,29 +137,29 @@ _AUDIO_FOURCC = {
 }
 
 # VideoFrameType (Enhanced RTMP v2 "Enhanced Video"; FLV spec §E.4.3.1 FrameType).
-_KEY_FRAME = 1
-_COMMAND_FRAME = 5
+_KEY_FRAME: Final = 1
+_COMMAND_FRAME: Final = 5
 
 # VideoPacketType / AudioPacketType values.
-_SEQUENCE_START = 0
-_CODED_FRAMES = 1
-_SEQUENCE_END = 2
-_CODED_FRAMES_X = 3  # video only: composition time offset implied 0
-_METADATA = 4  # video: Metadata; audio: MultichannelConfig
-_MPEG2TS_SEQUENCE_START = 5  # video only; audio 5 is Multitrack
-_VIDEO_MULTITRACK = 6
-_AUDIO_MULTITRACK = 5
-_MOD_EX = 7
+_SEQUENCE_START: Final = 0
+_CODED_FRAMES: Final = 1
+_SEQUENCE_END: Final = 2
+_CODED_FRAMES_X: Final = 3  # video only: composition time offset implied 0
+_METADATA: Final = 4  # video: Metadata; audio: MultichannelConfig
+_MPEG2TS_SEQUENCE_START: Final = 5  # video only; audio 5 is Multitrack
+_VIDEO_MULTITRACK: Final = 6
+_AUDIO_MULTITRACK: Final = 5
+_MOD_EX: Final = 7
 
 # AvMultitrackType.
-_ONE_TRACK = 0
-_MANY_TRACKS = 1
-_MANY_TRACKS_MANY_CODECS = 2
+_ONE_TRACK: Final = 0
+_MANY_TRACKS: Final = 1
+_MANY_TRACKS_MANY_CODECS: Final = 2
 
-_UNKNOWN_AUDIO = Tag(Kind.UNKNOWN, AUDIO)
-_UNKNOWN_VIDEO = Tag(Kind.UNKNOWN, VIDEO)
-_UNKNOWN_DATA = Tag(Kind.UNKNOWN, DATA)
-_SILENCE = Tag(Kind.END_OF_SEQUENCE, AUDIO)
+_UNKNOWN_AUDIO: Final = Tag(Kind.UNKNOWN, AUDIO)
+_UNKNOWN_VIDEO: Final = Tag(Kind.UNKNOWN, VIDEO)
+_UNKNOWN_DATA: Final = Tag(Kind.UNKNOWN, DATA)
+_SILENCE: Final = Tag(Kind.END_OF_SEQUENCE, AUDIO)
 
 # Legacy classifications are a function of the first byte or two: each computed once
 # (only valid ones are kept, so the cache stays small whatever a publisher sends).
@@ -438,8 +439,8 @@ def _tag_unknown(media: int) -> Tag:
 
 # ----------------------------------------------------------------------- script data
 
-_SET_DATA_FRAME = "@setDataFrame"
-_MAX_NAME = 256
+_SET_DATA_FRAME: Final = "@setDataFrame"
+_MAX_NAME: Final = 256
 
 
 def _script(body: bytes, amf3: bool) -> Tag:

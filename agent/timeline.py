@@ -30,11 +30,13 @@ relay keeps).
 
 from __future__ import annotations
 
+from typing import Final
+
 AUDIO, VIDEO = 8, 9
-WRAP = 1 << 32
-MASK = WRAP - 1
-_HALF = 1 << 31
-MAX_STEP_MS = 1000  # a switch never leaves more than this between two messages
+WRAP: Final = 1 << 32
+MASK: Final = WRAP - 1
+_HALF: Final = 1 << 31
+MAX_STEP_MS: Final = 1000  # a switch never leaves more than this between two messages
 
 
 def serial_delta(new: int, old: int) -> int:

@@ -4,7 +4,7 @@ directions, the outgoing buffer, acknowledgements, pings and command encoding.""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -37,7 +37,7 @@ from .message import (
 )
 
 #: Window Acknowledgement Size assumed until the peer announces one (§5.4.4).
-DEFAULT_WINDOW_ACK_SIZE = 2_500_000
+DEFAULT_WINDOW_ACK_SIZE: Final = 2_500_000
 
 
 # Compiled (agent/fastpath.py), subclassed by ClientSession, which is not.

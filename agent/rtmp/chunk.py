@@ -3,11 +3,17 @@
 Memory per connection is bounded: the input buffer holds at most one incomplete chunk,
 whose payload is never larger than one message, and partially received messages are
 capped in number (``max_in_flight``) and in total size (2 x ``max_message_size``).
+
+A message that comes in several chunks is assembled in a buffer of its announced length,
+made at its first chunk and charged in full to that cap: each chunk is copied once,
+where growing the buffer chunk by chunk reallocated and copied it again and again (the
+largest part of the chunk reader's cost, relaying 720p from FFmpeg's 4096-byte chunks).
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from .errors import ChunkError, LocalProtocolError, MessageTooLarge
 from .message import (
@@ -40,34 +46,34 @@ __all__ = [
 ]
 
 #: Chunk size until a Set Chunk Size message says otherwise (§5.4.1).
-DEFAULT_CHUNK_SIZE = 128
+DEFAULT_CHUNK_SIZE: Final = 128
 #: Largest chunk size the spec allows: 31 bits (§5.4.1).
-MAX_CHUNK_SIZE = 0x7FFFFFFF
+MAX_CHUNK_SIZE: Final = 0x7FFFFFFF
 #: Default limit on one message; a 4K keyframe is a few MB.
-DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_SIZE: Final = 8 * 1024 * 1024
 #: Largest length a chunk message header can carry: 24 bits (§5.3.1.2.1).
-MAX_MESSAGE_LENGTH = 0xFFFFFF
+MAX_MESSAGE_LENGTH: Final = 0xFFFFFF
 
 # Chunk stream ids we send on, chosen like FFmpeg: 2 is reserved for protocol
 # control (§5.4); the others are free for the sender to pick (§5.3.1.1).
-CSID_CONTROL = 2
-CSID_COMMAND = 3
-CSID_AUDIO = 4
-CSID_DATA = 5
-CSID_VIDEO = 6
+CSID_CONTROL: Final = 2
+CSID_COMMAND: Final = 3
+CSID_AUDIO: Final = 4
+CSID_DATA: Final = 5
+CSID_VIDEO: Final = 6
 
 # How many chunk streams a peer may use in total, and with a message half received.
-_MAX_CHUNK_STREAMS = 1024
-_DEFAULT_MAX_IN_FLIGHT = 64
+_MAX_CHUNK_STREAMS: Final = 1024
+_DEFAULT_MAX_IN_FLIGHT: Final = 64
 
-_COMMANDS = (COMMAND_AMF0, COMMAND_AMF3)
-_EXTENDED = 0xFFFFFF  # timestamp field value announcing an extended timestamp, §5.3.1.3
-_MASK32 = 0xFFFFFFFF
+_COMMANDS: Final = (COMMAND_AMF0, COMMAND_AMF3)
+_EXTENDED: Final = 0xFFFFFF  # timestamp field value announcing an extended timestamp, §5.3.1.3
+_MASK32: Final = 0xFFFFFFFF
 
-_U32 = struct.Struct(">I")
-_U32LE = struct.Struct("<I")
-_TS_LEN_TYPE = struct.Struct(">BHBHB")  # 3-byte timestamp, 3-byte length, type id
-_TS = struct.Struct(">BH")  # 3-byte timestamp (delta)
+_U32: Final = struct.Struct(">I")
+_U32LE: Final = struct.Struct("<I")
+_TS_LEN_TYPE: Final = struct.Struct(">BHBHB")  # 3-byte timestamp, 3-byte length, type id
+_TS: Final = struct.Struct(">BH")  # 3-byte timestamp (delta)
 
 
 def csid_for(message: Message) -> int:
@@ -91,8 +97,10 @@ class _InStream:
         "delta",
         "ext_value",
         "extended",
+        "filled",
         "length",
         "partial",
+        "pieces",
         "stream_id",
         "timestamp",
         "type_id",
@@ -106,7 +114,24 @@ class _InStream:
         self.stream_id = 0
         self.extended = False
         self.ext_value = 0
+        # The message in progress: `filled` of its `length` bytes received (0: none in
+        # progress), its chunks in this read as `pieces` (views, joined once at its
+        # end) or, once it spans reads, copied into `partial`, made at its full length.
+        self.filled = 0
+        self.pieces: list[memoryview] | None = None
         self.partial: bytearray | None = None
+
+
+def _u24(data: bytes, i: int) -> int:
+    return (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
+
+
+def _u32(data: bytes, i: int) -> int:
+    return (data[i] << 24) | (data[i + 1] << 16) | (data[i + 2] << 8) | data[i + 3]
+
+
+def _u32le(data: bytes, i: int) -> int:
+    return data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)
 
 
 class ChunkReader:
@@ -120,7 +145,12 @@ class ChunkReader:
     chunk size limit defaults to the spec maximum: a chunk never carries more than one
     message, so memory stays bounded by ``max_message_size`` whatever the chunk size.
     At most ``max_in_flight`` chunk streams may hold a partial message, and those
-    partial messages may total at most 2 x ``max_message_size`` bytes.
+    partial messages may total at most 2 x ``max_message_size`` bytes (their announced
+    lengths: what they take once they span reads).
+
+    Each read is parsed as one `bytes` object (a read into a reused buffer is copied
+    once): compiled (agent/fastpath.py), indexing bytes is a C array access, where a
+    memoryview's items and `struct` calls go through the interpreter's generic calls.
     """
 
     def __init__(
@@ -135,7 +165,7 @@ class ChunkReader:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.bytes_received = 0
         self._max_pending = 2 * max_message_size
-        self._buf = bytearray()
+        self._buf = bytearray()  # an incomplete chunk, or bytes kept unread
         self._streams: dict[int, _InStream] = {}
         self._in_flight = 0
         self._pending = 0
@@ -148,7 +178,7 @@ class ChunkReader:
 
     @property
     def partial_bytes(self) -> int:
-        """Bytes of partially received messages."""
+        """Bytes of partially received messages (their whole lengths: what they take)."""
         return self._pending
 
     def set_max_message_size(self, size: int) -> None:
@@ -167,24 +197,22 @@ class ChunkReader:
         command before it knows which limits apply to the rest)."""
         self.bytes_received += len(data)
         buf = self._buf
+        if buf:
+            whole = b"".join((buf, data))
+            buf.clear()
+        elif isinstance(data, bytes):
+            whole = data
+        else:
+            whole = bytes(data)
         out: list[Message] = []
-        if not buf:
-            # Nothing left over: parse `data` where it is and keep only what is left of
-            # it (each byte copied once less: they are read into a reused buffer).
-            view = memoryview(data)
-            consumed = self._parse(view, out, until_command)
-            if consumed < len(view):
-                buf += view[consumed:]
-            return out
-        buf += data
-        view = memoryview(buf)
+        started: list[_InStream] = []
         try:
-            consumed = self._parse(view, out, until_command)
+            consumed = self._parse(whole, out, until_command, started)
         finally:
-            view.release()
-        if consumed:
-            # Deleting from the front of a bytearray is cheap in CPython.
-            del buf[:consumed]
+            for st in started:
+                self._spans_reads(st)
+        if consumed < len(whole):
+            buf += memoryview(whole)[consumed:]
         return out
 
     def feed_until_command(self, data: bytes | bytearray | memoryview) -> list[Message]:
@@ -196,26 +224,41 @@ class ChunkReader:
         self.bytes_received += len(data)
         self._buf += data
 
-    def _parse(self, mv: memoryview, out: list[Message], stop: bool) -> int:
+    def _spans_reads(self, st: _InStream) -> None:
+        """A message begun in this read and not complete at its end: copy what came
+        into a buffer of its full length (the read's bytes are not kept)."""
+        pieces = st.pieces
+        if pieces is None:
+            return
+        st.pieces = None
+        partial = st.partial = bytearray(st.length)
+        at = 0
+        for piece in pieces:
+            n = len(piece)
+            partial[at : at + n] = piece
+            at += n
+
+    def _parse(self, data: bytes, out: list[Message], stop: bool, started: list[_InStream]) -> int:
         streams = self._streams
         chunk_size = self.chunk_size
-        end = len(mv)
+        end = len(data)
+        view: memoryview | None = None
         pos = 0
         while pos < end:
             # Basic header, §5.3.1.1: 1, 2 or 3 bytes.
-            b0 = mv[pos]
+            b0 = data[pos]
             fmt = b0 >> 6
             csid = b0 & 0x3F
             hpos = pos + 1
             if csid == 0:
                 if end - pos < 2:
                     break
-                csid = mv[pos + 1] + 64
+                csid = data[pos + 1] + 64
                 hpos = pos + 2
             elif csid == 1:
                 if end - pos < 3:
                     break
-                csid = mv[pos + 1] + (mv[pos + 2] << 8) + 64
+                csid = data[pos + 1] + (data[pos + 2] << 8) + 64
                 hpos = pos + 3
             st = streams.get(csid)
             if st is None:
@@ -230,7 +273,7 @@ class ChunkReader:
                 st = streams[csid] = _InStream()
 
             # Message header, §5.3.1.2, and extended timestamp, §5.3.1.3.
-            partial = st.partial
+            filled = st.filled  # 0: this chunk starts a message
             field = 0
             ext = False
             type_id = st.type_id
@@ -241,11 +284,11 @@ class ChunkReader:
                     # omit it: only consume it when it carries the expected value.
                     if end - ppos < 4:
                         break
-                    if _U32.unpack_from(mv, ppos)[0] == st.ext_value:
+                    if _u32(data, ppos) == st.ext_value:
                         ppos += 4
                 length = st.length
             else:
-                if partial is not None:
+                if filled:
                     raise ChunkError(
                         f"chunk stream {csid}: format {fmt} header before the previous "
                         "message was complete"
@@ -254,19 +297,18 @@ class ChunkReader:
                     ppos = hpos + 3
                     if end < ppos:
                         break
-                    ts_hi, ts_lo = _TS.unpack_from(mv, hpos)
                     length = st.length
                 else:
                     ppos = hpos + (11 if fmt == 0 else 7)
                     if end < ppos:
                         break
-                    ts_hi, ts_lo, l_hi, l_lo, type_id = _TS_LEN_TYPE.unpack_from(mv, hpos)
-                    length = (l_hi << 16) | l_lo
-                field = (ts_hi << 16) | ts_lo
+                    length = _u24(data, hpos + 3)
+                    type_id = data[hpos + 6]
+                field = _u24(data, hpos)
                 if field == _EXTENDED:
                     if end - ppos < 4:
                         break
-                    field = _U32.unpack_from(mv, ppos)[0]
+                    field = _u32(data, ppos)
                     ppos += 4
                     ext = True
                 if length > self.max_message_size:
@@ -276,7 +318,7 @@ class ChunkReader:
                     )
 
             # Chunk data: at most chunk_size bytes of the message, §5.3.1.
-            remaining = length if partial is None else length - len(partial)
+            remaining = length - filled
             n = remaining if remaining < chunk_size else chunk_size
             if end - ppos < n:
                 break
@@ -284,7 +326,7 @@ class ChunkReader:
 
             # The whole chunk is here: commit its header to the chunk stream state.
             if fmt == 0:
-                st.stream_id = _U32LE.unpack_from(mv, hpos + 7)[0]
+                st.stream_id = _u32le(data, hpos + 7)
                 st.type_id = type_id
                 st.length = length
                 st.timestamp = field
@@ -299,29 +341,44 @@ class ChunkReader:
                 st.timestamp = (st.timestamp + field) & _MASK32
                 st.extended = ext
                 st.ext_value = field
-            elif partial is None:
+            elif not filled:
                 st.timestamp = (st.timestamp + st.delta) & _MASK32
 
-            if partial is None:
-                if n < length:
+            if not filled:
+                if n == length:
+                    message = Message(st.type_id, st.stream_id, st.timestamp, data[ppos:pos])
+                else:
+                    # The first of several chunks.
                     self._in_flight += 1
                     if self._in_flight > self.max_in_flight:
                         raise ChunkError(
                             f"more than {self.max_in_flight} chunk streams with a partial message"
                         )
-                    self._add_pending(n)
-                    st.partial = bytearray(mv[ppos:pos])
+                    self._add_pending(length)
+                    if view is None:
+                        view = memoryview(data)
+                    st.pieces = [view[ppos:pos]]
+                    st.filled = n
+                    started.append(st)
                     continue
-                message = Message(st.type_id, st.stream_id, st.timestamp, bytes(mv[ppos:pos]))
             else:
-                partial += mv[ppos:pos]
-                self._add_pending(n)
-                if len(partial) < length:
+                if view is None:
+                    view = memoryview(data)
+                pieces = st.pieces
+                partial = st.partial
+                if pieces is not None:
+                    pieces.append(view[ppos:pos])
+                elif partial is not None:
+                    partial[filled : filled + n] = view[ppos:pos]
+                filled += n
+                if filled < length:
+                    st.filled = filled
                     continue
-                st.partial = None
+                payload = b"".join(pieces) if pieces is not None else bytes(partial or b"")
+                st.filled, st.pieces, st.partial = 0, None, None
                 self._in_flight -= 1
                 self._pending -= length
-                message = Message(st.type_id, st.stream_id, st.timestamp, bytes(partial))
+                message = Message(st.type_id, st.stream_id, st.timestamp, payload)
 
             out.append(message)
             if message.type_id <= ABORT:
@@ -341,7 +398,7 @@ class ChunkReader:
             return
         if len(message.payload) < 4:
             raise ChunkError(f"message type {message.type_id} payload shorter than 4 bytes")
-        (value,) = _U32.unpack_from(message.payload)
+        value = _u32(message.payload, 0)
         if message.type_id == SET_CHUNK_SIZE:
             # §5.4.1: bit 31 must be zero; valid sizes are 1 to 0x7FFFFFFF.
             if value & 0x80000000:
@@ -352,10 +409,10 @@ class ChunkReader:
         else:
             # §5.4.2: discard the partially received message on that chunk stream.
             st = self._streams.get(value)
-            if st is not None and st.partial is not None:
+            if st is not None and st.filled:
                 self._in_flight -= 1
-                self._pending -= len(st.partial)
-                st.partial = None
+                self._pending -= st.length
+                st.filled, st.pieces, st.partial = 0, None, None
 
 
 class _OutStream:
@@ -384,7 +441,7 @@ def _basic_header(fmt: int, csid: int) -> bytes:
 
 
 # The 1-byte basic headers, made once (one is made for every message relayed).
-_ONE_BYTE_HEADERS = [[bytes(((fmt << 6) | csid,)) for csid in range(64)] for fmt in range(4)]
+_ONE_BYTE_HEADERS: Final = [[bytes(((fmt << 6) | csid,)) for csid in range(64)] for fmt in range(4)]
 
 
 class ChunkWriter:

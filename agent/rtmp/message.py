@@ -4,7 +4,7 @@ events (§7.1.7): constants, builders and small parsers."""
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import Final
 
 from .errors import ProtocolError
 
@@ -51,50 +51,71 @@ __all__ = [
 ]
 
 # Message type ids: protocol control (§5.4), user control (§6.2), others (§7.1).
-SET_CHUNK_SIZE = 1
-ABORT = 2
-ACK = 3
-USER_CONTROL = 4
-WINDOW_ACK_SIZE = 5
-SET_PEER_BANDWIDTH = 6
-AUDIO = 8
-VIDEO = 9
-DATA_AMF3 = 15
-SHARED_OBJECT_AMF3 = 16
-COMMAND_AMF3 = 17
-DATA_AMF0 = 18
-SHARED_OBJECT_AMF0 = 19
-COMMAND_AMF0 = 20
-AGGREGATE = 22
+SET_CHUNK_SIZE: Final = 1
+ABORT: Final = 2
+ACK: Final = 3
+USER_CONTROL: Final = 4
+WINDOW_ACK_SIZE: Final = 5
+SET_PEER_BANDWIDTH: Final = 6
+AUDIO: Final = 8
+VIDEO: Final = 9
+DATA_AMF3: Final = 15
+SHARED_OBJECT_AMF3: Final = 16
+COMMAND_AMF3: Final = 17
+DATA_AMF0: Final = 18
+SHARED_OBJECT_AMF0: Final = 19
+COMMAND_AMF0: Final = 20
+AGGREGATE: Final = 22
 
 # User control event types (§7.1.7).
-UC_STREAM_BEGIN = 0
-UC_STREAM_EOF = 1
-UC_STREAM_DRY = 2
-UC_SET_BUFFER_LENGTH = 3
-UC_STREAM_IS_RECORDED = 4
-UC_PING_REQUEST = 6
-UC_PING_RESPONSE = 7
+UC_STREAM_BEGIN: Final = 0
+UC_STREAM_EOF: Final = 1
+UC_STREAM_DRY: Final = 2
+UC_SET_BUFFER_LENGTH: Final = 3
+UC_STREAM_IS_RECORDED: Final = 4
+UC_PING_REQUEST: Final = 6
+UC_PING_RESPONSE: Final = 7
 
 # Set Peer Bandwidth limit types (§5.4.5).
-PEER_BANDWIDTH_HARD = 0
-PEER_BANDWIDTH_SOFT = 1
-PEER_BANDWIDTH_DYNAMIC = 2
+PEER_BANDWIDTH_HARD: Final = 0
+PEER_BANDWIDTH_SOFT: Final = 1
+PEER_BANDWIDTH_DYNAMIC: Final = 2
 
-_U32 = struct.Struct(">I")
-_UC = struct.Struct(">HI")
-_BW = struct.Struct(">IB")
-_AGG_HEADER = struct.Struct(">B3sI3s")  # type, length, timestamp (low 24 + high 8), stream
+_U32: Final = struct.Struct(">I")
+_UC: Final = struct.Struct(">HI")
+_BW: Final = struct.Struct(">IB")
+_AGG_HEADER: Final = struct.Struct(">B3sI3s")  # type, length, timestamp (low 24 + high 8), stream
 
 
-@dataclass(slots=True)
 class Message:
-    """One RTMP message: type, message stream id, absolute timestamp (ms, uint32), payload."""
+    """One RTMP message: type, message stream id, absolute timestamp (ms, uint32), payload.
 
-    type_id: int
-    stream_id: int
-    timestamp: int
-    payload: bytes
+    A plain class, not a dataclass: one is made per message received, and compiled
+    (agent/fastpath.py) a dataclass is still made by the interpreted `__init__` the
+    dataclasses module writes (a Python frame per message)."""
+
+    __slots__ = ("payload", "stream_id", "timestamp", "type_id")
+
+    def __init__(self, type_id: int, stream_id: int, timestamp: int, payload: bytes) -> None:
+        self.type_id = type_id
+        self.stream_id = stream_id
+        self.timestamp = timestamp
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(type_id={self.type_id!r}, stream_id={self.stream_id!r}, "
+            f"timestamp={self.timestamp!r}, payload={self.payload!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return (self.type_id, self.stream_id, self.timestamp, self.payload) == (
+            other.type_id, other.stream_id, other.timestamp, other.payload,
+        )  # fmt: skip
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def _control(type_id: int, payload: bytes) -> Message:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -35,14 +35,14 @@ from .message import (
 
 __all__ = ["ServerSession"]
 
-_MEDIA_TYPES = frozenset((AUDIO, VIDEO, DATA_AMF0, DATA_AMF3))
-_MAX_STREAMS = 16  # createStream calls honoured per connection
+_MEDIA_TYPES: Final = frozenset((AUDIO, VIDEO, DATA_AMF0, DATA_AMF3))
+_MAX_STREAMS: Final = 16  # createStream calls honoured per connection
 #: Largest message before a publish is accepted: the handshake and the commands of a
 #: publish (connect, createStream, publish) are a few hundred bytes each.
-DEFAULT_MAX_MESSAGE_SIZE_BEFORE_PUBLISH = 64 * 1024
+DEFAULT_MAX_MESSAGE_SIZE_BEFORE_PUBLISH: Final = 64 * 1024
 #: Bytes received while a publish waits for its answer, kept unread: the rest of the
 #: read that brought the publish command (a caller pauses reading meanwhile).
-MAX_INPUT_WHILE_PENDING = 1024 * 1024
+MAX_INPUT_WHILE_PENDING: Final = 1024 * 1024
 
 
 class _State(enum.Enum):

@@ -10,7 +10,6 @@ messages carry a message stream id of its own; the slate's is SLATE_STREAM_ID).
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 from fractions import Fraction
 
 import pytest
@@ -113,7 +112,7 @@ class Publisher:
 
     def due(self, now: float) -> list[Message]:
         return [
-            replace(m, timestamp=m.timestamp + self.clock_ms, stream_id=self.stream_id)
+            Message(m.type_id, self.stream_id, m.timestamp + self.clock_ms, m.payload)
             for m in self.loop.due(now)
         ]
 
