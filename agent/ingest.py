@@ -48,9 +48,6 @@ log: Final = logging.getLogger(__name__)
 MAX_STREAM_KEY: Final = 256
 # rig's words (1009 details) when a backup key is claimed on an agent not holding it.
 BACKUP_ELSEWHERE: Final = "the backup must publish to the agent that holds the stream"
-# The connection's own receive buffer: the loop reads into it (no new bytes object per
-# read); the sans-I/O session copies what it keeps.
-READ_BUFFER: Final = 64 * 1024
 # A publisher that does not read our acks and pings: closed once this much waits for it
 # (a stranger's connection, once a little does: our answers to commands are small).
 MAX_UNSENT: Final = 1024 * 1024
@@ -272,8 +269,13 @@ class LiveIngest:
         return self.relay.destination_health(asyncio.get_running_loop().time())
 
 
-class IngestConnection(asyncio.BufferedProtocol):
-    """One RTMP connection from a publisher."""
+class IngestConnection(asyncio.Protocol):
+    """One RTMP connection from a publisher.
+
+    A plain Protocol: the loop hands over each read as a bytes object (uvloop reads
+    into one buffer of its own for every socket), which the chunk reader parses as it
+    is. Reading into a buffer of ours (BufferedProtocol) cost a Python call per read
+    to hand the buffer over, and the reader copied the read to bytes all the same."""
 
     def __init__(self, server: IngestServer, session: ServerSession | None = None) -> None:
         self.server = server
@@ -302,7 +304,6 @@ class IngestConnection(asyncio.BufferedProtocol):
         self._close_reason: str | None = None
         self._admitted = False
         self._closed = False
-        self._buffer = server.read_buffer  # shared: consumed within buffer_updated
         # A socket handed over by another worker, until this worker starts reading it.
         self._unattached: socket.socket | None = None
 
@@ -340,7 +341,7 @@ class IngestConnection(asyncio.BufferedProtocol):
         )
         return connection
 
-    # -------------------------------------------------------------- asyncio.BufferedProtocol
+    # -------------------------------------------------------------- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -370,24 +371,21 @@ class IngestConnection(asyncio.BufferedProtocol):
         self.last_data = self._loop.time()
         self._deadline = self.last_data + server.settings.handshake_timeout
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
+    def data_received(self, data: bytes) -> None:
         if self._closed:
             return
         self.last_data = self._loop.time()
         if not self.authenticated:
-            self._stranger_data(self._buffer[:nbytes])
+            self._stranger_data(data)
             return
         try:
-            media, events = self.session.receive_media(self._buffer[:nbytes])
+            media, events = self.session.receive_media(data)
         except ProtocolError as exc:
             self._fail(f"protocol error: {escape(exc)}", "protocol_error")
             return
         self._handle(media, events)
 
-    def _stranger_data(self, data: memoryview) -> None:
+    def _stranger_data(self, data: bytes) -> None:
         """Bytes before the publish is accepted: the next step's deadline once the
         handshake is over, and what the connection buffers charged to the shared budget."""
         session = self.session

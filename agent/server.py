@@ -31,7 +31,7 @@ from agent import end_reasons
 from agent.broadcast import BACKUP, HOLDING, Protection
 from agent.destination import Destination, EgressSettings
 from agent.heartbeat import HeartbeatRound, HeartbeatSender, bounded
-from agent.ingest import READ_BUFFER, IngestConnection, LiveIngest, key_id, stream_key_of
+from agent.ingest import IngestConnection, LiveIngest, key_id, stream_key_of
 from agent.limits import Admission, FailedPublishes, RefusalLog, RefusedKeys
 from agent.metrics import AgentStats
 from agent.placement import LocalRegistry, Placement, Registry
@@ -91,10 +91,6 @@ class IngestServer:
         self.slates = SlateCache(max_entries=64)
         self.relays: set[StreamRelay] = set()
         self.connections: set[IngestConnection] = set()
-        # What every publisher's connection reads into: one buffer for all of them, as
-        # the loop reads one socket at a time and each read is consumed (copied where
-        # kept) before the next. One warm buffer, not 64 KiB per publisher.
-        self.read_buffer = memoryview(bytearray(READ_BUFFER))
         self.prober = Prober()
         self.thumbnailer = Thumbnailer(rig.put_thumbnail) if settings.thumbnails else None
         self.stats = AgentStats()  # publishes accepted and refused, for agent/metrics.py

@@ -165,7 +165,15 @@ class ChunkReader:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.bytes_received = 0
         self._max_pending = 2 * max_message_size
-        self._buf = bytearray()  # an incomplete chunk, or bytes kept unread
+        # Input not parsed yet: `_data` from `_at` on (what a read left: an incomplete
+        # chunk, or what follows a command), then `_more` (reads that came while that
+        # chunk still missed bytes, and bytes kept unread). `_need`: the length from
+        # `_at` that completes that chunk (0: unknown, a header is incomplete). Each
+        # byte is copied a bounded number of times however it is cut into reads.
+        self._data = b""
+        self._at = 0
+        self._more = bytearray()
+        self._need = 0
         self._streams: dict[int, _InStream] = {}
         self._in_flight = 0
         self._pending = 0
@@ -174,7 +182,7 @@ class ChunkReader:
     def buffered(self) -> int:
         """Bytes waiting in the input buffer: an incomplete chunk, or bytes kept unread
         (`feed_until_command`, `keep`)."""
-        return len(self._buf)
+        return len(self._data) - self._at + len(self._more)
 
     @property
     def partial_bytes(self) -> int:
@@ -196,23 +204,39 @@ class ChunkReader:
         the input buffer, unread, until the next call (a server that must answer a
         command before it knows which limits apply to the rest)."""
         self.bytes_received += len(data)
-        buf = self._buf
-        if buf:
-            whole = b"".join((buf, data))
-            buf.clear()
+        left = len(self._data) - self._at
+        more = self._more
+        if left or more:
+            if left + len(more) + len(data) < self._need:
+                more += data  # the waiting chunk is still incomplete
+                return []
+            if more or data:
+                whole = b"".join((memoryview(self._data)[self._at :], more, data))
+                more.clear()
+                at = 0
+            else:  # what followed a command, read now
+                whole, at = self._data, self._at
         elif isinstance(data, bytes):
-            whole = data
+            whole, at = data, 0
         else:
-            whole = bytes(data)
+            whole, at = bytes(data), 0
         out: list[Message] = []
         started: list[_InStream] = []
+        self._need = 0
         try:
-            consumed = self._parse(whole, out, until_command, started)
+            consumed = self._parse(whole, at, out, until_command, started)
         finally:
             for st in started:
                 self._spans_reads(st)
-        if consumed < len(whole):
-            buf += memoryview(whole)[consumed:]
+        if consumed == len(whole):
+            self._data, self._at = b"", 0
+        elif consumed * 2 > len(whole):
+            # Copied out when it is the smaller part (an incomplete chunk at the end of
+            # a read): what is held stays at most twice what is left, and a read of
+            # many commands, taken one per call, is copied a bounded number of times.
+            self._data, self._at = whole[consumed:], 0
+        else:
+            self._data, self._at = whole, consumed
         return out
 
     def feed_until_command(self, data: bytes | bytearray | memoryview) -> list[Message]:
@@ -222,7 +246,7 @@ class ChunkReader:
     def keep(self, data: bytes | bytearray | memoryview) -> None:
         """Append *data* to the input buffer without reading it (see `feed`)."""
         self.bytes_received += len(data)
-        self._buf += data
+        self._more += data
 
     def _spans_reads(self, st: _InStream) -> None:
         """A message begun in this read and not complete at its end: copy what came
@@ -238,12 +262,13 @@ class ChunkReader:
             partial[at : at + n] = piece
             at += n
 
-    def _parse(self, data: bytes, out: list[Message], stop: bool, started: list[_InStream]) -> int:
+    def _parse(
+        self, data: bytes, pos: int, out: list[Message], stop: bool, started: list[_InStream]
+    ) -> int:
         streams = self._streams
         chunk_size = self.chunk_size
         end = len(data)
         view: memoryview | None = None
-        pos = 0
         while pos < end:
             # Basic header, §5.3.1.1: 1, 2 or 3 bytes.
             b0 = data[pos]
@@ -321,6 +346,7 @@ class ChunkReader:
             remaining = length - filled
             n = remaining if remaining < chunk_size else chunk_size
             if end - ppos < n:
+                self._need = ppos + n - pos
                 break
             pos = ppos + n
 

@@ -495,3 +495,44 @@ def test_a_smaller_limit_holds_fewer_partial_bytes() -> None:
     assert reader.partial_bytes == 900  # the whole message, once it spans reads
     with pytest.raises(MessageTooLarge):
         reader.feed(writer.write(Message(msg.VIDEO, 1, 0, bytes(1001)), 5))
+
+
+# ------------------------------------------------------------------- bytes copied
+
+
+def test_a_chunk_trickling_in_is_joined_once() -> None:
+    """A chunk that comes a byte at a time: its bytes wait, appended, until the chunk is
+    complete, and are joined then (not again with every read: a peer sending a large
+    chunk byte by byte would cost its length squared)."""
+    writer = ChunkWriter(65536)
+    video = Message(msg.VIDEO, 1, 0, bytes(range(256)) * 200)
+    data = writer.write(video)
+    reader = ChunkReader()
+    reader.chunk_size = 65536
+    assert reader.feed(data[:100]) == []
+    waiting = reader._data
+    for i in range(100, len(data) - 1):
+        assert reader.feed(data[i : i + 1]) == []
+    assert reader._data is waiting  # the first read's part, never copied since
+    assert reader.buffered == len(data) - 1
+    assert reader.feed(data[-1:]) == [video]
+    assert reader.buffered == 0
+
+
+def test_many_commands_in_one_read_are_read_one_by_one_without_copying_the_rest() -> None:
+    """`feed_until_command` takes one command per call: what follows is read on where
+    it lies, copied out only once it is the smaller part (a stranger's read of many
+    small commands costs its length, not its length times their number)."""
+    writer = ChunkWriter()
+    commands = [Message(msg.COMMAND_AMF0, 0, n, b"\x02\x00\x04ping") for n in range(1000)]
+    reader = ChunkReader()
+    got = reader.feed_until_command(b"".join(writer.write(m) for m in commands))
+    held = {id(reader._data)}
+    while True:
+        messages = reader.feed_until_command(b"")
+        if not messages:
+            break
+        got += messages
+        held.add(id(reader._data))
+    assert got == commands
+    assert len(held) <= 12  # one copy per halving: log2(1000) + 2

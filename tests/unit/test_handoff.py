@@ -91,6 +91,6 @@ def test_the_state_is_bounded():
     with pytest.raises(HandoffError, match="too large"):
         unpack(b"\x80" * (MAX_STATE + 1))
     _, server = pending_publish()
-    server._reader._buf += b"x" * (MAX_STATE + 1)  # an impossible session, to test the bound
+    server._reader._more += b"x" * (MAX_STATE + 1)  # an impossible session, to test the bound
     with pytest.raises(HandoffError, match="too large"):
         pack(server)

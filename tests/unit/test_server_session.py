@@ -541,10 +541,10 @@ def test_a_chunk_size_above_the_limit_is_a_protocol_error() -> None:
 
 
 def test_sessions_keep_nothing_of_the_buffer_they_read_from() -> None:
-    """The agent reads every publisher's bytes into one shared buffer (agent/server.py,
-    `read_buffer`), overwritten by the next read of any connection: a session must copy
-    what it keeps. Two publishes go through one buffer in small interleaved pieces,
-    scribbled over after each, handshake included."""
+    """A session may be fed views of a buffer that the next read overwrites (a loop
+    reading every connection into one buffer of its own): it must copy what it keeps.
+    Two publishes go through one buffer in small interleaved pieces, scribbled over
+    after each, handshake included."""
     shared = bytearray(700)
     pairs = []
     for n in range(2):
