@@ -219,9 +219,10 @@ class StreamRelay(StreamStart):
     def feed(self, messages: list[Message], now: float | None = None) -> None:
         """Relay the messages of one read from the publisher, in order (`now`: the
         monotonic clock, for the timeline)."""
+        # (Compiled, a method bound to a local would be called through the interpreter:
+        # direct calls are C calls.)
         batch: list[MediaMessage] = []
-        append = batch.append
-        place = self.timeline.place
+        timeline = self.timeline
         if now is None:
             now = time.monotonic()
         for message in messages:
@@ -234,9 +235,9 @@ class StreamRelay(StreamStart):
                 self.facts.unclassified += 1
                 continue
             type_id = message.type_id
-            timestamp = place(type_id, message.timestamp, now)
+            timestamp = timeline.place(type_id, message.timestamp, now)
             media = MediaMessage(type_id, timestamp, message.payload, kind)
-            append(media)
+            batch.append(media)
             # The common messages, in short (see _plain_tags).
             if tag is self._plain_audio:
                 self._cache_add(media)

@@ -74,6 +74,8 @@ _U32: Final = struct.Struct(">I")
 _U32LE: Final = struct.Struct("<I")
 _TS_LEN_TYPE: Final = struct.Struct(">BHBHB")  # 3-byte timestamp, 3-byte length, type id
 _TS: Final = struct.Struct(">BH")  # 3-byte timestamp (delta)
+# A whole format 0 header with a 1-byte basic header, the stream id's bytes swapped.
+_pack_fmt0: Final = struct.Struct(">BBHBHBI").pack
 
 
 def csid_for(message: Message) -> int:
@@ -599,12 +601,20 @@ def message_chunks(
     if timestamp >= _EXTENDED:
         field = _EXTENDED
         ext = _U32.pack(timestamp)
-    header = (
-        _basic_header(0, csid)
-        + _TS_LEN_TYPE.pack(field >> 16, field & 0xFFFF, length >> 16, length & 0xFFFF, type_id)
-        + _U32LE.pack(stream_id & _MASK32)
-        + ext
-    )
+    if csid < 64:  # always ours (csid_for): one pack call
+        sid = stream_id & _MASK32
+        swapped = ((sid & 0xFF) << 24) | ((sid & 0xFF00) << 8) | ((sid >> 8) & 0xFF00) | (sid >> 24)
+        header = _pack_fmt0(
+            csid, field >> 16, field & 0xFFFF, length >> 16, length & 0xFFFF, type_id, swapped
+        )
+    else:
+        header = (
+            _basic_header(0, csid)
+            + _TS_LEN_TYPE.pack(field >> 16, field & 0xFFFF, length >> 16, length & 0xFFFF, type_id)
+            + _U32LE.pack(stream_id & _MASK32)
+        )
+    if ext:
+        header += ext
     if length <= chunk_size:
         return [header, payload]
     view = memoryview(payload)

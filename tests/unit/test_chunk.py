@@ -536,3 +536,9 @@ def test_many_commands_in_one_read_are_read_one_by_one_without_copying_the_rest(
         held.add(id(reader._data))
     assert got == commands
     assert len(held) <= 12  # one copy per halving: log2(1000) + 2
+
+
+def test_message_chunks_stream_id_is_little_endian() -> None:
+    header = message_chunks(4, 0x01020304, msg.AUDIO, 5, b"ab", 128)[0]
+    assert header == bytes((4, 0, 0, 5, 0, 0, 2, msg.AUDIO, 4, 3, 2, 1))
+    assert message_chunks(4, 0xFFFFFFFF, msg.AUDIO, 5, b"ab", 128)[0][-4:] == b"\xff" * 4
