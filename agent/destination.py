@@ -137,7 +137,7 @@ class Chunked:
             self._first_key = key
             self._first = encode(self.messages, key[0], key[1])
             return self._first
-        if key is first_key or key == first_key:
+        if key == first_key:
             return self._first
         others = self._others
         if others is None:

@@ -74,8 +74,6 @@ _U32: Final = struct.Struct(">I")
 _U32LE: Final = struct.Struct("<I")
 _TS_LEN_TYPE: Final = struct.Struct(">BHBHB")  # 3-byte timestamp, 3-byte length, type id
 _TS: Final = struct.Struct(">BH")  # 3-byte timestamp (delta)
-# A whole format 0 header with a 1-byte basic header, the stream id's bytes swapped.
-_pack_fmt0: Final = struct.Struct(">BBHBHBI").pack
 
 
 def csid_for(message: Message) -> int:
@@ -394,15 +392,16 @@ class ChunkReader:
                     view = memoryview(data)
                 pieces = st.pieces
                 partial = st.partial
-                if pieces is not None:
-                    pieces.append(view[ppos:pos])
-                elif partial is not None:
+                if partial is not None:  # begun in an earlier read
                     partial[filled : filled + n] = view[ppos:pos]
+                elif pieces is not None:
+                    pieces.append(view[ppos:pos])
                 filled += n
                 if filled < length:
                     st.filled = filled
                     continue
-                payload = b"".join(pieces) if pieces is not None else bytes(partial or b"")
+                # One of the two holds the message (_InStream: exactly one while filled).
+                payload = bytes(partial) if partial is not None else b"".join(pieces or ())
                 st.filled, st.pieces, st.partial = 0, None, None
                 self._in_flight -= 1
                 self._pending -= length
@@ -601,20 +600,12 @@ def message_chunks(
     if timestamp >= _EXTENDED:
         field = _EXTENDED
         ext = _U32.pack(timestamp)
-    if csid < 64:  # always ours (csid_for): one pack call
-        sid = stream_id & _MASK32
-        swapped = ((sid & 0xFF) << 24) | ((sid & 0xFF00) << 8) | ((sid >> 8) & 0xFF00) | (sid >> 24)
-        header = _pack_fmt0(
-            csid, field >> 16, field & 0xFFFF, length >> 16, length & 0xFFFF, type_id, swapped
-        )
-    else:
-        header = (
-            _basic_header(0, csid)
-            + _TS_LEN_TYPE.pack(field >> 16, field & 0xFFFF, length >> 16, length & 0xFFFF, type_id)
-            + _U32LE.pack(stream_id & _MASK32)
-        )
-    if ext:
-        header += ext
+    header = (
+        _basic_header(0, csid)
+        + _TS_LEN_TYPE.pack(field >> 16, field & 0xFFFF, length >> 16, length & 0xFFFF, type_id)
+        + _U32LE.pack(stream_id & _MASK32)
+        + ext
+    )
     if length <= chunk_size:
         return [header, payload]
     view = memoryview(payload)
